@@ -1,0 +1,155 @@
+// Package kernels declares the compute seam of herd: the Backend interface through which
+// model/ runs every op of the LLaMA network, forward and backward side by side.
+//
+// A Backend owns its memory. The model allocates Buffers from it, fills them through Write,
+// and never touches their elements directly, so the same model code runs on the CPU reference
+// (kernels/cpu) and on a GPU (kernels/cuda, build tag cuda). Every backend must pass the shared
+// conformance suite in kernels/kernelstest against the float64 CPU reference.
+//
+// Conventions used by every op:
+//   - Matrices are row-major and densely packed.
+//   - B is the batch size, T the sequence length, H the number of attention heads,
+//     D the head dimension (the model dimension is H*D), V the vocabulary size.
+//   - Attention inputs q, k, v and its output are laid out [B, T, H, D]; that is exactly the
+//     [B*T, H*D] output of a linear layer, so no transposes are needed around attention.
+//   - Ops named ...Backward accumulate (+=) into parameter gradients (they sum over
+//     micro-batches) and say per argument whether an input gradient is overwritten or
+//     accumulated into.
+//   - Output buffers may alias an input only where the op's comment says so.
+package kernels
+
+// DType is the element type of a backend's buffers.
+type DType int
+
+const (
+	Float32 DType = iota + 1
+	Float64
+	BFloat16
+)
+
+// Size returns the number of bytes one element of the type occupies.
+func (t DType) Size() int {
+	switch t {
+	case Float32:
+		return 4
+	case Float64:
+		return 8
+	case BFloat16:
+		return 2
+	}
+	panic("kernels: unknown dtype")
+}
+
+func (t DType) String() string {
+	switch t {
+	case Float32:
+		return "float32"
+	case Float64:
+		return "float64"
+	case BFloat16:
+		return "bfloat16"
+	}
+	return "unknown"
+}
+
+// Buffer is a vector of elements in a backend's memory. Only the backend that allocated a
+// Buffer may use it.
+type Buffer interface {
+	// Len returns the number of elements.
+	Len() int
+}
+
+// AdamW holds the hyper-parameters of one AdamW update.
+type AdamW struct {
+	LR          float64 // learning rate of this step
+	Beta1       float64 // first-moment decay (LLaMA: 0.9)
+	Beta2       float64 // second-moment decay (LLaMA: 0.95)
+	Eps         float64 // added to sqrt(v) (1e-8)
+	WeightDecay float64 // decoupled weight decay; 0 for gains
+	Step        int     // 1-based step number, for bias correction
+	GradScale   float64 // multiplies the gradient before use (clipping, averaging)
+}
+
+// Backend runs the ops of the LLaMA network on one device.
+type Backend interface {
+	// Name identifies the backend in logs and benchmarks, e.g. "cpu-float32".
+	Name() string
+	// DType is the element type of every Buffer this backend allocates.
+	DType() DType
+
+	// Alloc returns a zeroed buffer of n elements.
+	Alloc(n int) Buffer
+	// Free returns a buffer to the backend. Views made by Slice must not be freed.
+	Free(b Buffer)
+	// Slice returns a view of n elements of b starting at element off. No copy is made.
+	Slice(b Buffer, off, n int) Buffer
+	// LiveBytes reports the bytes currently allocated and not freed; views count nothing.
+	LiveBytes() int64
+
+	// Write copies host values into dst (len(src) == dst.Len()), converting to the dtype.
+	Write(dst Buffer, src []float64)
+	// Read copies src into host memory (len(dst) == src.Len()).
+	Read(dst []float64, src Buffer)
+	// Write32 and Read32 are Write and Read for float32 host memory.
+	Write32(dst Buffer, src []float32)
+	Read32(dst []float32, src Buffer)
+
+	// Zero sets every element of x to 0.
+	Zero(x Buffer)
+	// Copy sets dst = src.
+	Copy(dst, src Buffer)
+	// Add sets out = a + b elementwise; out may alias a or b.
+	Add(out, a, b Buffer)
+	// Scale sets x = s*x.
+	Scale(x Buffer, s float64)
+	// SumSquares returns the sum of x[i]^2, accumulated in float64.
+	SumSquares(x Buffer) float64
+
+	// MatMul sets C = op(A) op(B) + beta*C, where C is [m, n], op(A) is [m, k] and op(B) is
+	// [k, n]. With transA, A is stored [k, m]; with transB, B is stored [n, k].
+	MatMul(c, a, b Buffer, m, n, k int, transA, transB bool, beta float64)
+
+	// Embedding sets out[i, :] = table[tokens[i], :] for each of the len(tokens) rows of width dim.
+	Embedding(out, table Buffer, tokens []int32, dim int)
+	// EmbeddingBackward accumulates dtable[tokens[i], :] += dout[i, :].
+	EmbeddingBackward(dtable, dout Buffer, tokens []int32, dim int)
+
+	// RMSNorm sets out = x / rms(x) * gain per row, with rms(x) = sqrt(mean(x^2) + eps), and
+	// stores rstd[r] = 1/rms(x[r]) (rstd is kept in the backend's dtype). x is [rows, dim].
+	RMSNorm(out, rstd, x, gain Buffer, rows, dim int, eps float64)
+	// RMSNormBackward accumulates dx += d(out)/dx . dout and dgain += d(out)/dgain . dout,
+	// given the rstd saved by RMSNorm.
+	RMSNormBackward(dx, dgain, dout, x, gain, rstd Buffer, rows, dim int)
+
+	// RoPE rotates each adjacent pair (x[2i], x[2i+1]) of every head of x [B, T, H, D] by the
+	// angle (pos0+t) * theta^(-2i/D), Meta's layout. out may alias x.
+	RoPE(out, x Buffer, b, t, h, d, pos0 int, theta float64)
+	// RoPEBackward sets dx = R^T dout, the inverse rotation. dx may alias dout.
+	RoPEBackward(dx, dout Buffer, b, t, h, d, pos0 int, theta float64)
+
+	// Attention computes causal softmax(q k^T / sqrt(D)) v per batch and head without storing
+	// the T x T weights, and saves the per-row logsumexp lse [B, H, T] for the backward pass.
+	Attention(out, lse, q, k, v Buffer, b, t, h, d int)
+	// AttentionBackward sets (overwrites) dq, dk and dv from dout and the saved out and lse.
+	AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v Buffer, b, t, h, d int)
+
+	// AttentionCached is causal attention for generation with a KV cache, batch 1: tq queries
+	// q [tq, H, D] at positions tk-tq .. tk-1 attend to the first tk rows of the caches
+	// k, v [>=tk, H, D]. Nothing of size tq x tk is stored; no logsumexp is kept.
+	AttentionCached(out, q, k, v Buffer, tq, tk, h, d int)
+
+	// SwiGLU sets out = silu(a) * b elementwise, with silu(x) = x*sigmoid(x).
+	SwiGLU(out, a, b Buffer)
+	// SwiGLUBackward sets (overwrites) da and db from dout.
+	SwiGLUBackward(da, db, dout, a, b Buffer)
+
+	// CrossEntropy sets losses[r] = logsumexp(logits[r]) - logits[r, targets[r]] for logits
+	// [rows, vocab] and stores lse[r]. Rows whose target is negative are ignored (loss 0).
+	CrossEntropy(losses, lse, logits Buffer, targets []int32, rows, vocab int)
+	// CrossEntropyBackward sets dlogits = scale * (softmax(logits) - onehot(target)) per row,
+	// and 0 for ignored rows. dlogits may alias logits.
+	CrossEntropyBackward(dlogits, logits, lse Buffer, targets []int32, rows, vocab int, scale float64)
+
+	// AdamWUpdate applies one AdamW step to params p with gradient g and moments m, v.
+	AdamWUpdate(p, g, m, v Buffer, hp AdamW)
+}

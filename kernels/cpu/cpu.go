@@ -1,0 +1,215 @@
+// Package cpu is herd's reference backend: every op of kernels.Backend in plain Go, generic
+// over float32 (training) and float64 (gradient checks against finite differences), spread
+// across the cores with goroutines. Matrix multiplies go through a CBLAS library loaded with
+// dlopen at run time when one is present (OpenBLAS), and through a blocked pure-Go kernel
+// otherwise, so the backend builds and runs everywhere.
+//
+// Every op that reduces (norms, sums, attention) fixes its summation order independently of
+// the number of cores, so recomputing an activation yields the same bits as computing it the
+// first time; the rematerialization policies of model/ rely on that.
+package cpu
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/herd-llm/herd/kernels"
+	"github.com/herd-llm/herd/kernels/cpu/internal/gemm"
+)
+
+// Float is the element type of the CPU backend.
+type Float interface{ ~float32 | ~float64 }
+
+// Options configures a CPU backend.
+type Options struct {
+	// PureGo disables the BLAS path: every matmul runs the blocked pure-Go kernel.
+	PureGo bool
+	// BLASLib names the CBLAS shared library to load. Empty means the HERD_BLAS_LIB
+	// environment variable, then the usual names (libopenblas.so.0, libblas.so.3).
+	// HERD_BLAS=off in the environment has the effect of PureGo.
+	BLASLib string
+}
+
+// Backend is the CPU implementation of kernels.Backend with elements of type T.
+type Backend[T Float] struct {
+	lib    *gemm.Lib // nil: pure Go matmul
+	blaErr error     // why no BLAS library is in use, when lib is nil
+
+	live atomic.Int64
+
+	mu   sync.Mutex
+	free map[int][]*buf[T] // released buffers by length, reused by Alloc
+
+	ropeMu sync.Mutex
+	rope   map[ropeKey]*ropeTable
+}
+
+var (
+	_ kernels.Backend = (*Backend[float32])(nil)
+	_ kernels.Backend = (*Backend[float64])(nil)
+)
+
+// New returns a CPU backend. It never fails: without a usable BLAS library it falls back to
+// the pure-Go matmul, and BLAS reports why.
+func New[T Float](opts Options) *Backend[T] {
+	be := &Backend[T]{free: map[int][]*buf[T]{}, rope: map[ropeKey]*ropeTable{}}
+	switch {
+	case opts.PureGo:
+		be.blaErr = fmt.Errorf("cpu: pure-Go matmul requested")
+	case opts.BLASLib != "":
+		be.lib, be.blaErr = gemm.Load(opts.BLASLib)
+	default:
+		be.lib, be.blaErr = gemm.Default()
+	}
+	if be.lib == nil && be.blaErr == nil {
+		be.blaErr = fmt.Errorf("cpu: BLAS disabled by HERD_BLAS=off")
+	}
+	return be
+}
+
+// BLAS returns the path of the CBLAS library in use, or "" and the reason none is used.
+func (be *Backend[T]) BLAS() (string, error) {
+	if be.lib == nil {
+		return "", be.blaErr
+	}
+	return be.lib.Path(), nil
+}
+
+// Name implements kernels.Backend.
+func (be *Backend[T]) Name() string {
+	if be.lib == nil {
+		return "cpu-" + be.DType().String() + "-purego"
+	}
+	return "cpu-" + be.DType().String() + "-blas"
+}
+
+// DType implements kernels.Backend.
+func (be *Backend[T]) DType() kernels.DType {
+	var z T
+	if unsafe.Sizeof(z) == 4 {
+		return kernels.Float32
+	}
+	return kernels.Float64
+}
+
+// buf is a CPU buffer: a slice of T that the backend owns, or a view into one.
+type buf[T Float] struct {
+	data  []T
+	owned bool
+}
+
+func (b *buf[T]) Len() int { return len(b.data) }
+
+// Data returns the elements of a buffer allocated by a CPU backend of element type T.
+// Tests and host-side tools use it to avoid copies.
+func Data[T Float](b kernels.Buffer) []T { return b.(*buf[T]).data }
+
+func (be *Backend[T]) elemSize() int64 { var z T; return int64(unsafe.Sizeof(z)) }
+
+// Alloc implements kernels.Backend. Released buffers of the same length are reused, so a
+// training loop that allocates the same activations every step does not churn the heap.
+func (be *Backend[T]) Alloc(n int) kernels.Buffer {
+	if n < 0 {
+		panic(fmt.Sprintf("cpu: Alloc of %d elements", n))
+	}
+	be.live.Add(int64(n) * be.elemSize())
+	be.mu.Lock()
+	if l := be.free[n]; len(l) > 0 {
+		b := l[len(l)-1]
+		be.free[n] = l[:len(l)-1]
+		be.mu.Unlock()
+		clear(b.data)
+		b.owned = true
+		return b
+	}
+	be.mu.Unlock()
+	return &buf[T]{data: make([]T, n), owned: true}
+}
+
+// Free implements kernels.Backend.
+func (be *Backend[T]) Free(x kernels.Buffer) {
+	b := x.(*buf[T])
+	if !b.owned {
+		panic("cpu: Free of a view or of a buffer already freed")
+	}
+	b.owned = false
+	be.live.Add(-int64(len(b.data)) * be.elemSize())
+	be.mu.Lock()
+	be.free[len(b.data)] = append(be.free[len(b.data)], b)
+	be.mu.Unlock()
+}
+
+// Release drops the buffers kept for reuse, returning their memory to the Go heap.
+func (be *Backend[T]) Release() {
+	be.mu.Lock()
+	clear(be.free)
+	be.mu.Unlock()
+}
+
+// Slice implements kernels.Backend.
+func (be *Backend[T]) Slice(x kernels.Buffer, off, n int) kernels.Buffer {
+	b := x.(*buf[T])
+	if off < 0 || n < 0 || off+n > len(b.data) {
+		panic(fmt.Sprintf("cpu: Slice [%d:%d] of a buffer of %d", off, off+n, len(b.data)))
+	}
+	return &buf[T]{data: b.data[off : off+n : off+n]}
+}
+
+// LiveBytes implements kernels.Backend.
+func (be *Backend[T]) LiveBytes() int64 { return be.live.Load() }
+
+func (be *Backend[T]) data(x kernels.Buffer) []T { return x.(*buf[T]).data }
+
+func checkLen(op string, want int, bufs ...kernels.Buffer) {
+	for _, b := range bufs {
+		if b.Len() < want {
+			panic(fmt.Sprintf("cpu: %s needs %d elements, buffer has %d", op, want, b.Len()))
+		}
+	}
+}
+
+// Write implements kernels.Backend.
+func (be *Backend[T]) Write(dst kernels.Buffer, src []float64) {
+	d := be.data(dst)
+	if len(d) != len(src) {
+		panic(fmt.Sprintf("cpu: Write of %d values into %d", len(src), len(d)))
+	}
+	for i, v := range src {
+		d[i] = T(v)
+	}
+}
+
+// Read implements kernels.Backend.
+func (be *Backend[T]) Read(dst []float64, src kernels.Buffer) {
+	s := be.data(src)
+	if len(s) != len(dst) {
+		panic(fmt.Sprintf("cpu: Read of %d values into %d", len(s), len(dst)))
+	}
+	for i, v := range s {
+		dst[i] = float64(v)
+	}
+}
+
+// Write32 implements kernels.Backend.
+func (be *Backend[T]) Write32(dst kernels.Buffer, src []float32) {
+	d := be.data(dst)
+	if len(d) != len(src) {
+		panic(fmt.Sprintf("cpu: Write32 of %d values into %d", len(src), len(d)))
+	}
+	for i, v := range src {
+		d[i] = T(v)
+	}
+}
+
+// Read32 implements kernels.Backend.
+func (be *Backend[T]) Read32(dst []float32, src kernels.Buffer) {
+	s := be.data(src)
+	if len(s) != len(dst) {
+		panic(fmt.Sprintf("cpu: Read32 of %d values into %d", len(s), len(dst)))
+	}
+	for i, v := range s {
+		dst[i] = float32(v)
+	}
+}

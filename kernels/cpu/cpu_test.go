@@ -1,0 +1,41 @@
+package cpu_test
+
+import (
+	"testing"
+
+	"github.com/herd-llm/herd/kernels/cpu"
+	"github.com/herd-llm/herd/kernels/kernelstest"
+)
+
+// The float32 backend against the float64 reference, through BLAS (when the library is
+// present) and through the pure-Go matmul, which must stay correct as the fallback.
+func TestConformanceFloat32(t *testing.T) {
+	t.Run("default", func(t *testing.T) {
+		be := cpu.New[float32](cpu.Options{})
+		path, err := be.BLAS()
+		t.Logf("matmul: BLAS %q (%v)", path, err)
+		kernelstest.RunAll(t, be, kernelstest.Float32)
+	})
+	t.Run("purego", func(t *testing.T) {
+		be := cpu.New[float32](cpu.Options{PureGo: true})
+		if path, _ := be.BLAS(); path != "" {
+			t.Fatalf("PureGo backend uses BLAS %s", path)
+		}
+		kernelstest.RunAll(t, be, kernelstest.Float32)
+	})
+}
+
+// The pure-Go float64 path must agree with the BLAS float64 reference to rounding.
+func TestConformanceFloat64PureGo(t *testing.T) {
+	kernelstest.RunAll(t, cpu.New[float64](cpu.Options{PureGo: true}), kernelstest.Tolerance{Elementwise: 1e-14, Reduction: 1e-12})
+}
+
+func TestBLASRequired(t *testing.T) {
+	be := cpu.New[float32](cpu.Options{})
+	if path, err := be.BLAS(); path == "" {
+		if kernelstest.RequireBLAS() {
+			t.Fatalf("HERD_REQUIRE_BLAS is set but no BLAS library loaded: %v", err)
+		}
+		t.Skipf("no BLAS library: %v", err)
+	}
+}

@@ -1,0 +1,281 @@
+package kernelstest
+
+import (
+	"math"
+	"testing"
+
+	"github.com/herd-llm/herd/kernels"
+)
+
+// Sizes are chosen not to be multiples of typical tile or vector widths.
+var (
+	rowsCases = []int{1, 7, 67}
+	dimCases  = []int{6, 130}
+)
+
+func testMemory(t *testing.T, s *suite) {
+	before := s.be.LiveBytes()
+	b := s.be.Alloc(1000)
+	if got, want := s.be.LiveBytes()-before, int64(1000*s.be.DType().Size()); got != want {
+		t.Errorf("LiveBytes grew by %d after Alloc(1000), want %d", got, want)
+	}
+	v := make([]float64, 1000)
+	s.be.Read(v, b)
+	for i, x := range v {
+		if x != 0 {
+			t.Fatalf("Alloc: element %d is %v, want 0", i, x)
+		}
+	}
+	view := s.be.Slice(b, 100, 10)
+	if view.Len() != 10 {
+		t.Errorf("Slice Len = %d, want 10", view.Len())
+	}
+	s.be.Write(view, []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10})
+	s.be.Read(v, b)
+	if v[99] != 0 || v[100] != 1 || v[109] != 10 || v[110] != 0 {
+		t.Errorf("write through a view landed at the wrong place: %v", v[98:112])
+	}
+	s.be.Free(b)
+	if got := s.be.LiveBytes(); got != before {
+		t.Errorf("LiveBytes = %d after Free, want %d", got, before)
+	}
+	b = s.be.Alloc(1000)
+	s.be.Read(v, b)
+	for i, x := range v {
+		if x != 0 {
+			t.Fatalf("Alloc after Free: element %d is %v, want 0", i, x)
+		}
+	}
+	s.be.Free(b)
+}
+
+func testElementwise(t *testing.T, s *suite) {
+	for _, n := range []int{1, 1000, 70001} {
+		a, b, out := s.random(n, 1), s.random(n, 1), s.poisoned(n)
+		s.be.Add(out.got, a.got, b.got)
+		s.ref.Add(out.want, a.want, b.want)
+		s.check(t, "Add", out, s.tol.Elementwise)
+		s.be.Add(a.got, a.got, b.got) // aliasing out and a
+		s.ref.Add(a.want, a.want, b.want)
+		s.check(t, "Add in place", a, s.tol.Elementwise)
+		s.be.Scale(b.got, -0.37)
+		s.ref.Scale(b.want, -0.37)
+		s.check(t, "Scale", b, s.tol.Elementwise)
+		s.be.Copy(out.got, b.got)
+		s.ref.Copy(out.want, b.want)
+		s.check(t, "Copy", out, s.tol.Elementwise) // b carries Scale's rounding
+		s.be.Zero(out.got)
+		s.ref.Zero(out.want)
+		s.check(t, "Zero", out, 0)
+		s.free(a, b, out)
+	}
+}
+
+func testSumSquares(t *testing.T, s *suite) {
+	for _, n := range []int{0, 1, 999, 100003} {
+		a := s.random(n, 1)
+		got, want := s.be.SumSquares(a.got), s.ref.SumSquares(a.want)
+		if math.Abs(got-want) > s.tol.Reduction*math.Max(want, 1e-30) {
+			t.Errorf("SumSquares(n=%d) = %v, want %v", n, got, want)
+		}
+		s.free(a)
+	}
+}
+
+func testMatMul(t *testing.T, s *suite) {
+	for _, sh := range [][3]int{{1, 1, 1}, {7, 5, 3}, {67, 130, 33}, {64, 96, 260}} {
+		m, n, k := sh[0], sh[1], sh[2]
+		for _, ta := range []bool{false, true} {
+			for _, tb := range []bool{false, true} {
+				for _, beta := range []float64{0, 1} {
+					a, b := s.random(m*k, 1), s.random(k*n, 1)
+					c := s.poisoned(m * n)
+					if beta != 0 {
+						s.free(c)
+						c = s.random(m*n, 1)
+					}
+					s.be.MatMul(c.got, a.got, b.got, m, n, k, ta, tb, beta)
+					s.ref.MatMul(c.want, a.want, b.want, m, n, k, ta, tb, beta)
+					s.check(t, name("MatMul", "m", m, "n", n, "k", k, "ta", b2i(ta), "tb", b2i(tb), "beta", int(beta)), c, s.tol.Reduction)
+					s.free(a, b, c)
+				}
+			}
+		}
+	}
+}
+
+func testEmbedding(t *testing.T, s *suite) {
+	vocab, dim := 37, 19
+	tokens := []int32{0, 5, 36, 5, 5, 12, 0, 36, 1}
+	table := s.random(vocab*dim, 1)
+	out := s.poisoned(len(tokens) * dim)
+	s.be.Embedding(out.got, table.got, tokens, dim)
+	s.ref.Embedding(out.want, table.want, tokens, dim)
+	s.check(t, "Embedding", out, 0)
+	dout, dtable := s.random(len(tokens)*dim, 1), s.random(vocab*dim, 1)
+	s.be.EmbeddingBackward(dtable.got, dout.got, tokens, dim)
+	s.ref.EmbeddingBackward(dtable.want, dout.want, tokens, dim)
+	s.check(t, "EmbeddingBackward (repeated tokens accumulate)", dtable, s.tol.Elementwise)
+	s.free(table, out, dout, dtable)
+}
+
+func testRMSNorm(t *testing.T, s *suite) {
+	for _, rows := range rowsCases {
+		for _, dim := range dimCases {
+			x, gain := s.random(rows*dim, 3), s.random(dim, 1)
+			out, rstd := s.poisoned(rows*dim), s.poisoned(rows)
+			s.be.RMSNorm(out.got, rstd.got, x.got, gain.got, rows, dim, 1e-6)
+			s.ref.RMSNorm(out.want, rstd.want, x.want, gain.want, rows, dim, 1e-6)
+			what := name("RMSNorm", "rows", rows, "dim", dim)
+			s.check(t, what+" out", out, s.tol.Reduction)
+			s.check(t, what+" rstd", rstd, s.tol.Reduction)
+			dout, dx, dgain := s.random(rows*dim, 1), s.random(rows*dim, 1), s.random(dim, 1)
+			s.be.RMSNormBackward(dx.got, dgain.got, dout.got, x.got, gain.got, rstd.got, rows, dim)
+			s.ref.RMSNormBackward(dx.want, dgain.want, dout.want, x.want, gain.want, rstd.want, rows, dim)
+			s.check(t, what+" dx", dx, s.tol.Reduction)
+			s.check(t, what+" dgain", dgain, s.tol.Reduction)
+			s.free(x, gain, out, rstd, dout, dx, dgain)
+		}
+	}
+}
+
+func testRoPE(t *testing.T, s *suite) {
+	for _, sh := range [][5]int{{1, 1, 1, 2, 0}, {2, 13, 3, 8, 0}, {1, 9, 2, 64, 300}} {
+		b, tt, h, d, pos0 := sh[0], sh[1], sh[2], sh[3], sh[4]
+		n := b * tt * h * d
+		x, out := s.random(n, 1), s.poisoned(n)
+		what := name("RoPE", "b", b, "t", tt, "h", h, "d", d, "pos0", pos0)
+		s.be.RoPE(out.got, x.got, b, tt, h, d, pos0, 10000)
+		s.ref.RoPE(out.want, x.want, b, tt, h, d, pos0, 10000)
+		s.check(t, what, out, s.tol.Elementwise*10)
+		dx := s.poisoned(n)
+		s.be.RoPEBackward(dx.got, out.got, b, tt, h, d, pos0, 10000)
+		s.ref.RoPEBackward(dx.want, out.want, b, tt, h, d, pos0, 10000)
+		s.check(t, what+" backward", dx, s.tol.Elementwise*10)
+		s.be.RoPE(x.got, x.got, b, tt, h, d, pos0, 10000) // in place
+		s.ref.RoPE(x.want, x.want, b, tt, h, d, pos0, 10000)
+		s.check(t, what+" in place", x, s.tol.Elementwise*10)
+		s.free(x, out, dx)
+	}
+}
+
+func testAttention(t *testing.T, s *suite) {
+	for _, sh := range [][4]int{{1, 1, 1, 8}, {2, 67, 3, 16}, {1, 130, 2, 64}} {
+		b, tt, h, d := sh[0], sh[1], sh[2], sh[3]
+		n := b * tt * h * d
+		q, k, v := s.random(n, 1), s.random(n, 1), s.random(n, 1)
+		out, lse := s.poisoned(n), s.poisoned(b*h*tt)
+		what := name("Attention", "b", b, "t", tt, "h", h, "d", d)
+		s.be.Attention(out.got, lse.got, q.got, k.got, v.got, b, tt, h, d)
+		s.ref.Attention(out.want, lse.want, q.want, k.want, v.want, b, tt, h, d)
+		s.check(t, what+" out", out, s.tol.Reduction)
+		s.check(t, what+" lse", lse, s.tol.Reduction)
+		dout := s.random(n, 1)
+		dq, dk, dv := s.poisoned(n), s.poisoned(n), s.poisoned(n)
+		s.be.AttentionBackward(dq.got, dk.got, dv.got, dout.got, out.got, lse.got, q.got, k.got, v.got, b, tt, h, d)
+		s.ref.AttentionBackward(dq.want, dk.want, dv.want, dout.want, out.want, lse.want, q.want, k.want, v.want, b, tt, h, d)
+		s.check(t, what+" dq", dq, s.tol.Reduction)
+		s.check(t, what+" dk", dk, s.tol.Reduction)
+		s.check(t, what+" dv", dv, s.tol.Reduction)
+		s.free(q, k, v, out, lse, dout, dq, dk, dv)
+	}
+}
+
+func testSwiGLU(t *testing.T, s *suite) {
+	n := 5003
+	a, b, out := s.random(n, 2), s.random(n, 1), s.poisoned(n)
+	s.be.SwiGLU(out.got, a.got, b.got)
+	s.ref.SwiGLU(out.want, a.want, b.want)
+	s.check(t, "SwiGLU", out, s.tol.Elementwise*10)
+	dout, da, db := s.random(n, 1), s.poisoned(n), s.poisoned(n)
+	s.be.SwiGLUBackward(da.got, db.got, dout.got, a.got, b.got)
+	s.ref.SwiGLUBackward(da.want, db.want, dout.want, a.want, b.want)
+	s.check(t, "SwiGLUBackward da", da, s.tol.Elementwise*10)
+	s.check(t, "SwiGLUBackward db", db, s.tol.Elementwise*10)
+	s.free(a, b, out, dout, da, db)
+}
+
+func testCrossEntropy(t *testing.T, s *suite) {
+	for _, sh := range [][2]int{{1, 2}, {9, 1000}, {33, 32000}} {
+		rows, vocab := sh[0], sh[1]
+		targets := make([]int32, rows)
+		for i := range targets {
+			targets[i] = int32(s.rng.IntN(vocab))
+		}
+		if rows > 2 {
+			targets[1] = -1 // ignored row
+		}
+		logits := s.random(rows*vocab, 4)
+		losses, lse := s.poisoned(rows), s.poisoned(rows)
+		what := name("CrossEntropy", "rows", rows, "vocab", vocab)
+		s.be.CrossEntropy(losses.got, lse.got, logits.got, targets, rows, vocab)
+		s.ref.CrossEntropy(losses.want, lse.want, logits.want, targets, rows, vocab)
+		s.check(t, what+" losses", losses, s.tol.Reduction)
+		s.check(t, what+" lse", lse, s.tol.Reduction)
+		dl := s.poisoned(rows * vocab)
+		s.be.CrossEntropyBackward(dl.got, logits.got, lse.got, targets, rows, vocab, 0.25)
+		s.ref.CrossEntropyBackward(dl.want, logits.want, lse.want, targets, rows, vocab, 0.25)
+		s.check(t, what+" dlogits", dl, s.tol.Reduction)
+		s.be.CrossEntropyBackward(logits.got, logits.got, lse.got, targets, rows, vocab, 0.25)
+		s.ref.CrossEntropyBackward(logits.want, logits.want, lse.want, targets, rows, vocab, 0.25)
+		s.check(t, what+" dlogits in place", logits, s.tol.Reduction)
+		s.free(logits, losses, lse, dl)
+	}
+}
+
+func testAdamW(t *testing.T, s *suite) {
+	n := 4099
+	p, g := s.random(n, 0.1), s.random(n, 0.01)
+	m, v := s.random(n, 0.001), s.random(n, 0.001)
+	s.be.Write(v.got, abs(s.readRef(v)))
+	s.ref.Write(v.want, abs(s.readRef(v)))
+	for step := 1; step <= 3; step++ {
+		hp := kernels.AdamW{LR: 1e-3, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, Step: step, GradScale: 0.5}
+		s.be.AdamWUpdate(p.got, g.got, m.got, v.got, hp)
+		s.ref.AdamWUpdate(p.want, g.want, m.want, v.want, hp)
+	}
+	s.check(t, "AdamW params", p, s.tol.Elementwise*10)
+	s.check(t, "AdamW m", m, s.tol.Elementwise*10)
+	s.check(t, "AdamW v", v, s.tol.Elementwise*10)
+	s.free(p, g, m, v)
+}
+
+func (s *suite) readRef(p pair) []float64 {
+	v := make([]float64, p.n)
+	s.ref.Read(v, p.want)
+	return v
+}
+
+func abs(v []float64) []float64 {
+	for i := range v {
+		v[i] = math.Abs(v[i])
+	}
+	return v
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// AttentionCached over a cache must equal the last rows of full causal attention.
+func testAttentionCached(t *testing.T, s *suite) {
+	for _, sh := range [][3]int{{1, 1, 8}, {3, 70, 16}, {70, 70, 8}} {
+		tq, tk, d := sh[0], sh[1], sh[2]
+		h := 3
+		w := h * d
+		q, k, v := s.random(tk*w, 1), s.random(tk*w, 1), s.random(tk*w, 1)
+		full, lse := s.ref.Alloc(tk*w), s.ref.Alloc(h*tk)
+		s.ref.Attention(full, lse, q.want, k.want, v.want, 1, tk, h, d)
+		out := s.poisoned(tq * w)
+		qLast := s.be.Slice(q.got, (tk-tq)*w, tq*w)
+		s.be.AttentionCached(out.got, qLast, k.got, v.got, tq, tk, h, d)
+		s.ref.Copy(out.want, s.ref.Slice(full, (tk-tq)*w, tq*w))
+		s.check(t, name("AttentionCached", "tq", tq, "tk", tk, "d", d), out, s.tol.Reduction)
+		s.ref.Free(full)
+		s.ref.Free(lse)
+		s.free(q, k, v, out)
+	}
+}

@@ -1,0 +1,411 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/herd-llm/herd/kernels"
+)
+
+// ErrInput is wrapped by errors about the tokens or shapes passed to Forward.
+var ErrInput = errors.New("model: invalid input")
+
+// Model is a LLaMA network whose parameters, gradients and activations live in a backend.
+type Model struct {
+	Cfg    Config
+	Layout Layout
+
+	be     kernels.Backend
+	params kernels.Buffer   // flat, laid out by Layout
+	grads  kernels.Buffer   // same layout; Backward accumulates into it
+	p, g   []kernels.Buffer // per-spec views of params and grads
+
+	ws   workspace
+	pass *pass // activations kept by the last Forward, until Backward
+	kept Kept
+}
+
+// Kept reports the activation memory the last Forward held for Backward, measured as growth
+// of the backend's live bytes.
+type Kept struct {
+	PerLayer []int64 // bytes allocated by each block's forward and still held
+	Head     int64   // bytes held outside the blocks (embeddings, final norm, logits, loss)
+	Total    int64   // growth of live bytes across the whole Forward
+}
+
+// pass holds one forward pass's kept activations.
+type pass struct {
+	b, t    int
+	tokens  []int32
+	targets []int32
+	valid   int // targets that are not ignored
+	layers  [][numLayerActs]kernels.Buffer
+	head    [numHeadActs]kernels.Buffer
+	owned   []kernels.Buffer // freed by Backward
+}
+
+// New allocates a model for c in be. Parameters start at zero; call Init or SetParams.
+func New(c Config, be kernels.Backend) (*Model, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	m := &Model{Cfg: c, Layout: NewLayout(c), be: be}
+	m.params = be.Alloc(m.Layout.Size)
+	m.grads = be.Alloc(m.Layout.Size)
+	for _, s := range m.Layout.Specs {
+		m.p = append(m.p, be.Slice(m.params, s.Offset, s.Size))
+		m.g = append(m.g, be.Slice(m.grads, s.Offset, s.Size))
+	}
+	return m, nil
+}
+
+// Backend returns the backend the model computes on.
+func (m *Model) Backend() kernels.Backend { return m.be }
+
+// Params returns the flat parameter buffer.
+func (m *Model) Params() kernels.Buffer { return m.params }
+
+// Grads returns the flat gradient buffer.
+func (m *Model) Grads() kernels.Buffer { return m.grads }
+
+// Init sets the parameters to InitParams(seed).
+func (m *Model) Init(seed uint64) {
+	host := make([]float64, m.Layout.Size)
+	InitParams(m.Cfg, m.Layout, seed, host)
+	m.be.Write(m.params, host)
+}
+
+// ZeroGrad sets every gradient to zero.
+func (m *Model) ZeroGrad() { m.be.Zero(m.grads) }
+
+// LastKept returns the activation memory measured during the last Forward.
+func (m *Model) LastKept() Kept { return m.kept }
+
+// Close frees everything the model allocated in its backend.
+func (m *Model) Close() {
+	m.dropPass()
+	m.ws.free(m.be)
+	m.be.Free(m.params)
+	m.be.Free(m.grads)
+}
+
+func (m *Model) layerParam(i, k int) (w, dw kernels.Buffer) {
+	j := 1 + i*perLayer + k
+	return m.p[j], m.g[j]
+}
+
+func (m *Model) headParam(name string) (w, dw kernels.Buffer) {
+	i, ok := m.Layout.index[name]
+	if !ok {
+		panic("model: no parameter " + name)
+	}
+	return m.p[i], m.g[i]
+}
+
+// linear sets y = x w^T for x [n, in] and w [out, in].
+func (m *Model) linear(y, x, w kernels.Buffer, n, out, in int) {
+	m.be.MatMul(y, x, w, n, out, in, false, true, 0)
+}
+
+func (m *Model) checkInput(tokens, targets []int32, b, t int) (valid int, err error) {
+	if b <= 0 {
+		return 0, fmt.Errorf("%w: batch = %d, must be > 0", ErrInput, b)
+	}
+	if err := m.Cfg.CheckSeq(t); err != nil {
+		return 0, err
+	}
+	if len(tokens) != b*t {
+		return 0, fmt.Errorf("%w: %d tokens for batch %d x seq %d", ErrInput, len(tokens), b, t)
+	}
+	if targets != nil && len(targets) != b*t {
+		return 0, fmt.Errorf("%w: %d targets for batch %d x seq %d", ErrInput, len(targets), b, t)
+	}
+	for i, tok := range tokens {
+		if tok < 0 || int(tok) >= m.Cfg.Vocab {
+			return 0, fmt.Errorf("%w: token %d at position %d is outside the vocabulary [0, %d)", ErrInput, tok, i, m.Cfg.Vocab)
+		}
+	}
+	for i, tg := range targets {
+		if int(tg) >= m.Cfg.Vocab {
+			return 0, fmt.Errorf("%w: target %d at position %d is outside the vocabulary [0, %d)", ErrInput, tg, i, m.Cfg.Vocab)
+		}
+		if tg >= 0 {
+			valid++
+		}
+	}
+	return valid, nil
+}
+
+// Forward runs the network on tokens [b, t] and returns the mean cross-entropy against
+// targets (negative targets are ignored), keeping the activations the remat policy asks for
+// until Backward. A Forward not followed by Backward (evaluation) releases them at the next
+// Forward.
+func (m *Model) Forward(tokens, targets []int32, b, t int) (float64, error) {
+	valid, err := m.checkInput(tokens, targets, b, t)
+	if err != nil {
+		return 0, err
+	}
+	if targets == nil {
+		return 0, fmt.Errorf("%w: Forward needs targets", ErrInput)
+	}
+	m.dropPass()
+	n := b * t
+	m.ws.ensure(m.be, m.Cfg, n)
+	c, be := m.Cfg, m.be
+	start := be.LiveBytes()
+	ps := &pass{b: b, t: t, tokens: tokens, targets: targets, valid: valid, layers: make([][numLayerActs]kernels.Buffer, c.Layers)}
+
+	for k := range ps.head {
+		ps.head[k] = m.actBuf(ps, headActs[k], m.ws.head[k], n)
+	}
+	emb, _ := m.headParam("tok_embeddings.weight")
+	be.Embedding(ps.head[hX0], emb, tokens, c.Dim)
+	headBytes := be.LiveBytes() - start
+
+	m.kept.PerLayer = make([]int64, c.Layers)
+	x := ps.head[hX0]
+	for i := 0; i < c.Layers; i++ {
+		before := be.LiveBytes()
+		a := &ps.layers[i]
+		for k := range a {
+			a[k] = m.actBuf(ps, layerActs[k], m.ws.layer[k], n)
+		}
+		if !layerActs[aQ].keep[c.Remat] {
+			a[aQ], a[aK] = a[aQr], a[aKr] // RoPE then rotates in place
+		}
+		m.layerForward(i, x, a, b, t, func(act) bool { return true })
+		m.kept.PerLayer[i] = be.LiveBytes() - before
+		x = a[aOut]
+	}
+
+	h := &ps.head
+	norm, _ := m.headParam("norm.weight")
+	out, _ := m.headParam("output.weight")
+	be.RMSNorm(h[hXnF], h[hRstdF], x, norm, n, c.Dim, c.NormEps)
+	m.linear(h[hLogits], h[hXnF], out, n, c.Vocab, c.Dim)
+	be.CrossEntropy(h[hLoss], h[hLseCE], h[hLogits], targets, n, c.Vocab)
+	losses := make([]float64, n)
+	be.Read(losses, be.Slice(h[hLoss], 0, n))
+	var sum float64
+	for _, l := range losses {
+		sum += l
+	}
+	m.kept.Head = headBytes
+	m.kept.Total = be.LiveBytes() - start
+	m.pass = ps
+	if valid == 0 {
+		return 0, nil
+	}
+	return sum / float64(valid), nil
+}
+
+// actBuf returns storage for one activation of n rows: a fresh allocation when the policy
+// keeps it, else a view of the workspace.
+func (m *Model) actBuf(ps *pass, s actSpec, scratch kernels.Buffer, n int) kernels.Buffer {
+	size := n * s.width(m.Cfg)
+	if s.keep[m.Cfg.Remat] {
+		buf := m.be.Alloc(size)
+		ps.owned = append(ps.owned, buf)
+		return buf
+	}
+	return m.be.Slice(scratch, 0, size)
+}
+
+// layerForward computes block i on input x into the activations a, step by step, running
+// each step whose output need reports as wanted. Forward wants every step; Backward wants
+// the steps whose outputs the policy did not keep, which recomputes them bit for bit.
+func (m *Model) layerForward(i int, x kernels.Buffer, a *[numLayerActs]kernels.Buffer, b, t int, need func(act) bool) {
+	c, be := m.Cfg, m.be
+	n, d, f := b*t, c.Dim, c.FFNHidden
+	w := func(k int) kernels.Buffer { p, _ := m.layerParam(i, k); return p }
+	if need(aXn1) {
+		be.RMSNorm(a[aXn1], a[aRstd1], x, w(pAttnNorm), n, d, c.NormEps)
+	}
+	if need(aV) {
+		m.linear(a[aQ], a[aXn1], w(pWq), n, d, d)
+		m.linear(a[aK], a[aXn1], w(pWk), n, d, d)
+		m.linear(a[aV], a[aXn1], w(pWv), n, d, d)
+	}
+	if need(aQr) {
+		be.RoPE(a[aQr], a[aQ], b, t, c.Heads, c.HeadDim(), 0, c.RopeTheta)
+		be.RoPE(a[aKr], a[aK], b, t, c.Heads, c.HeadDim(), 0, c.RopeTheta)
+	}
+	if need(aAtt) {
+		be.Attention(a[aAtt], a[aLse], a[aQr], a[aKr], a[aV], b, t, c.Heads, c.HeadDim())
+	}
+	if need(aH) {
+		m.linear(a[aH], a[aAtt], w(pWo), n, d, d)
+		be.Add(a[aH], a[aH], x)
+	}
+	if need(aXn2) {
+		be.RMSNorm(a[aXn2], a[aRstd2], a[aH], w(pFFNNorm), n, d, c.NormEps)
+	}
+	if need(aA) {
+		m.linear(a[aA], a[aXn2], w(pW1), n, f, d)
+		m.linear(a[aB], a[aXn2], w(pW3), n, f, d)
+	}
+	if need(aG) {
+		be.SwiGLU(a[aG], a[aA], a[aB])
+	}
+	if need(aOut) {
+		m.linear(a[aOut], a[aG], w(pW2), n, d, f)
+		be.Add(a[aOut], a[aOut], a[aH])
+	}
+}
+
+// Backward accumulates the gradient of the last Forward's mean loss into Grads and releases
+// the kept activations.
+func (m *Model) Backward() error {
+	ps := m.pass
+	if ps == nil {
+		return errors.New("model: Backward without a pending Forward")
+	}
+	c, be := m.Cfg, m.be
+	n, d := ps.b*ps.t, c.Dim
+	h := &ps.head
+	ws := &m.ws
+	dres := be.Slice(ws.dres, 0, n*d)
+	dxn := be.Slice(ws.dxn, 0, n*d)
+
+	scale := 0.0
+	if ps.valid > 0 {
+		scale = 1 / float64(ps.valid)
+	}
+	xL := h[hX0]
+	if c.Layers > 0 {
+		xL = ps.layers[c.Layers-1][aOut]
+	}
+	norm, dnorm := m.headParam("norm.weight")
+	out, dout := m.headParam("output.weight")
+	be.CrossEntropyBackward(h[hLogits], h[hLogits], h[hLseCE], ps.targets, n, c.Vocab, scale)
+	if !headActs[hXnF].keep[c.Remat] {
+		be.RMSNorm(h[hXnF], h[hRstdF], xL, norm, n, d, c.NormEps)
+	}
+	be.MatMul(dout, h[hLogits], h[hXnF], c.Vocab, d, n, true, false, 1)
+	be.MatMul(dxn, h[hLogits], out, n, d, c.Vocab, false, false, 0)
+	be.Zero(dres)
+	be.RMSNormBackward(dres, dnorm, dxn, xL, norm, h[hRstdF], n, d)
+
+	for i := c.Layers - 1; i >= 0; i-- {
+		x := h[hX0]
+		if i > 0 {
+			x = ps.layers[i-1][aOut]
+		}
+		a := &ps.layers[i]
+		m.layerForward(i, x, a, ps.b, ps.t, func(k act) bool { return !layerActs[k].keep[c.Remat] })
+		m.layerBackward(i, x, a, dres, ps.b, ps.t)
+	}
+	_, demb := m.headParam("tok_embeddings.weight")
+	be.EmbeddingBackward(demb, dres, ps.tokens, d)
+	m.dropPass()
+	return nil
+}
+
+// layerBackward turns dres = dL/d(out_i) into dL/dx_i in place, accumulating the block's
+// parameter gradients. The activations a are complete (kept or recomputed).
+func (m *Model) layerBackward(i int, x kernels.Buffer, a *[numLayerActs]kernels.Buffer, dres kernels.Buffer, b, t int) {
+	c, be, ws := m.Cfg, m.be, &m.ws
+	n, d, f := b*t, c.Dim, c.FFNHidden
+	s := func(buf kernels.Buffer, width int) kernels.Buffer { return be.Slice(buf, 0, n*width) }
+	dxn, datt := s(ws.dxn, d), s(ws.datt, d)
+	dq, dk, dv := s(ws.dq, d), s(ws.dk, d), s(ws.dv, d)
+	dg, da, db := s(ws.dg, f), s(ws.da, f), s(ws.db, f)
+	wt := func(k int) (kernels.Buffer, kernels.Buffer) { return m.layerParam(i, k) }
+
+	// Feed-forward: out = h + w2(silu(w1 xn2) * w3 xn2).
+	w2, dw2 := wt(pW2)
+	be.MatMul(dw2, dres, a[aG], d, f, n, true, false, 1)
+	be.MatMul(dg, dres, w2, n, f, d, false, false, 0)
+	be.SwiGLUBackward(da, db, dg, a[aA], a[aB])
+	w1, dw1 := wt(pW1)
+	w3, dw3 := wt(pW3)
+	be.MatMul(dw1, da, a[aXn2], f, d, n, true, false, 1)
+	be.MatMul(dw3, db, a[aXn2], f, d, n, true, false, 1)
+	be.MatMul(dxn, da, w1, n, d, f, false, false, 0)
+	be.MatMul(dxn, db, w3, n, d, f, false, false, 1)
+	gn, dgn := wt(pFFNNorm)
+	be.RMSNormBackward(dres, dgn, dxn, a[aH], gn, a[aRstd2], n, d)
+
+	// Attention: h = x + wo(attention(rope(wq xn1), rope(wk xn1), wv xn1)).
+	wo, dwo := wt(pWo)
+	be.MatMul(dwo, dres, a[aAtt], d, d, n, true, false, 1)
+	be.MatMul(datt, dres, wo, n, d, d, false, false, 0)
+	be.AttentionBackward(dq, dk, dv, datt, a[aAtt], a[aLse], a[aQr], a[aKr], a[aV], b, t, c.Heads, c.HeadDim())
+	be.RoPEBackward(dq, dq, b, t, c.Heads, c.HeadDim(), 0, c.RopeTheta)
+	be.RoPEBackward(dk, dk, b, t, c.Heads, c.HeadDim(), 0, c.RopeTheta)
+	for j, grad := range []kernels.Buffer{dq, dk, dv} {
+		w, dw := wt(pWq + j)
+		be.MatMul(dw, grad, a[aXn1], d, d, n, true, false, 1)
+		be.MatMul(dxn, grad, w, n, d, d, false, false, float64(min(j, 1)))
+	}
+	an, dan := wt(pAttnNorm)
+	be.RMSNormBackward(dres, dan, dxn, x, an, a[aRstd1], n, d)
+}
+
+func (m *Model) dropPass() {
+	if m.pass == nil {
+		return
+	}
+	for _, b := range m.pass.owned {
+		m.be.Free(b)
+	}
+	m.pass = nil
+}
+
+// workspace holds the activations a policy does not keep and the gradient temporaries of
+// one block, sized for the largest number of rows seen so far.
+type workspace struct {
+	rows                   int
+	layer                  [numLayerActs]kernels.Buffer
+	head                   [numHeadActs]kernels.Buffer
+	dres, dxn, datt        kernels.Buffer
+	dq, dk, dv, dg, da, db kernels.Buffer
+}
+
+func (ws *workspace) buffers() []*kernels.Buffer {
+	l := []*kernels.Buffer{&ws.dres, &ws.dxn, &ws.datt, &ws.dq, &ws.dk, &ws.dv, &ws.dg, &ws.da, &ws.db}
+	for k := range ws.layer {
+		l = append(l, &ws.layer[k])
+	}
+	for k := range ws.head {
+		l = append(l, &ws.head[k])
+	}
+	return l
+}
+
+func (ws *workspace) ensure(be kernels.Backend, c Config, n int) {
+	if n <= ws.rows {
+		return
+	}
+	ws.free(be)
+	ws.rows = n
+	scratch := func(s actSpec) kernels.Buffer {
+		if s.keep[c.Remat] {
+			return be.Alloc(0)
+		}
+		return be.Alloc(n * s.width(c))
+	}
+	for k, s := range layerActs {
+		ws.layer[k] = scratch(s)
+	}
+	for k, s := range headActs {
+		ws.head[k] = scratch(s)
+	}
+	for _, p := range []*kernels.Buffer{&ws.dres, &ws.dxn, &ws.datt, &ws.dq, &ws.dk, &ws.dv} {
+		*p = be.Alloc(n * c.Dim)
+	}
+	for _, p := range []*kernels.Buffer{&ws.dg, &ws.da, &ws.db} {
+		*p = be.Alloc(n * c.FFNHidden)
+	}
+}
+
+func (ws *workspace) free(be kernels.Backend) {
+	if ws.rows == 0 {
+		return
+	}
+	for _, p := range ws.buffers() {
+		be.Free(*p)
+		*p = nil
+	}
+	ws.rows = 0
+}

@@ -1,0 +1,125 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+)
+
+// ParamSpec describes one tensor of the flat parameter buffer. Gradients and optimizer
+// moments use the same layout, so a byte range of one is the same tensors in all of them.
+type ParamSpec struct {
+	Name   string `json:"name"`   // Meta's checkpoint name, e.g. "layers.0.attention.wq.weight"
+	Shape  []int  `json:"shape"`  // row-major; linear weights are [out, in]
+	Offset int    `json:"offset"` // first element in the flat buffer
+	Size   int    `json:"size"`   // number of elements
+	Layer  int    `json:"layer"`  // block index, or -1 for embeddings, final norm and head
+	Decay  bool   `json:"decay"`  // weight decay applies (matrices only)
+}
+
+// Layout is the spec table of a model's parameters.
+type Layout struct {
+	Specs []ParamSpec
+	Size  int // total elements
+	index map[string]int
+}
+
+// tensor kinds within one block, in layout order.
+const (
+	pAttnNorm = iota
+	pWq
+	pWk
+	pWv
+	pWo
+	pFFNNorm
+	pW1
+	pW3
+	pW2
+	perLayer
+)
+
+// NewLayout builds the spec table for c: the token embedding, then each block's tensors, then
+// the final norm and the output head. Shapes come from here and nowhere else.
+func NewLayout(c Config) Layout {
+	d, f, v := c.Dim, c.FFNHidden, c.Vocab
+	var l Layout
+	l.index = map[string]int{}
+	add := func(name string, layer int, shape ...int) {
+		n := 1
+		for _, s := range shape {
+			n *= s
+		}
+		l.index[name] = len(l.Specs)
+		l.Specs = append(l.Specs, ParamSpec{Name: name, Shape: shape, Offset: l.Size, Size: n, Layer: layer, Decay: len(shape) > 1})
+		l.Size += n
+	}
+	add("tok_embeddings.weight", -1, v, d)
+	for i := 0; i < c.Layers; i++ {
+		p := fmt.Sprintf("layers.%d.", i)
+		add(p+"attention_norm.weight", i, d)
+		add(p+"attention.wq.weight", i, d, d)
+		add(p+"attention.wk.weight", i, d, d)
+		add(p+"attention.wv.weight", i, d, d)
+		add(p+"attention.wo.weight", i, d, d)
+		add(p+"ffn_norm.weight", i, d)
+		add(p+"feed_forward.w1.weight", i, f, d)
+		add(p+"feed_forward.w3.weight", i, f, d)
+		add(p+"feed_forward.w2.weight", i, d, f)
+	}
+	add("norm.weight", -1, d)
+	add("output.weight", -1, v, d)
+	return l
+}
+
+// Lookup returns the spec with the given name.
+func (l Layout) Lookup(name string) (ParamSpec, bool) {
+	i, ok := l.index[name]
+	if !ok {
+		return ParamSpec{}, false
+	}
+	return l.Specs[i], true
+}
+
+// layerSpec returns tensor kind k of block i.
+func (l Layout) layerSpec(i, k int) ParamSpec { return l.Specs[1+i*perLayer+k] }
+
+// NumParams returns the exact parameter count of c.
+func NumParams(c Config) int { return NewLayout(c).Size }
+
+// NumEmbeddingParams returns the parameters of the input embedding, which do no arithmetic
+// and are left out of FLOP counts (PaLM's convention).
+func NumEmbeddingParams(c Config) int { return c.Vocab * c.Dim }
+
+// FLOPsPerToken returns the model FLOPs of one training token (forward and backward):
+// 6*(N - N_embedding) + 12*L*T*d, the convention used for MFU throughout herd.
+func FLOPsPerToken(c Config, t int) float64 {
+	return 6*float64(NumParams(c)-NumEmbeddingParams(c)) + 12*float64(c.Layers*t*c.Dim)
+}
+
+// InitParams fills host memory laid out by l with the initial weights: normal(0, 0.02) for
+// matrices, with the projections that write into the residual stream (wo, w2) scaled by
+// 1/sqrt(2L), and gains of 1. The same seed gives the same weights on every rank.
+func InitParams(c Config, l Layout, seed uint64, dst []float64) {
+	if len(dst) != l.Size {
+		panic(fmt.Sprintf("model: InitParams into %d values, layout has %d", len(dst), l.Size))
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x6865726421))
+	resid := 0.02 / math.Sqrt(2*float64(c.Layers))
+	for i, s := range l.Specs {
+		w := dst[s.Offset : s.Offset+s.Size]
+		switch {
+		case len(s.Shape) == 1:
+			for j := range w {
+				w[j] = 1
+			}
+		case s.Layer >= 0 && ((i-1)%perLayer == pWo || (i-1)%perLayer == pW2):
+			for j := range w {
+				w[j] = rng.NormFloat64() * resid
+			}
+		default:
+			for j := range w {
+				w[j] = rng.NormFloat64() * 0.02
+			}
+		}
+	}
+}

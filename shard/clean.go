@@ -1,0 +1,165 @@
+package shard
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"unicode/utf8"
+)
+
+// Filter holds the quality thresholds applied to every document.
+type Filter struct {
+	// MinBytes drops documents shorter than this many bytes.
+	MinBytes int `json:"min_bytes"`
+	// MaxNonText drops documents whose share of non-text bytes (control
+	// bytes other than \t \n \r, DEL, and bytes of invalid UTF-8) is above it.
+	MaxNonText float64 `json:"max_non_text"`
+}
+
+// DefaultFilter drops documents under 32 bytes or with more than 10% non-text bytes.
+func DefaultFilter() Filter { return Filter{MinBytes: 32, MaxNonText: 0.1} }
+
+// Validate checks the ranges of f's fields.
+func (f Filter) Validate() error {
+	if f.MinBytes < 1 {
+		return fmt.Errorf("%w: Filter.MinBytes is %d, want >= 1", ErrConfig, f.MinBytes)
+	}
+	if !(f.MaxNonText >= 0 && f.MaxNonText <= 1) {
+		return fmt.Errorf("%w: Filter.MaxNonText is %v, want 0..1", ErrConfig, f.MaxNonText)
+	}
+	return nil
+}
+
+// Verdict is what the cleaner decided about one document.
+type Verdict int
+
+const (
+	Keep      Verdict = iota // the document is used
+	TooShort                 // fewer than Filter.MinBytes bytes
+	NonText                  // too many non-text bytes
+	Duplicate                // the same bytes were kept before
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Keep:
+		return "keep"
+	case TooShort:
+		return "too short"
+	case NonText:
+		return "non-text"
+	case Duplicate:
+		return "duplicate"
+	}
+	return fmt.Sprintf("Verdict(%d)", int(v))
+}
+
+// Count is a number of documents and their total size.
+type Count struct {
+	Docs  int64 `json:"docs"`
+	Bytes int64 `json:"bytes"`
+}
+
+func (c *Count) add(n int) {
+	c.Docs++
+	c.Bytes += int64(n)
+}
+
+// FilterReport counts the cleaner's verdicts for one source.
+// Seen equals the sum of the other four.
+type FilterReport struct {
+	Seen      Count `json:"seen"`
+	Kept      Count `json:"kept"`
+	TooShort  Count `json:"too_short"`
+	NonText   Count `json:"non_text"`
+	Duplicate Count `json:"duplicate"`
+}
+
+// Add counts a document of n bytes with verdict v.
+func (r *FilterReport) Add(v Verdict, n int) {
+	r.Seen.add(n)
+	switch v {
+	case Keep:
+		r.Kept.add(n)
+	case TooShort:
+		r.TooShort.add(n)
+	case NonText:
+		r.NonText.add(n)
+	case Duplicate:
+		r.Duplicate.add(n)
+	}
+}
+
+// DocHash is the SHA-256 of a document's bytes.
+type DocHash [sha256.Size]byte
+
+// HeldOutKey is the 64-bit number that decides whether a document is held out.
+func (h DocHash) HeldOutKey() uint64 { return binary.LittleEndian.Uint64(h[16:]) }
+
+// Cleaner applies the quality filters, then exact deduplication across
+// everything it has kept: the first copy of a document wins. Keys are the
+// first 128 bits of SHA-256, so a false duplicate needs a 128-bit collision.
+// A Cleaner is not safe for concurrent use.
+type Cleaner struct {
+	f    Filter
+	seen map[[16]byte]struct{}
+}
+
+// NewCleaner returns a cleaner applying f.
+func NewCleaner(f Filter) *Cleaner {
+	return &Cleaner{f: f, seen: map[[16]byte]struct{}{}}
+}
+
+// Check decides about doc and, when it is kept, remembers it.
+// Filters apply in this order: length, non-text share, duplicate.
+func (c *Cleaner) Check(doc []byte) (Verdict, DocHash) {
+	if len(doc) < c.f.MinBytes {
+		return TooShort, DocHash{}
+	}
+	if NonTextShare(doc) > c.f.MaxNonText {
+		return NonText, DocHash{}
+	}
+	h := DocHash(sha256.Sum256(doc))
+	key := [16]byte(h[:16])
+	if _, dup := c.seen[key]; dup {
+		return Duplicate, h
+	}
+	c.seen[key] = struct{}{}
+	return Keep, h
+}
+
+// NonTextShare is the fraction of doc's bytes that are not text: control
+// bytes other than tab, newline and carriage return, DEL, and each byte of
+// an invalid UTF-8 sequence. It is 0 for an empty document.
+func NonTextShare(doc []byte) float64 {
+	if len(doc) == 0 {
+		return 0
+	}
+	bad := 0
+	for i := 0; i < len(doc); {
+		c := doc[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 && c != '\t' && c != '\n' && c != '\r' || c == 0x7f {
+				bad++
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(doc[i:])
+		if r == utf8.RuneError && n == 1 {
+			bad++
+		}
+		i += n
+	}
+	return float64(bad) / float64(len(doc))
+}
+
+// heldOutThreshold maps a fraction in [0, 1) to the HeldOutKey bound below
+// which a document is held out.
+func heldOutThreshold(frac float64) uint64 {
+	if frac <= 0 {
+		return 0
+	}
+	return uint64(math.Min(frac, 0.5) * (1 << 64))
+}

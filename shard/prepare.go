@@ -1,0 +1,381 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+)
+
+// PrepareConfig configures Prepare. Start from DefaultPrepareConfig.
+type PrepareConfig struct {
+	// Sources are read in order; deduplication keeps the first copy, so an
+	// earlier source wins over a later one.
+	Sources []SourceSpec
+	// Out is the dataset directory. It must not hold a manifest.json yet.
+	Out string
+	// Encoder tokenizes documents.
+	Encoder Encoder
+	// HeldOutFraction of each source's documents (chosen by hash) go to the
+	// held-out split, at least one when the source has two or more; 0..0.5.
+	HeldOutFraction float64
+	// MaxShardTokens caps the tokens of one shard file.
+	MaxShardTokens int64
+	// Filter holds the quality thresholds.
+	Filter Filter
+	// MaxDocBytes is the largest text file read as one document; 0 means DefaultMaxDocBytes.
+	MaxDocBytes int
+	// Workers is the number of concurrent Encode calls; 0 means GOMAXPROCS.
+	Workers int
+	// Progress, when set, is called from one goroutine as documents are
+	// written and once with Done when a source is finished.
+	Progress func(ProgressEvent)
+
+	// failpoint, when set, is called at named points and fails Prepare
+	// there when it returns an error. Tests use it to check that a failed
+	// run leaves nothing behind.
+	failpoint func(name string) error
+}
+
+// ProgressEvent reports how far Prepare is with one source.
+type ProgressEvent struct {
+	Source string // source name
+	Docs   int64  // documents written so far (train and held-out)
+	Bytes  int64  // their size before tokenization
+	Tokens int64  // tokens written so far, EOS included
+	Done   bool   // the source is finished
+}
+
+// progressEvery is how many documents pass between progress events.
+const progressEvery = 1024
+
+// DefaultPrepareConfig holds 1% of documents out, caps shard files at 2^28
+// tokens and uses DefaultFilter.
+func DefaultPrepareConfig() PrepareConfig {
+	return PrepareConfig{
+		HeldOutFraction: 0.01,
+		MaxShardTokens:  1 << 28,
+		Filter:          DefaultFilter(),
+		MaxDocBytes:     DefaultMaxDocBytes,
+	}
+}
+
+// Validate checks every field; the error names the field and its range.
+func (c PrepareConfig) Validate() error {
+	if len(c.Sources) == 0 {
+		return fmt.Errorf("%w: Sources is empty", ErrConfig)
+	}
+	seen := map[string]int{}
+	for i, s := range c.Sources {
+		if err := checkName(s.Name); err != nil {
+			return fmt.Errorf("%w: Sources[%d]: %v", ErrConfig, i, err)
+		}
+		if j, dup := seen[s.Name]; dup {
+			return fmt.Errorf("%w: Sources[%d].Name %q repeats Sources[%d]", ErrConfig, i, s.Name, j)
+		}
+		seen[s.Name] = i
+		if s.Path == "" {
+			return fmt.Errorf("%w: Sources[%d].Path is empty", ErrConfig, i)
+		}
+		if err := checkWeight(s.Weight); err != nil {
+			return fmt.Errorf("%w: Sources[%d]: %v", ErrConfig, i, err)
+		}
+	}
+	if c.Out == "" {
+		return fmt.Errorf("%w: Out is empty", ErrConfig)
+	}
+	if err := checkEncoder(c.Encoder); err != nil {
+		return err
+	}
+	switch {
+	case !(c.HeldOutFraction >= 0 && c.HeldOutFraction <= 0.5):
+		return fmt.Errorf("%w: HeldOutFraction is %v, want 0..0.5", ErrConfig, c.HeldOutFraction)
+	case c.MaxShardTokens < 1:
+		return fmt.Errorf("%w: MaxShardTokens is %d, want >= 1", ErrConfig, c.MaxShardTokens)
+	case c.MaxDocBytes < 0:
+		return fmt.Errorf("%w: MaxDocBytes is %d, want >= 0", ErrConfig, c.MaxDocBytes)
+	case c.Workers < 0:
+		return fmt.Errorf("%w: Workers is %d, want >= 0", ErrConfig, c.Workers)
+	}
+	return c.Filter.Validate()
+}
+
+func checkEncoder(e Encoder) error {
+	if e == nil {
+		return fmt.Errorf("%w: Encoder is nil", ErrConfig)
+	}
+	v, eos, h := e.VocabSize(), e.EOS(), e.Hash()
+	switch {
+	case v < 1 || v > MaxVocab:
+		return fmt.Errorf("%w: Encoder.VocabSize() is %d, want 1..%d", ErrConfig, v, MaxVocab)
+	case eos < 0 || int64(eos) >= int64(v):
+		return fmt.Errorf("%w: Encoder.EOS() is %d, want 0..%d", ErrConfig, eos, v-1)
+	case len(h) == 0 || len(h) > MaxHashLen:
+		return fmt.Errorf("%w: Encoder.Hash() has %d bytes, want 1..%d", ErrConfig, len(h), MaxHashLen)
+	}
+	return nil
+}
+
+// Prepare reads, cleans and tokenizes every source and writes a dataset to
+// cfg.Out: per source, train and held-out shard files under Out/<name>/,
+// then Out/manifest.json. Documents are encoded in parallel and written in
+// reading order, each followed by EOS.
+//
+// Nothing is lost on failure: shard files appear only whole (temp, fsync,
+// rename), the manifest is written last and commits the dataset, Prepare
+// refuses a directory that already holds a manifest, and on error it removes
+// the shard files it wrote.
+func Prepare(ctx context.Context, cfg PrepareConfig) (*Manifest, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("shard: prepare: %w", err)
+	}
+	mpath := filepath.Join(cfg.Out, ManifestName)
+	if _, err := os.Stat(mpath); err == nil {
+		return nil, fmt.Errorf("%w: %s exists", ErrExists, mpath)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("shard: prepare: %w", err)
+	}
+	p := &preparer{cfg: cfg, cleaner: NewCleaner(cfg.Filter)}
+	m, err := p.run(ctx)
+	if err != nil {
+		p.removeWritten()
+		return nil, err
+	}
+	return m, nil
+}
+
+type preparer struct {
+	cfg     PrepareConfig
+	cleaner *Cleaner
+	written []string // shard files renamed into place by this run
+	dirs    []string // source directories this run made or used
+}
+
+func (p *preparer) run(ctx context.Context) (*Manifest, error) {
+	enc := p.cfg.Encoder
+	m := &Manifest{
+		FormatVersion:   ManifestVersion,
+		TokenizerHash:   enc.Hash(),
+		VocabSize:       enc.VocabSize(),
+		EOS:             enc.EOS(),
+		Filter:          p.cfg.Filter,
+		HeldOutFraction: p.cfg.HeldOutFraction,
+	}
+	for _, spec := range p.cfg.Sources {
+		sm, err := p.source(ctx, spec)
+		if err != nil {
+			return nil, err
+		}
+		m.Sources = append(m.Sources, sm)
+	}
+	if err := p.fail("before-manifest"); err != nil {
+		return nil, err
+	}
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("shard: prepare produced a bad manifest: %w", err)
+	}
+	if err := m.write(p.cfg.Out); err != nil {
+		// Prepare refused to start over an existing manifest, so one here is
+		// this run's, and it must not outlive the shard files about to go.
+		mpath := filepath.Join(p.cfg.Out, ManifestName)
+		os.Remove(mpath)
+		return nil, fmt.Errorf("shard: write %s: %w", mpath, err)
+	}
+	return m, nil
+}
+
+func (p *preparer) fail(name string) error {
+	if p.cfg.failpoint == nil {
+		return nil
+	}
+	return p.cfg.failpoint(name)
+}
+
+// removeWritten deletes the shard files of a failed run and the source
+// directories it leaves empty.
+func (p *preparer) removeWritten() {
+	for _, f := range p.written {
+		os.Remove(f)
+	}
+	for _, d := range p.dirs {
+		os.Remove(d) // fails, harmlessly, when not empty
+	}
+}
+
+// removeStaleTemps deletes temporary shard files that a killed run left in
+// dir. Two runs must not share an Out directory.
+func removeStaleTemps(dir string) {
+	stale, _ := filepath.Glob(filepath.Join(dir, ".*.tok.tmp-*"))
+	for _, f := range stale {
+		os.Remove(f)
+	}
+}
+
+func (p *preparer) newStream(name, split string) *stream {
+	enc := p.cfg.Encoder
+	return &stream{
+		root: p.cfg.Out, rel: name + "/" + split,
+		vocab: enc.VocabSize(), hash: enc.Hash(), max: p.cfg.MaxShardTokens,
+		done: func(path string) { p.written = append(p.written, path) },
+	}
+}
+
+// encodeJob is one kept document on its way through the encoders.
+type encodeJob struct {
+	doc  []byte
+	hash DocHash
+	out  chan []int32 // receives the tokens; buffered, so encoders never block
+}
+
+// source prepares one source. A reader goroutine reads and cleans
+// documents in order and hands each to the encoders and, in the same order,
+// to this goroutine, which waits for each result in turn and writes it.
+func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	dir := filepath.Join(p.cfg.Out, spec.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return SourceManifest{}, fmt.Errorf("shard: prepare %s: %w", spec.Name, err)
+	}
+	p.dirs = append(p.dirs, dir)
+	removeStaleTemps(dir)
+	jobs := make(chan *encodeJob)
+	order := make(chan *encodeJob, 4*p.cfg.Workers)
+	var encoders sync.WaitGroup
+	for range p.cfg.Workers {
+		encoders.Go(func() {
+			for j := range jobs {
+				j.out <- p.cfg.Encoder.Encode(j.doc)
+			}
+		})
+	}
+	var (
+		read    ReadReport
+		filt    FilterReport
+		readErr error
+	)
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		defer close(order)
+		defer close(jobs)
+		read, readErr = ReadDocuments(ctx, spec.Path, ReadOptions{MaxDocBytes: p.cfg.MaxDocBytes}, func(doc []byte) error {
+			v, h := p.cleaner.Check(doc)
+			filt.Add(v, len(doc))
+			if v != Keep {
+				return nil
+			}
+			j := &encodeJob{doc: doc, hash: h, out: make(chan []int32, 1)}
+			for _, ch := range []chan *encodeJob{order, jobs} {
+				select {
+				case ch <- j:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		})
+	}()
+	sp := &splitter{
+		threshold: heldOutThreshold(p.cfg.HeldOutFraction),
+		train:     p.newStream(spec.Name, "train"),
+		held:      p.newStream(spec.Name, "heldout"),
+	}
+	err := p.collect(ctx, spec.Name, order, sp)
+	if err != nil {
+		cancel()
+	}
+	<-readDone
+	encoders.Wait()
+	if err == nil {
+		err = readErr
+	}
+	if err == nil {
+		err = p.finishSource(sp)
+	}
+	if err != nil {
+		sp.train.abort()
+		sp.held.abort()
+		return SourceManifest{}, err
+	}
+	return p.sourceManifest(spec, sp, read, filt)
+}
+
+// collect writes encoded documents in reading order.
+func (p *preparer) collect(ctx context.Context, name string, order <-chan *encodeJob, sp *splitter) error {
+	eos := p.cfg.Encoder.EOS()
+	ev := ProgressEvent{Source: name}
+	for j := range order {
+		var toks []int32
+		select {
+		case toks = <-j.out:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		toks = append(toks, eos)
+		if err := sp.add(toks, j.hash.HeldOutKey()); err != nil {
+			return err
+		}
+		ev.Docs++
+		ev.Bytes += int64(len(j.doc))
+		ev.Tokens += int64(len(toks))
+		if p.cfg.Progress != nil && ev.Docs%progressEvery == 0 {
+			p.cfg.Progress(ev)
+		}
+	}
+	if p.cfg.Progress != nil {
+		ev.Done = true
+		p.cfg.Progress(ev)
+	}
+	return nil
+}
+
+func (p *preparer) finishSource(sp *splitter) error {
+	if err := sp.finish(); err != nil {
+		return err
+	}
+	if err := sp.train.finish(); err != nil {
+		return err
+	}
+	if err := sp.held.finish(); err != nil {
+		return err
+	}
+	return p.fail("after-source")
+}
+
+func (p *preparer) sourceManifest(spec SourceSpec, sp *splitter, read ReadReport, filt FilterReport) (SourceManifest, error) {
+	if sp.trainDocs == 0 {
+		return SourceManifest{}, fmt.Errorf("%w: %s (%s): %d files, %d documents read; dropped %d too short, %d non-text, %d duplicate; %d bad lines, %d files skipped",
+			ErrEmptySource, spec.Name, spec.Path, read.Files, read.Docs,
+			filt.TooShort.Docs, filt.NonText.Docs, filt.Duplicate.Docs, read.BadLines, read.SkippedFiles)
+	}
+	nonNil := func(f []FileEntry) []FileEntry {
+		if f == nil {
+			return []FileEntry{}
+		}
+		return f
+	}
+	return SourceManifest{
+		Name:          spec.Name,
+		Weight:        spec.Weight,
+		Input:         spec.Path,
+		TrainFiles:    sp.train.files,
+		HeldOutFiles:  nonNil(sp.held.files),
+		TrainTokens:   sp.train.tokens,
+		HeldOutTokens: sp.held.tokens,
+		TrainDocs:     sp.trainDocs,
+		HeldOutDocs:   sp.heldDocs,
+		Read:          read,
+		Filter:        filt,
+	}, nil
+}
