@@ -18,6 +18,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/herd-llm/herd/kernels/cpu/internal/par"
 )
@@ -142,8 +143,11 @@ const (
 )
 
 // split shrinks the tiles until an m x n product has about four per worker, so that the
-// contiguous chunks par.For hands out stay balanced when tiles at the edges are smaller.
+// workers finish close together even when the tiles at the edges are smaller.
 func (bl blocking) split(m, n, workers int) blocking {
+	if workers <= 1 {
+		return bl
+	}
 	for ceilDiv(m, bl.mc)*ceilDiv(n, bl.nc) < 4*workers {
 		switch {
 		case bl.nc > minNC && (bl.nc >= bl.mc || bl.mc <= minMC):
@@ -170,28 +174,32 @@ type problem[T Float] struct {
 	ldc            int
 }
 
-// run computes the product tile by tile, spreading the tiles over the cores.
+// run computes the product tile by tile. par.For starts one worker per core, and the workers
+// take tiles in order from a shared counter rather than in fixed chunks, so a worker whose core
+// is busy with other work holds up no more than the tile it is on.
 func (q *problem[T]) run(bl blocking) {
-	serial := q.m*q.n*q.k < serialWork
-	if !serial {
-		bl = bl.split(q.m, q.n, runtime.GOMAXPROCS(0))
+	workers := runtime.GOMAXPROCS(0)
+	if q.m*q.n*q.k < serialWork {
+		workers = 1
 	}
+	bl = bl.split(q.m, q.n, workers)
 	tilesN := ceilDiv(q.n, bl.nc)
 	tiles := ceilDiv(q.m, bl.mc) * tilesN
 	pool := workspacePool[T]()
-	work := func(lo, hi int) {
+	var next atomic.Int64
+	work := func(int, int) {
 		ws := pool.Get().(*workspace[T])
 		ws.fit(bl)
-		for t := lo; t < hi; t++ {
+		for t := int(next.Add(1) - 1); t < tiles; t = int(next.Add(1) - 1) {
 			q.tile(ws, bl, t/tilesN*bl.mc, t%tilesN*bl.nc)
 		}
 		pool.Put(ws)
 	}
-	if serial {
-		work(0, tiles)
+	if workers == 1 {
+		work(0, 1)
 		return
 	}
-	par.For(tiles, 1, work)
+	par.For(min(workers, tiles), 1, work)
 }
 
 // tile computes the tile of C whose top-left element is (i0, j0).

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/herd-llm/herd/kernels/cpu"
+	"github.com/herd-llm/herd/model"
+	"github.com/herd-llm/herd/shard"
+	"github.com/herd-llm/herd/worker"
+)
+
+func runTrain(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	preset := fs.String("preset", "tiny", "model preset: "+strings.Join(model.PresetNames(), ", "))
+	remat := fs.String("remat", string(model.RematHybrid), "activation rematerialization: none, hybrid (LLaMA's), full")
+	data := fs.String("data", "", "prepared dataset directory (herd prepare); default: the built-in corpus, prepared once into the user cache directory")
+	out := fs.String("out", "", "run directory to create: run.json, tokenizer.json, metrics.jsonl, model.safetensors (required)")
+	steps := fs.Int("steps", 1000, "optimizer steps")
+	seq := fs.Int("seq", 128, "tokens per sequence")
+	batch := fs.Int("batch", 16, "sequences per optimizer step")
+	micro := fs.Int("micro-batch", 0, "sequences per forward/backward pass; --batch must be a multiple (default: --batch)")
+	lr := fs.Float64("lr", 0, "peak learning rate (default: the preset's)")
+	warmup := fs.Int("warmup", -1, "warmup steps (default: min(2000, steps/20))")
+	wd := fs.Float64("weight-decay", 0.1, "AdamW weight decay on matrices")
+	clip := fs.Float64("clip", 1.0, "global gradient norm limit (0 disables)")
+	seed := fs.Uint64("seed", 1, "seed of the initial weights and of the data order")
+	evalEvery := fs.Int("eval-every", 200, "steps between validations on the held-out split (0: at the end only)")
+	evalSeqs := fs.Int("eval-seqs", 32, "held-out sequences per source in a validation")
+	evalText := fs.String("eval-text", "", "also report bits per byte on this text file")
+	sampleEvery := fs.Int("sample-every", 200, "print a generated sample at each validation (0: never)")
+	sampleTokens := fs.Int("sample-tokens", 48, "tokens per generated sample")
+	vocab := fs.Int("vocab", 4096, "vocabulary size when preparing the built-in corpus")
+	baseline := fs.Bool("baseline", true, "report the byte trigram baseline next to the model's held-out bits per byte at the end")
+	pureGo := fs.Bool("pure-go", false, "use the pure-Go matmul even when a BLAS library is installed")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: herd train --out DIR [--preset NAME] [--data DIR] [flags]")
+		fmt.Fprintln(stderr, "\nTrains a LLaMA model in this process on the CPU backend, showing loss, tokens/s and ETA,")
+		fmt.Fprintln(stderr, "validating on the held-out split and printing samples as it learns.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage{err}
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	c, err := model.Preset(*preset)
+	if err != nil {
+		return fmt.Errorf("--preset: %w", err)
+	}
+	if c.Remat, err = model.ParseRemat(*remat); err != nil {
+		return fmt.Errorf("--remat: %w", err)
+	}
+	if *micro == 0 {
+		*micro = *batch
+	}
+	if *lr == 0 {
+		*lr = c.PeakLR
+	}
+	if *out == "" {
+		return fmt.Errorf("--out: a run directory is required")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *data == "" {
+		if *data, err = builtinDataset(ctx, *vocab, stderr); err != nil {
+			return err
+		}
+	}
+	optim := model.DefaultOptim()
+	optim.WeightDecay, optim.ClipNorm = *wd, *clip
+	cfg := worker.TrainConfig{
+		Model: c, Optim: optim, PeakLR: *lr, WarmupSteps: *warmup, Data: *data, Out: *out, Seed: *seed,
+		Seq: *seq, Batch: *batch, MicroBatch: *micro, Steps: *steps, EvalEvery: *evalEvery, EvalSeqs: *evalSeqs,
+		EvalText: *evalText, SampleEvery: *sampleEvery, SampleTokens: *sampleTokens, Baseline: *baseline,
+	}
+	be := cpu.New[float32](cpu.Options{PureGo: *pureGo})
+	_, err = worker.Train(ctx, cfg, be, stderr)
+	return err
+}
+
+// builtinDataset returns the directory of the built-in corpus prepared with the given vocab,
+// preparing it on first use into the user cache directory.
+func builtinDataset(ctx context.Context, vocab int, log io.Writer) (string, error) {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	dir := filepath.Join(base, "herd", fmt.Sprintf("builtin-%s-vocab%d", builtinVersion, vocab))
+	if _, err := os.Stat(filepath.Join(dir, shard.ManifestName)); err == nil {
+		fmt.Fprintf(log, "data: built-in corpus, prepared in %s\n", dir)
+		return dir, nil
+	}
+	os.RemoveAll(dir) // an earlier preparation that did not finish
+	if _, err := prepareDataset(ctx, prepareOptions{builtin: true, out: dir, vocab: vocab, heldOut: 0.01,
+		minBytes: 32, maxNonText: 0.1, sampleMB: 16, maxShardToks: 1 << 28}, log); err != nil {
+		return "", fmt.Errorf("preparing the built-in corpus in %s: %w", dir, err)
+	}
+	return dir, nil
+}

@@ -1,0 +1,57 @@
+package worker
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// progress draws a one-line progress bar on a terminal, and prints a plain line every few
+// percent elsewhere (logs, pipes).
+type progress struct {
+	w        io.Writer
+	total    int
+	tty      bool
+	lastLine int
+	drawn    bool
+}
+
+func newProgress(w io.Writer, total int) *progress {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	return &progress{w: w, total: total, tty: tty}
+}
+
+func (p *progress) update(step int, loss, tokS float64, elapsed time.Duration) {
+	eta := time.Duration(float64(elapsed) / float64(step) * float64(p.total-step)).Round(time.Second)
+	stats := fmt.Sprintf("step %d/%d  loss %.4f  %.0f tok/s  ETA %s", step, p.total, loss, tokS, eta)
+	if p.tty {
+		const width = 24
+		done := width * step / p.total
+		fmt.Fprintf(p.w, "\r[%s%s] %s\x1b[K", strings.Repeat("=", done), strings.Repeat(" ", width-done), stats)
+		p.drawn = true
+		if step == p.total {
+			fmt.Fprintln(p.w)
+			p.drawn = false
+		}
+		return
+	}
+	every := max(1, p.total/20)
+	if step%every == 0 || step == p.total || step == 1 {
+		fmt.Fprintln(p.w, stats)
+	}
+}
+
+// println prints a line above the bar.
+func (p *progress) println(s string) {
+	if p.drawn {
+		fmt.Fprint(p.w, "\r\x1b[K")
+	}
+	fmt.Fprintln(p.w, s)
+}
