@@ -20,9 +20,23 @@ type Model struct {
 	grads  kernels.Buffer   // same layout; Backward accumulates into it
 	p, g   []kernels.Buffer // per-spec views of params and grads
 
-	ws   workspace
-	pass *pass // activations kept by the last Forward, until Backward
-	kept Kept
+	ws        workspace
+	pass      *pass // activations kept by the last Forward, until Backward
+	kept      Kept
+	gradReady func(off, n int)
+}
+
+// OnGradReady registers fn to be called during Backward each time a contiguous range
+// [off, off+n) of the gradient buffer has received its last contribution of the pass: the
+// final norm and output head first, then each block from the last to the first, then the
+// embedding. A data-parallel trainer starts reducing each range while backward goes on.
+// nil unregisters.
+func (m *Model) OnGradReady(fn func(off, n int)) { m.gradReady = fn }
+
+func (m *Model) gradDone(first, last ParamSpec) {
+	if m.gradReady != nil {
+		m.gradReady(first.Offset, last.Offset+last.Size-first.Offset)
+	}
 }
 
 // Kept reports the activation memory the last Forward held for Backward, measured as growth
@@ -285,6 +299,8 @@ func (m *Model) Backward() error {
 	be.MatMul(dxn, h[hLogits], out, n, d, c.Vocab, false, false, 0)
 	be.Zero(dres)
 	be.RMSNormBackward(dres, dnorm, dxn, xL, norm, h[hRstdF], n, d)
+	specs := m.Layout.Specs
+	m.gradDone(specs[len(specs)-2], specs[len(specs)-1])
 
 	for i := c.Layers - 1; i >= 0; i-- {
 		x := h[hX0]
@@ -294,9 +310,11 @@ func (m *Model) Backward() error {
 		a := &ps.layers[i]
 		m.layerForward(i, x, a, ps.b, ps.t, func(k act) bool { return !layerActs[k].keep[c.Remat] })
 		m.layerBackward(i, x, a, dres, ps.b, ps.t)
+		m.gradDone(m.Layout.layerSpec(i, 0), m.Layout.layerSpec(i, perLayer-1))
 	}
 	_, demb := m.headParam("tok_embeddings.weight")
 	be.EmbeddingBackward(demb, dres, ps.tokens, d)
+	m.gradDone(specs[0], specs[0])
 	m.dropPass()
 	return nil
 }

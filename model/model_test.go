@@ -306,3 +306,51 @@ func TestTrainingReducesLoss(t *testing.T) {
 		t.Errorf("loss fell only from %.3f to %.3f in 60 steps on one memorizable batch", first, last)
 	}
 }
+
+// The ranges OnGradReady reports cover the whole gradient buffer exactly once, in the order
+// backward finishes them, and each range is final when reported.
+func TestGradReadyRanges(t *testing.T) {
+	c := model.Default()
+	be := cpu.New[float32](cpu.Options{})
+	m := newModel(t, c, be, 2)
+	defer m.Close()
+	rng := rand.New(rand.NewPCG(2, 2))
+	tokens, targets := randomTokens(rng, 2*16, c.Vocab), randomTokens(rng, 2*16, c.Vocab)
+	type rg struct{ off, n int }
+	var got []rg
+	var snap [][]float32
+	m.OnGradReady(func(off, n int) {
+		got = append(got, rg{off, n})
+		v := make([]float32, n)
+		copy(v, cpu.Data[float32](m.Grads())[off:off+n])
+		snap = append(snap, v)
+	})
+	if _, err := m.Forward(tokens, targets, 2, 16); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Backward(); err != nil {
+		t.Fatal(err)
+	}
+	covered := make([]int, m.Layout.Size)
+	for _, r := range got {
+		for i := r.off; i < r.off+r.n; i++ {
+			covered[i]++
+		}
+	}
+	for i, n := range covered {
+		if n != 1 {
+			t.Fatalf("gradient element %d reported %d times", i, n)
+		}
+	}
+	if len(got) != c.Layers+2 || got[0].off+got[0].n != m.Layout.Size || got[len(got)-1].off != 0 {
+		t.Errorf("ranges %v: want head first, blocks last to first, embedding last", got)
+	}
+	final := cpu.Data[float32](m.Grads())
+	for k, r := range got {
+		for i := range snap[k] {
+			if snap[k][i] != final[r.off+i] {
+				t.Fatalf("range %d changed after it was reported ready", k)
+			}
+		}
+	}
+}

@@ -41,6 +41,7 @@ type RunConfig struct {
 	MicroBatch    int               `json:"micro_batch"`
 	Steps         int               `json:"steps"`
 	EvalSeqs      int               `json:"eval_seqs"`
+	World         int               `json:"world"`
 	StepsDone     int               `json:"steps_done"`
 }
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herd-llm/herd/collective"
 	"github.com/herd-llm/herd/kernels"
 	"github.com/herd-llm/herd/model"
 	"github.com/herd-llm/herd/shard"
@@ -41,6 +42,14 @@ type TrainConfig struct {
 	SampleEvery  int               // steps between generated samples; 0: never
 	SampleTokens int               // tokens per sample
 	Baseline     bool              // fit the byte trigram baseline and report it at the end
+
+	// Comm, when set, makes this process one rank of a data-parallel group: it trains on its
+	// slice of every global batch and gradients are summed across ranks, bucket by bucket
+	// while backward runs. Only rank 0 writes the run directory and prints progress.
+	Comm collective.Communicator
+	// CheckEvery is the number of steps between cross-rank parameter checksums (data
+	// parallel only); 0 disables the check.
+	CheckEvery int
 }
 
 // Validate names the first bad field.
@@ -55,8 +64,8 @@ func (c TrainConfig) Validate() error {
 		return bad("--steps = %d, must be > 0", c.Steps)
 	case c.Batch <= 0:
 		return bad("--batch = %d, must be > 0", c.Batch)
-	case c.MicroBatch <= 0 || c.Batch%c.MicroBatch != 0:
-		return bad("--micro-batch = %d must be > 0 and divide --batch = %d", c.MicroBatch, c.Batch)
+	case c.MicroBatch <= 0 || c.Batch%(c.MicroBatch*c.world()) != 0:
+		return bad("--micro-batch = %d times %d processes must divide --batch = %d", c.MicroBatch, c.world(), c.Batch)
 	case !(c.PeakLR > 0):
 		return bad("--lr = %g, must be > 0", c.PeakLR)
 	case c.WarmupSteps > c.Steps:
@@ -68,6 +77,20 @@ func (c TrainConfig) Validate() error {
 		return fmt.Errorf("--seq: %w", err)
 	}
 	return c.Optim.Validate()
+}
+
+func (c TrainConfig) world() int {
+	if c.Comm == nil {
+		return 1
+	}
+	return c.Comm.Size()
+}
+
+func (c TrainConfig) rank() int {
+	if c.Comm == nil {
+		return 0
+	}
+	return c.Comm.Rank()
 }
 
 func (c TrainConfig) schedule() model.Schedule {
@@ -133,8 +156,9 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
-		return nil, err
+	lead := cfg.rank() == 0
+	if !lead {
+		log = io.Discard
 	}
 	if _, err := os.Stat(filepath.Join(cfg.Out, WeightsName)); err == nil {
 		return nil, fmt.Errorf("%w: --out %s already holds a finished run", ErrConfig, cfg.Out)
@@ -142,19 +166,25 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 	abs, _ := filepath.Abs(cfg.Data)
 	sched := cfg.schedule()
 	rc := RunConfig{Model: cfg.Model, Optim: cfg.Optim, Schedule: sched, Data: abs, TokenizerHash: tok.Hash(),
-		Seed: cfg.Seed, Seq: cfg.Seq, Batch: cfg.Batch, MicroBatch: cfg.MicroBatch, Steps: cfg.Steps, EvalSeqs: cfg.EvalSeqs}
-	if err := writeJSON(filepath.Join(cfg.Out, RunConfigName), rc); err != nil {
-		return nil, err
+		Seed: cfg.Seed, Seq: cfg.Seq, Batch: cfg.Batch, MicroBatch: cfg.MicroBatch, Steps: cfg.Steps, EvalSeqs: cfg.EvalSeqs, World: cfg.world()}
+	menc := json.NewEncoder(io.Discard)
+	if lead {
+		if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+			return nil, err
+		}
+		if err := writeJSON(filepath.Join(cfg.Out, RunConfigName), rc); err != nil {
+			return nil, err
+		}
+		if err := tok.Save(filepath.Join(cfg.Out, TokenizerName)); err != nil {
+			return nil, err
+		}
+		metrics, err := os.Create(filepath.Join(cfg.Out, MetricsName))
+		if err != nil {
+			return nil, err
+		}
+		defer metrics.Close()
+		menc = json.NewEncoder(metrics)
 	}
-	if err := tok.Save(filepath.Join(cfg.Out, TokenizerName)); err != nil {
-		return nil, err
-	}
-	metrics, err := os.Create(filepath.Join(cfg.Out, MetricsName))
-	if err != nil {
-		return nil, err
-	}
-	defer metrics.Close()
-	menc := json.NewEncoder(metrics)
 
 	m, err := model.New(cfg.Model, be)
 	if err != nil {
@@ -181,11 +211,17 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 		model.NumParams(cfg.Model), cfg.Model.Dim, cfg.Model.Layers, cfg.Model.Heads, cfg.Model.Vocab, cfg.Model.Remat, be.Name())
 	fmt.Fprintf(log, "data: %s, %d sources, %d held-out sequences; batch %d x %d tokens, %d steps, peak lr %g, warmup %d\n",
 		cfg.Data, len(ds.Train), len(val.Inputs), cfg.Batch, cfg.Seq, cfg.Steps, cfg.PeakLR, sched.WarmupSteps)
+	if cfg.world() > 1 {
+		fmt.Fprintf(log, "data parallel: %d processes, %d sequences each per step, gradients summed over the TCP ring\n",
+			cfg.world(), cfg.Batch/cfg.world())
+	}
 
 	bar := newProgress(log, cfg.Steps)
-	accum := cfg.Batch / cfg.MicroBatch
-	inputs := make([]int32, cfg.Batch*cfg.Seq)
-	targets := make([]int32, cfg.Batch*cfg.Seq)
+	dp := newDataParallel(ctx, cfg.Comm, m)
+	share := cfg.Batch / cfg.world()
+	accum := share / cfg.MicroBatch
+	inputs := make([]int32, share*cfg.Seq)
+	targets := make([]int32, share*cfg.Seq)
 	start := time.Now()
 	res := &Result{Dir: cfg.Out, ParamsCount: model.NumParams(cfg.Model)}
 	validate := func(step int) error {
@@ -219,7 +255,7 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if _, err := loader.FillBatch(step, cfg.Batch, 0, 1, inputs, targets); err != nil {
+		if _, err := loader.FillBatch(step, cfg.Batch, cfg.rank(), cfg.world(), inputs, targets); err != nil {
 			return nil, err
 		}
 		m.ZeroGrad()
@@ -230,13 +266,24 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 			if err != nil {
 				return nil, err
 			}
+			if a == accum-1 {
+				dp.startBuckets() // the last micro-batch finishes each gradient range
+			}
 			if err := m.Backward(); err != nil {
 				return nil, err
 			}
 			loss += l / float64(accum)
 		}
+		if loss, err = dp.finish(loss); err != nil {
+			return nil, fmt.Errorf("step %d: %w", step+1, err)
+		}
 		lr := sched.LR(step)
-		norm := opt.Step(lr, 1/float64(accum))
+		norm := opt.Step(lr, 1/float64(accum*cfg.world()))
+		if cfg.CheckEvery > 0 && (step+1)%cfg.CheckEvery == 0 {
+			if err := dp.checkParams(step + 1); err != nil {
+				return nil, err
+			}
+		}
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
 			return nil, fmt.Errorf("worker: loss is %v at step %d", loss, step)
 		}
@@ -249,13 +296,19 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 		}
 		bar.update(step+1, loss, sm.TokensPerS, el)
 		res.FinalLoss, res.TokensPerS = loss, sm.TokensPerS
-		if cfg.EvalEvery > 0 && (step+1)%cfg.EvalEvery == 0 && step+1 < cfg.Steps {
+		if lead && cfg.EvalEvery > 0 && (step+1)%cfg.EvalEvery == 0 && step+1 < cfg.Steps {
 			if err := validate(step + 1); err != nil {
 				return nil, err
 			}
 		}
 	}
 	res.Steps, res.Elapsed = cfg.Steps, time.Since(start)
+	if err := dp.checkParams(cfg.Steps); err != nil {
+		return nil, err
+	}
+	if !lead {
+		return res, nil
+	}
 	if err := validate(cfg.Steps); err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/herd-llm/herd/kernels/cpu"
 	"github.com/herd-llm/herd/model"
@@ -42,10 +43,15 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	vocab := fs.Int("vocab", 4096, "vocabulary size when preparing the built-in corpus")
 	baseline := fs.Bool("baseline", true, "report the byte trigram baseline next to the model's held-out bits per byte at the end")
 	pureGo := fs.Bool("pure-go", false, "use the pure-Go matmul even when a BLAS library is installed")
+	nproc := fs.Int("nproc", 1, "data-parallel processes on this machine; each takes its slice of every global batch and gradients are summed over a TCP ring on 127.0.0.1")
+	collTimeout := fs.Duration("collective-timeout", 5*time.Minute, "deadline of one collective operation (a rank that waits longer fails the run)")
+	checkEvery := fs.Int("check-every", 50, "steps between checks that all processes hold identical parameters (0: only at the end)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: herd train --out DIR [--preset NAME] [--data DIR] [flags]")
 		fmt.Fprintln(stderr, "\nTrains a LLaMA model in this process on the CPU backend, showing loss, tokens/s and ETA,")
-		fmt.Fprintln(stderr, "validating on the held-out split and printing samples as it learns.\n\nFlags:")
+		fmt.Fprintln(stderr, "validating on the held-out split and printing samples as it learns. With --nproc N it starts")
+		fmt.Fprintln(stderr, "N processes that train data-parallel; each is told its rank through HERD_RANK, HERD_WORLD and")
+		fmt.Fprintln(stderr, "HERD_PEERS and inherits its listening socket, and only rank 0 writes the run directory.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -75,10 +81,23 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *nproc < 1 {
+		return fmt.Errorf("--nproc = %d, must be >= 1", *nproc)
+	}
+	ring, err := joinRing(ctx, *collTimeout, stderr)
+	if err != nil {
+		return err
+	}
+	if ring != nil {
+		defer ring.Close()
+	}
 	if *data == "" {
 		if *data, err = builtinDataset(ctx, *vocab, stderr); err != nil {
 			return err
 		}
+	}
+	if *nproc > 1 && ring == nil {
+		return launchLocal(ctx, *nproc, append(append([]string{"train"}, args...), "--data", *data), stdout, stderr)
 	}
 	optim := model.DefaultOptim()
 	optim.WeightDecay, optim.ClipNorm = *wd, *clip
@@ -86,6 +105,10 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		Model: c, Optim: optim, PeakLR: *lr, WarmupSteps: *warmup, Data: *data, Out: *out, Seed: *seed,
 		Seq: *seq, Batch: *batch, MicroBatch: *micro, Steps: *steps, EvalEvery: *evalEvery, EvalSeqs: *evalSeqs,
 		EvalText: *evalText, SampleEvery: *sampleEvery, SampleTokens: *sampleTokens, Baseline: *baseline,
+		CheckEvery: *checkEvery,
+	}
+	if ring != nil {
+		cfg.Comm = ring
 	}
 	be := cpu.New[float32](cpu.Options{PureGo: *pureGo})
 	_, err = worker.Train(ctx, cfg, be, stderr)

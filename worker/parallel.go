@@ -1,0 +1,97 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"hash/crc32"
+	"unsafe"
+
+	"github.com/herd-llm/herd/collective"
+	"github.com/herd-llm/herd/kernels/cpu"
+	"github.com/herd-llm/herd/model"
+)
+
+// dataParallel sums gradients across the ranks of a communicator. Each gradient range that
+// backward finishes (head, blocks last to first, embedding) is reduced asynchronously right
+// away, so communication overlaps the rest of backward. A nil communicator makes every
+// method a no-op.
+type dataParallel struct {
+	ctx     context.Context
+	comm    collective.Communicator
+	m       *model.Model
+	grads   []float32
+	handles []collective.Handle
+}
+
+func newDataParallel(ctx context.Context, comm collective.Communicator, m *model.Model) *dataParallel {
+	dp := &dataParallel{ctx: ctx, comm: comm, m: m}
+	if comm != nil && comm.Size() > 1 {
+		dp.grads = hostFloats(m)
+	}
+	return dp
+}
+
+// hostFloats returns the model's gradient buffer as host float32 memory. Data parallelism over
+// the TCP ring runs on the float32 CPU backend, whose buffers are host slices.
+func hostFloats(m *model.Model) []float32 {
+	return cpu.Data[float32](m.Grads())
+}
+
+func (dp *dataParallel) active() bool { return dp.grads != nil }
+
+// startBuckets arms the model's gradient hook for the coming Backward.
+func (dp *dataParallel) startBuckets() {
+	if !dp.active() {
+		return
+	}
+	dp.m.OnGradReady(func(off, n int) {
+		dp.handles = append(dp.handles, dp.comm.AllReduceAsync(dp.ctx, dp.grads[off:off+n], collective.Sum))
+	})
+}
+
+// finish waits for every bucket and returns the mean of the ranks' losses.
+func (dp *dataParallel) finish(loss float64) (float64, error) {
+	if !dp.active() {
+		return loss, nil
+	}
+	dp.m.OnGradReady(nil)
+	var first error
+	for _, h := range dp.handles {
+		if err := h.Wait(dp.ctx); err != nil && first == nil {
+			first = err
+		}
+	}
+	dp.handles = dp.handles[:0]
+	if first != nil {
+		return 0, first
+	}
+	l := []float32{float32(loss)}
+	if err := dp.comm.AllReduce(dp.ctx, l, collective.Avg); err != nil {
+		return 0, err
+	}
+	return float64(l[0]), nil
+}
+
+// checkParams compares a CRC-32C of every rank's parameters and fails, naming the ranks,
+// when they differ: data parallelism must keep the replicas bit-identical.
+func (dp *dataParallel) checkParams(step int) error {
+	if !dp.active() {
+		return nil
+	}
+	p := cpu.Data[float32](dp.m.Params())
+	sum := crc32.Checksum(unsafe.Slice((*byte)(unsafe.Pointer(&p[0])), 4*len(p)), crc32.MakeTable(crc32.Castagnoli))
+	w, r := dp.comm.Size(), dp.comm.Rank()
+	// Two 16-bit halves per rank travel as exactly representable float32 values.
+	buf := make([]float32, 2*w)
+	buf[2*r], buf[2*r+1] = float32(sum>>16), float32(sum&0xffff)
+	if err := dp.comm.AllGather(dp.ctx, buf); err != nil {
+		return fmt.Errorf("parameter check at step %d: %w", step, err)
+	}
+	for i := 0; i < w; i++ {
+		got := uint32(buf[2*i])<<16 | uint32(buf[2*i+1])
+		if got != sum {
+			return fmt.Errorf("worker: parameters diverged at step %d: rank %d has checksum %08x, rank %d has %08x", step, r, sum, i, got)
+		}
+	}
+	return nil
+}
