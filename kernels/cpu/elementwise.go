@@ -60,16 +60,15 @@ func (be *Backend[T]) SumSquares(x kernels.Buffer) float64 {
 		for c := lo; c < hi; c++ {
 			v := d[c*sumChunk : min((c+1)*sumChunk, len(d))]
 			var s0, s1, s2, s3 float64
-			i := 0
-			for ; i+4 <= len(v); i += 4 {
-				a, b, e, f := float64(v[i]), float64(v[i+1]), float64(v[i+2]), float64(v[i+3])
+			for ; len(v) >= 4; v = v[4:] {
+				a, b, e, f := float64(v[0]), float64(v[1]), float64(v[2]), float64(v[3])
 				s0 += a * a
 				s1 += b * b
 				s2 += e * e
 				s3 += f * f
 			}
-			for ; i < len(v); i++ {
-				s0 += float64(v[i]) * float64(v[i])
+			for _, x := range v {
+				s0 += float64(x) * float64(x)
 			}
 			part[c] = (s0 + s1) + (s2 + s3)
 		}
