@@ -12,24 +12,25 @@ import (
 // percent elsewhere (logs, pipes).
 type progress struct {
 	w        io.Writer
+	start    int // first step of this process (a resumed run starts later)
 	total    int
 	tty      bool
 	lastLine int
 	drawn    bool
 }
 
-func newProgress(w io.Writer, total int) *progress {
+func newProgress(w io.Writer, start, total int) *progress {
 	tty := false
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			tty = true
 		}
 	}
-	return &progress{w: w, total: total, tty: tty}
+	return &progress{w: w, start: start, total: total, tty: tty}
 }
 
 func (p *progress) update(step int, loss, tokS float64, elapsed time.Duration) {
-	eta := time.Duration(float64(elapsed) / float64(step) * float64(p.total-step)).Round(time.Second)
+	eta := time.Duration(float64(elapsed) / float64(step-p.start) * float64(p.total-step)).Round(time.Second)
 	stats := fmt.Sprintf("step %d/%d  loss %.4f  %.0f tok/s  ETA %s", step, p.total, loss, tokS, eta)
 	if p.tty {
 		const width = 24
@@ -43,7 +44,7 @@ func (p *progress) update(step int, loss, tokS float64, elapsed time.Duration) {
 		return
 	}
 	every := max(1, p.total/20)
-	if step%every == 0 || step == p.total || step == 1 {
+	if step%every == 0 || step == p.total || step == p.start+1 {
 		fmt.Fprintln(p.w, stats)
 	}
 }

@@ -2,9 +2,11 @@ package worker
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -13,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herd-llm/herd/checkpoint"
 	"github.com/herd-llm/herd/collective"
 	"github.com/herd-llm/herd/kernels"
 	"github.com/herd-llm/herd/model"
@@ -50,6 +53,8 @@ type TrainConfig struct {
 	// CheckEvery is the number of steps between cross-rank parameter checksums (data
 	// parallel only); 0 disables the check.
 	CheckEvery int
+	// Checkpoint configures periodic sharded checkpoints and resuming.
+	Checkpoint CheckpointConfig
 }
 
 // Validate names the first bad field.
@@ -104,6 +109,8 @@ func (c TrainConfig) schedule() model.Schedule {
 // StepMetrics is one line of metrics.jsonl for a training step.
 type StepMetrics struct {
 	Step       int     `json:"step"`
+	DataCRC    uint32  `json:"data_crc"` // CRC-32C of the global batch's (source, offset) pairs
+	SaveStallS float64 `json:"save_stall_s,omitempty"`
 	Loss       float64 `json:"loss"`
 	LR         float64 `json:"lr"`
 	GradNorm   float64 `json:"grad_norm"`
@@ -178,7 +185,11 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 		if err := tok.Save(filepath.Join(cfg.Out, TokenizerName)); err != nil {
 			return nil, err
 		}
-		metrics, err := os.Create(filepath.Join(cfg.Out, MetricsName))
+		flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+		if cfg.Checkpoint.Resume != nil {
+			flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
+		}
+		metrics, err := os.OpenFile(filepath.Join(cfg.Out, MetricsName), flags, 0o644)
 		if err != nil {
 			return nil, err
 		}
@@ -198,6 +209,27 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 	}
 	defer opt.Close()
 
+	sb := newStateBuffers(m, opt)
+	startStep := 0
+	if cfg.Checkpoint.Resume != nil {
+		if startStep, err = resume(ctx, cfg, cfg.Checkpoint.Resume, m, opt, sb, tok.Hash(), func(s string) { fmt.Fprintln(log, s) }); err != nil {
+			return nil, err
+		}
+		if startStep >= cfg.Steps {
+			return nil, fmt.Errorf("%w: the checkpoint is at step %d, --steps is %d: nothing left to train", ErrConfig, startStep, cfg.Steps)
+		}
+	}
+	tokJSON, err := tok.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	var saver *checkpoint.Saver
+	if loc := cfg.Checkpoint.Save; loc != nil {
+		saver = checkpoint.NewSaver(*loc, checkpoint.SaverOptions{KeepLast: cfg.Checkpoint.KeepLast,
+			KeepEvery: cfg.Checkpoint.KeepEvery, Failpoint: cfg.Checkpoint.Failpoint, Log: func(s string) { fmt.Fprintln(log, s) }})
+		defer saver.Wait()
+	}
+
 	val := NewEvalSet(ds.HeldOut, cfg.Seq, cfg.EvalSeqs, tok)
 	var text *EvalSet
 	if cfg.EvalText != "" {
@@ -216,7 +248,7 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 			cfg.world(), cfg.Batch/cfg.world())
 	}
 
-	bar := newProgress(log, cfg.Steps)
+	bar := newProgress(log, startStep, cfg.Steps)
 	dp := newDataParallel(ctx, cfg.Comm, m)
 	share := cfg.Batch / cfg.world()
 	accum := share / cfg.MicroBatch
@@ -251,7 +283,7 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 		res.Val = ev.Val
 		return menc.Encode(ev)
 	}
-	for step := 0; step < cfg.Steps; step++ {
+	for step := startStep; step < cfg.Steps; step++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -287,10 +319,17 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
 			return nil, fmt.Errorf("worker: loss is %v at step %d", loss, step)
 		}
+		var stall time.Duration
+		if saver != nil && (step+1 == cfg.Steps || (cfg.Checkpoint.Every > 0 && (step+1)%cfg.Checkpoint.Every == 0)) {
+			if stall, err = saveCheckpoint(ctx, saver, cfg, rc, m, sb, tokJSON, step+1); err != nil {
+				return nil, err
+			}
+		}
 		el := time.Since(start)
-		tokens := int64(step+1) * int64(cfg.Batch*cfg.Seq)
-		sm := StepMetrics{Step: step + 1, Loss: loss, LR: lr, GradNorm: norm, Tokens: tokens,
-			TokensPerS: float64(tokens) / el.Seconds(), ElapsedS: el.Seconds()}
+		tokens := int64(step+1-startStep) * int64(cfg.Batch*cfg.Seq)
+		sm := StepMetrics{Step: step + 1, DataCRC: batchCRC(sampler, step, cfg.Batch), Loss: loss, LR: lr, GradNorm: norm,
+			Tokens: int64(step+1) * int64(cfg.Batch*cfg.Seq), TokensPerS: float64(tokens) / el.Seconds(), ElapsedS: el.Seconds(),
+			SaveStallS: stall.Seconds()}
 		if err := menc.Encode(sm); err != nil {
 			return nil, err
 		}
@@ -305,6 +344,11 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 	res.Steps, res.Elapsed = cfg.Steps, time.Since(start)
 	if err := dp.checkParams(cfg.Steps); err != nil {
 		return nil, err
+	}
+	if saver != nil {
+		if err := saver.Wait(); err != nil {
+			return nil, err
+		}
 	}
 	if !lead {
 		return res, nil
@@ -331,9 +375,30 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 			return nil, err
 		}
 	}
+	ep := sampler.Epochs(int64(cfg.Steps) * int64(cfg.Batch))
+	var parts []string
+	for i, c := range sampler.Mixture() {
+		parts = append(parts, fmt.Sprintf("%s %.2f", c.Name, ep[i]))
+	}
+	fmt.Fprintf(log, "epochs per source: %s\n", strings.Join(parts, ", "))
 	fmt.Fprintf(log, "done: %d steps in %s (%.0f tokens/s); weights in %s\n", cfg.Steps,
 		res.Elapsed.Round(time.Second), res.TokensPerS, filepath.Join(cfg.Out, WeightsName))
 	return res, nil
+}
+
+// batchCRC fingerprints the sequences of step's global batch, so runs can be compared
+// sequence for sequence whatever their number of ranks.
+func batchCRC(s *shard.Sampler, step, batch int) uint32 {
+	var buf [16]byte
+	var crc uint32
+	tab := crc32.MakeTable(crc32.Castagnoli)
+	for i := int64(step) * int64(batch); i < int64(step+1)*int64(batch); i++ {
+		r := s.At(i)
+		binary.LittleEndian.PutUint64(buf[:8], uint64(r.Source))
+		binary.LittleEndian.PutUint64(buf[8:], uint64(r.Offset))
+		crc = crc32.Update(crc, tab, buf[:])
+	}
+	return crc
 }
 
 // fitDocs feeds a token stream to the trigram model document by document (EOS separates).

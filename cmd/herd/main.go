@@ -21,6 +21,8 @@ func commands() map[string]command {
 		"train":   {"train a model in this process on the CPU backend", runTrain},
 		"sample":  {"generate text from a trained model", runSample},
 		"eval":    {"report loss and bits per byte of a trained model on a text", runEval},
+		"export":  {"write a checkpoint as a Hugging Face LLaMA directory", runExport},
+		"import":  {"turn a Hugging Face LLaMA directory into a checkpoint", runImport},
 	}
 }
 

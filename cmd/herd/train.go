@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/herd-llm/herd/checkpoint"
 	"github.com/herd-llm/herd/kernels/cpu"
 	"github.com/herd-llm/herd/model"
 	"github.com/herd-llm/herd/shard"
@@ -46,6 +47,12 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	nproc := fs.Int("nproc", 1, "data-parallel processes on this machine; each takes its slice of every global batch and gradients are summed over a TCP ring on 127.0.0.1")
 	collTimeout := fs.Duration("collective-timeout", 5*time.Minute, "deadline of one collective operation (a rank that waits longer fails the run)")
 	checkEvery := fs.Int("check-every", 50, "steps between checks that all processes hold identical parameters (0: only at the end)")
+	ckptURI := fs.String("checkpoint", "", "where to write sharded checkpoints: a directory, file:///path or s3://bucket/prefix (default: DIR/checkpoints of --out)")
+	ckptEvery := fs.Int("checkpoint-every", 500, "steps between checkpoints, written in the background; the last step always saves (0: only the last)")
+	keepLast := fs.Int("keep-last", 3, "committed checkpoints to keep (0: all)")
+	keepEvery := fs.Int("keep-every", 0, "also keep every checkpoint whose step is a multiple of this (0: none)")
+	resumeFrom := fs.String("resume", "", "continue from a checkpoint: 'latest' (the newest good commit under --checkpoint) or a checkpoint location URI")
+	s3 := s3Flags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: herd train --out DIR [--preset NAME] [--data DIR] [flags]")
 		fmt.Fprintln(stderr, "\nTrains a LLaMA model in this process on the CPU backend, showing loss, tokens/s and ETA,")
@@ -99,13 +106,34 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if *nproc > 1 && ring == nil {
 		return launchLocal(ctx, *nproc, append(append([]string{"train"}, args...), "--data", *data), stdout, stderr)
 	}
+	if *ckptURI == "" {
+		*ckptURI = filepath.Join(*out, "checkpoints")
+	}
+	s3cfg := s3.config()
+	store, prefix, err := checkpoint.OpenStore(ctx, *ckptURI, s3cfg)
+	if err != nil {
+		return fmt.Errorf("--checkpoint: %w", err)
+	}
+	ck := worker.CheckpointConfig{Save: &checkpoint.Location{Store: store, Prefix: prefix}, Every: *ckptEvery,
+		KeepLast: *keepLast, KeepEvery: *keepEvery, Failpoint: failpointFromEnv()}
+	switch *resumeFrom {
+	case "":
+	case "latest":
+		ck.Resume = ck.Save
+	default:
+		rs, rp, err := checkpoint.OpenStore(ctx, *resumeFrom, s3cfg)
+		if err != nil {
+			return fmt.Errorf("--resume: %w", err)
+		}
+		ck.Resume = &checkpoint.Location{Store: rs, Prefix: rp}
+	}
 	optim := model.DefaultOptim()
 	optim.WeightDecay, optim.ClipNorm = *wd, *clip
 	cfg := worker.TrainConfig{
 		Model: c, Optim: optim, PeakLR: *lr, WarmupSteps: *warmup, Data: *data, Out: *out, Seed: *seed,
 		Seq: *seq, Batch: *batch, MicroBatch: *micro, Steps: *steps, EvalEvery: *evalEvery, EvalSeqs: *evalSeqs,
 		EvalText: *evalText, SampleEvery: *sampleEvery, SampleTokens: *sampleTokens, Baseline: *baseline,
-		CheckEvery: *checkEvery,
+		CheckEvery: *checkEvery, Checkpoint: ck,
 	}
 	if ring != nil {
 		cfg.Comm = ring

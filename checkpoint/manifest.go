@@ -1,0 +1,171 @@
+package checkpoint
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// ManifestVersion is the layout version this package writes and reads.
+const ManifestVersion = 1
+
+// Errors of sharded checkpoints.
+var (
+	ErrManifest = errors.New("checkpoint: bad manifest")
+	ErrChecksum = errors.New("checkpoint: checksum mismatch")
+	ErrNoCommit = errors.New("checkpoint: no committed checkpoint")
+)
+
+// Buffers names the flat buffers a checkpoint holds, in shard order: parameters and the two
+// AdamW moments, all float32 and laid out by the same spec table.
+var Buffers = []string{"params", "adam_m", "adam_v"}
+
+// Manifest describes one committed checkpoint. It is written last; its presence is the
+// commit.
+type Manifest struct {
+	Version int    `json:"version"`
+	Step    int    `json:"step"`  // optimizer steps done
+	World   int    `json:"world"` // ranks that wrote the shards
+	Elems   int64  `json:"elems"` // elements of each flat buffer
+	DType   string `json:"dtype"` // "float32"
+	// Cursor is where the data stream continues: the sampler is a pure function of its seed
+	// and the global sequence index, so the step and the global batch size locate it.
+	Cursor Cursor `json:"cursor"`
+	// Config is the run configuration (model, optimizer, schedule), opaque to this package.
+	Config        json.RawMessage `json:"config"`
+	TokenizerHash string          `json:"tokenizer_hash"`
+	Layout        []TensorRange   `json:"layout"`
+	Shards        []Shard         `json:"shards"`
+}
+
+// Cursor locates the data stream.
+type Cursor struct {
+	Step        int    `json:"step"`
+	GlobalBatch int    `json:"global_batch"`
+	Seq         int    `json:"seq"`
+	Seed        uint64 `json:"seed"`
+	NextIndex   int64  `json:"next_index"` // first global sequence index not yet trained on
+}
+
+// TensorRange is one row of the parameter spec table as recorded in a checkpoint.
+type TensorRange struct {
+	Name   string `json:"name"`
+	Shape  []int  `json:"shape"`
+	Offset int64  `json:"offset"`
+	Size   int64  `json:"size"`
+}
+
+// Shard is one object of a checkpoint: rank Rank's range [Offset, Offset+Count) of every
+// buffer in Buffers, stored one after another as little-endian float32.
+type Shard struct {
+	Key    string `json:"key"` // relative to the checkpoint's directory
+	Rank   int    `json:"rank"`
+	Offset int64  `json:"offset"`
+	Count  int64  `json:"count"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+var (
+	shardKeyRE = regexp.MustCompile(`^rank-[0-9]{5}-of-[0-9]{5}\.bin$`)
+	hexRE      = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// ParseManifest decodes and validates a manifest; name identifies it in errors.
+func ParseManifest(name string, data []byte) (*Manifest, error) {
+	var m Manifest
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%w %s: %v", ErrManifest, name, err)
+	}
+	if err := m.validate(); err != nil {
+		return nil, fmt.Errorf("%w %s: %v", ErrManifest, name, err)
+	}
+	return &m, nil
+}
+
+func (m *Manifest) validate() error {
+	switch {
+	case m.Version != ManifestVersion:
+		return fmt.Errorf("version %d, this build reads %d", m.Version, ManifestVersion)
+	case m.Step < 0:
+		return fmt.Errorf("step %d is negative", m.Step)
+	case m.World <= 0 || m.World > 1<<16:
+		return fmt.Errorf("world %d out of range", m.World)
+	case m.Elems <= 0:
+		return fmt.Errorf("elems %d must be positive", m.Elems)
+	case m.DType != "float32":
+		return fmt.Errorf("dtype %q, only float32 is supported", m.DType)
+	case len(m.Shards) != m.World:
+		return fmt.Errorf("%d shards for world %d", len(m.Shards), m.World)
+	case m.Cursor.Step != m.Step:
+		return fmt.Errorf("cursor.step %d differs from step %d", m.Cursor.Step, m.Step)
+	}
+	var off int64
+	for i, t := range m.Layout {
+		n := int64(1)
+		for _, d := range t.Shape {
+			if d <= 0 {
+				return fmt.Errorf("layout[%d] %s has shape %v", i, t.Name, t.Shape)
+			}
+			n *= int64(d)
+		}
+		if t.Offset != off || t.Size != n {
+			return fmt.Errorf("layout[%d] %s at offset %d size %d, want offset %d size %d", i, t.Name, t.Offset, t.Size, off, n)
+		}
+		off += n
+	}
+	if off != m.Elems {
+		return fmt.Errorf("layout covers %d elements, elems is %d", off, m.Elems)
+	}
+	var next int64
+	for i, s := range m.Shards {
+		switch {
+		case s.Rank != i:
+			return fmt.Errorf("shards[%d] has rank %d", i, s.Rank)
+		case !shardKeyRE.MatchString(s.Key):
+			return fmt.Errorf("shards[%d].key %q is not a shard name", i, s.Key)
+		case s.Offset != next || s.Count < 0 || s.Offset+s.Count > m.Elems:
+			return fmt.Errorf("shards[%d] covers [%d, %d), want it to start at %d within %d", i, s.Offset, s.Offset+s.Count, next, m.Elems)
+		case s.Bytes != 4*int64(len(Buffers))*s.Count:
+			return fmt.Errorf("shards[%d] has %d bytes for %d elements of %d buffers", i, s.Bytes, s.Count, len(Buffers))
+		case !hexRE.MatchString(s.SHA256):
+			return fmt.Errorf("shards[%d].sha256 %q is not a sha256", i, s.SHA256)
+		}
+		next = s.Offset + s.Count
+	}
+	if next != m.Elems {
+		return fmt.Errorf("shards cover %d of %d elements", next, m.Elems)
+	}
+	return nil
+}
+
+// ShardKey names rank's shard object in a world of the given size.
+func ShardKey(rank, world int) string { return fmt.Sprintf("rank-%05d-of-%05d.bin", rank, world) }
+
+// StepDir names the directory of the checkpoint after step optimizer steps.
+func StepDir(step int) string { return fmt.Sprintf("step-%08d", step) }
+
+// ParseStepDir returns the step of a StepDir name.
+func ParseStepDir(name string) (int, bool) {
+	var step int
+	if _, err := fmt.Sscanf(name, "step-%08d", &step); err != nil || StepDir(step) != name {
+		return 0, false
+	}
+	return step, true
+}
+
+// Partition returns the range of an n-element buffer that rank writes in a world of size
+// ranks: contiguous, the first n%size ranks one element longer.
+func Partition(n int64, size, rank int) (off, count int64) {
+	q, r := n/int64(size), n%int64(size)
+	off = int64(rank)*q + min(int64(rank), r)
+	count = q
+	if int64(rank) < r {
+		count++
+	}
+	return off, count
+}

@@ -1,0 +1,501 @@
+package checkpoint
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"path"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+)
+
+// A checkpoint directory holds, under a store prefix (the job):
+//
+//	<prefix>/step-00000100/rank-00000-of-00002.bin    rank 0's range of params, adam_m, adam_v
+//	<prefix>/step-00000100/rank-00000-of-00002.done   its size and sha256, written after it
+//	<prefix>/step-00000100/rank-00001-of-00002.bin
+//	<prefix>/step-00000100/rank-00001-of-00002.done
+//	<prefix>/step-00000100/manifest.json              written last by rank 0: the commit
+//	<prefix>/latest                                   "step-00000100", written after the commit
+const (
+	ManifestName = "manifest.json"
+	LatestName   = "latest"
+)
+
+// Location is a checkpoint directory in a store.
+type Location struct {
+	Store  ObjectStore
+	Prefix string // "" or a slash-separated key prefix without a trailing slash
+}
+
+func (l Location) key(parts ...string) string {
+	if l.Prefix == "" {
+		return path.Join(parts...)
+	}
+	return path.Join(append([]string{l.Prefix}, parts...)...)
+}
+
+// State is a rank's view of the training state: the full flat buffers in host memory.
+type State struct {
+	Params, M, V []float32
+}
+
+func (s State) buffers() [][]float32 { return [][]float32{s.Params, s.M, s.V} }
+
+// SaveRequest is one checkpoint as a rank sees it.
+type SaveRequest struct {
+	Step          int
+	Rank, World   int
+	State         State // read only during Save; the write uses a copy
+	Cursor        Cursor
+	Config        json.RawMessage
+	TokenizerHash string
+	Layout        []TensorRange
+	// Extra holds small objects (such as tokenizer.json) that rank 0 writes into the step
+	// directory before the manifest, so a checkpoint is complete on its own.
+	Extra map[string][]byte
+}
+
+// SaverOptions configures a Saver.
+type SaverOptions struct {
+	// KeepLast keeps the newest KeepLast committed checkpoints (0 keeps all).
+	KeepLast int
+	// KeepEvery also keeps every checkpoint whose step is a multiple of KeepEvery (0: none).
+	KeepEvery int
+	// CommitTimeout bounds how long rank 0 waits for the other ranks' shards.
+	CommitTimeout time.Duration
+	// Failpoint, when set, is called at named points of the save of step ("after-shard",
+	// "before-manifest", "after-manifest"); tests use it to kill the process there.
+	Failpoint func(name string, step int)
+	// Log receives one line per event (commit, fallback, deletion); nil discards.
+	Log func(string)
+}
+
+// Saver writes checkpoints in the background: Save copies the rank's range of the state into
+// a staging buffer and returns, and a goroutine uploads it. At most one save is in flight; a
+// Save that finds the previous one still writing waits for it (back-pressure) rather than
+// holding a second copy.
+type Saver struct {
+	loc  Location
+	opts SaverOptions
+
+	mu      sync.Mutex
+	busy    chan struct{} // closed when the in-flight save is done; nil when idle
+	lastErr error
+	staging []float32
+}
+
+// NewSaver returns a saver writing to loc.
+func NewSaver(loc Location, opts SaverOptions) *Saver {
+	if opts.CommitTimeout <= 0 {
+		opts.CommitTimeout = 10 * time.Minute
+	}
+	return &Saver{loc: loc, opts: opts}
+}
+
+func (s *Saver) logf(format string, a ...any) {
+	if s.opts.Log != nil {
+		s.opts.Log(fmt.Sprintf(format, a...))
+	}
+}
+
+func (s *Saver) fail(name string, step int) {
+	if s.opts.Failpoint != nil {
+		s.opts.Failpoint(name, step)
+	}
+}
+
+// Save starts writing req. It returns how long the caller was held (waiting for the previous
+// save plus copying to staging) and the error of the previous save, if that one failed.
+func (s *Saver) Save(ctx context.Context, req SaveRequest) (time.Duration, error) {
+	start := time.Now()
+	prevErr := s.Wait()
+	elems := int64(len(req.State.Params))
+	off, count := Partition(elems, req.World, req.Rank)
+	if cap(s.staging) < int(3*count) {
+		s.staging = make([]float32, 3*count)
+	}
+	stage := s.staging[:3*count]
+	for i, b := range req.State.buffers() {
+		if int64(len(b)) != elems {
+			return time.Since(start), fmt.Errorf("checkpoint: %s has %d elements, params %d", Buffers[i], len(b), elems)
+		}
+	}
+	parallelCopy(stage, req.State.buffers(), off, count)
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.busy = done
+	s.mu.Unlock()
+	go func() {
+		err := s.write(ctx, req, off, count, stage)
+		s.mu.Lock()
+		s.lastErr = err
+		s.mu.Unlock()
+		close(done)
+	}()
+	return time.Since(start), prevErr
+}
+
+// Wait blocks until no save is in flight and returns the error of the last one.
+func (s *Saver) Wait() error {
+	s.mu.Lock()
+	busy := s.busy
+	s.mu.Unlock()
+	if busy != nil {
+		<-busy
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.busy = nil
+	err := s.lastErr
+	s.lastErr = nil
+	return err
+}
+
+// parallelCopy copies [off, off+count) of each buffer into consecutive thirds of stage,
+// split across the cores: the copy is the only part of a save the step loop waits for.
+func parallelCopy(stage []float32, bufs [][]float32, off, count int64) {
+	const chunk = 1 << 20
+	var wg sync.WaitGroup
+	work := make(chan [2]int64, 64)
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for job := range work {
+				i, lo := job[0], job[1]
+				hi := min(lo+chunk, count)
+				copy(stage[i*count+lo:i*count+hi], bufs[i][off+lo:off+hi])
+			}
+		}()
+	}
+	for i := range bufs {
+		for lo := int64(0); lo < count; lo += chunk {
+			work <- [2]int64{int64(i), lo}
+		}
+	}
+	close(work)
+	wg.Wait()
+}
+
+// doneRecord is the content of a shard's .done object.
+type doneRecord struct {
+	Key    string `json:"key"`
+	Rank   int    `json:"rank"`
+	Offset int64  `json:"offset"`
+	Count  int64  `json:"count"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+func (s *Saver) write(ctx context.Context, req SaveRequest, off, count int64, stage []float32) error {
+	dir := StepDir(req.Step)
+	key := ShardKey(req.Rank, req.World)
+	data := floatBytes(stage)
+	// Hash on another core while the store writes: a bytes.Reader also lets the S3 store
+	// upload parts in parallel (it needs ReaderAt), which a hashing TeeReader would hide.
+	sum := make(chan []byte, 1)
+	go func() {
+		h := sha256.New()
+		h.Write(data)
+		sum <- h.Sum(nil)
+	}()
+	err := s.loc.Store.Put(ctx, s.loc.key(dir, key), bytes.NewReader(data), int64(len(data)))
+	digest := <-sum
+	if err != nil {
+		return fmt.Errorf("checkpoint: writing %s: %w", s.loc.key(dir, key), err)
+	}
+	s.fail("after-shard", req.Step)
+	rec := doneRecord{Key: key, Rank: req.Rank, Offset: off, Count: count, Bytes: int64(len(data)), SHA256: hex.EncodeToString(digest)}
+	raw, _ := json.Marshal(rec)
+	doneKey := s.loc.key(dir, strings.TrimSuffix(key, ".bin")+".done")
+	if err := s.loc.Store.Put(ctx, doneKey, bytes.NewReader(raw), int64(len(raw))); err != nil {
+		return fmt.Errorf("checkpoint: writing %s: %w", doneKey, err)
+	}
+	if req.Rank != 0 {
+		return nil
+	}
+	shards, err := s.awaitShards(ctx, dir, req.World)
+	if err != nil {
+		return err
+	}
+	m := Manifest{Version: ManifestVersion, Step: req.Step, World: req.World, Elems: int64(len(req.State.Params)),
+		DType: "float32", Cursor: req.Cursor, Config: req.Config, TokenizerHash: req.TokenizerHash, Layout: req.Layout, Shards: shards}
+	if err := m.validate(); err != nil {
+		return fmt.Errorf("checkpoint: step %d: %w", req.Step, err)
+	}
+	for name, data := range req.Extra {
+		if err := s.loc.Store.Put(ctx, s.loc.key(dir, name), bytes.NewReader(data), int64(len(data))); err != nil {
+			return fmt.Errorf("checkpoint: writing %s: %w", s.loc.key(dir, name), err)
+		}
+	}
+	s.fail("before-manifest", req.Step)
+	mraw, _ := json.MarshalIndent(m, "", "  ")
+	if err := s.loc.Store.Put(ctx, s.loc.key(dir, ManifestName), bytes.NewReader(mraw), int64(len(mraw))); err != nil {
+		return fmt.Errorf("checkpoint: committing %s: %w", s.loc.key(dir, ManifestName), err)
+	}
+	s.fail("after-manifest", req.Step)
+	if err := s.loc.Store.Put(ctx, s.loc.key(LatestName), strings.NewReader(dir), int64(len(dir))); err != nil {
+		return fmt.Errorf("checkpoint: updating %s: %w", s.loc.key(LatestName), err)
+	}
+	s.logf("checkpoint: committed %s (%d shards, %.1f MiB each)", s.loc.key(dir), req.World, float64(len(data))/(1<<20))
+	return s.retain(ctx, req.Step)
+}
+
+// awaitShards waits until every rank's .done record of dir exists and returns the shards.
+func (s *Saver) awaitShards(ctx context.Context, dir string, world int) ([]Shard, error) {
+	deadline := time.Now().Add(s.opts.CommitTimeout)
+	for {
+		shards := make([]Shard, 0, world)
+		for r := 0; r < world; r++ {
+			k := s.loc.key(dir, strings.TrimSuffix(ShardKey(r, world), ".bin")+".done")
+			raw, err := getAll(ctx, s.loc.Store, k)
+			if errors.Is(err, ErrNotFound) {
+				break
+			}
+			if err != nil {
+				return nil, err
+			}
+			var rec doneRecord
+			if err := json.Unmarshal(raw, &rec); err != nil {
+				return nil, fmt.Errorf("%w %s: %v", ErrManifest, k, err)
+			}
+			shards = append(shards, Shard(rec))
+		}
+		if len(shards) == world {
+			return shards, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("checkpoint: %s: only %d of %d ranks finished their shards within %s", s.loc.key(dir), len(shards), world, s.opts.CommitTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// retain deletes committed checkpoints that the retention policy drops, and uncommitted
+// step directories older than the newest commit (shards of a save that died before its
+// manifest).
+func (s *Saver) retain(ctx context.Context, newest int) error {
+	steps, err := ListSteps(ctx, s.loc)
+	if err != nil {
+		return err
+	}
+	var committed []int
+	for _, st := range steps {
+		if st.Committed {
+			committed = append(committed, st.Step)
+		}
+	}
+	keep := map[int]bool{}
+	for i := range committed {
+		if s.opts.KeepLast <= 0 || i >= len(committed)-s.opts.KeepLast {
+			keep[committed[i]] = true
+		}
+		if s.opts.KeepEvery > 0 && committed[i]%s.opts.KeepEvery == 0 {
+			keep[committed[i]] = true
+		}
+	}
+	for _, st := range steps {
+		drop := (st.Committed && !keep[st.Step]) || (!st.Committed && st.Step < newest)
+		if !drop {
+			continue
+		}
+		for _, k := range st.Keys {
+			if err := s.loc.Store.Delete(ctx, k); err != nil {
+				return fmt.Errorf("checkpoint: deleting %s: %w", k, err)
+			}
+		}
+		what := "old checkpoint"
+		if !st.Committed {
+			what = "uncommitted shards of"
+		}
+		s.logf("checkpoint: deleted %s %s", what, s.loc.key(StepDir(st.Step)))
+	}
+	return nil
+}
+
+// StepInfo describes one step directory of a checkpoint location.
+type StepInfo struct {
+	Step      int
+	Committed bool     // manifest.json exists
+	Keys      []string // every object under it
+}
+
+// ListSteps returns the step directories of loc, oldest first.
+func ListSteps(ctx context.Context, loc Location) ([]StepInfo, error) {
+	prefix := loc.key("step-")
+	objs, err := loc.Store.List(ctx, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: listing %s: %w", prefix, err)
+	}
+	byStep := map[int]*StepInfo{}
+	base := loc.key("")
+	for _, o := range objs {
+		rel := strings.TrimPrefix(strings.TrimPrefix(o.Key, base), "/")
+		dir, file, ok := strings.Cut(rel, "/")
+		step, isStep := ParseStepDir(dir)
+		if !ok || !isStep {
+			continue
+		}
+		st := byStep[step]
+		if st == nil {
+			st = &StepInfo{Step: step}
+			byStep[step] = st
+		}
+		st.Keys = append(st.Keys, o.Key)
+		if file == ManifestName {
+			st.Committed = true
+		}
+	}
+	out := make([]StepInfo, 0, len(byStep))
+	for _, st := range byStep {
+		out = append(out, *st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Step < out[j].Step })
+	return out, nil
+}
+
+// ReadObject reads a small object of the checkpoint after step, such as one of its Extra files.
+func ReadObject(ctx context.Context, loc Location, step int, name string) ([]byte, error) {
+	k := loc.key(StepDir(step), name)
+	raw, err := getAll(ctx, loc.Store, k)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: reading %s: %w", k, err)
+	}
+	return raw, nil
+}
+
+// ReadManifest reads and validates the manifest of the checkpoint after step.
+func ReadManifest(ctx context.Context, loc Location, step int) (*Manifest, error) {
+	k := loc.key(StepDir(step), ManifestName)
+	raw, err := getAll(ctx, loc.Store, k)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: reading %s: %w", k, err)
+	}
+	return ParseManifest(k, raw)
+}
+
+// LoadState reads every shard of m into dst (full flat buffers of m.Elems each), verifying
+// each object's sha256 as it streams. Any world size can load any checkpoint: a rank's
+// buffers are assembled from the ranges of all shards.
+func LoadState(ctx context.Context, loc Location, m *Manifest, dst State) error {
+	for i, b := range dst.buffers() {
+		if int64(len(b)) != m.Elems {
+			return fmt.Errorf("checkpoint: %s of %d elements cannot hold a checkpoint of %d", Buffers[i], len(b), m.Elems)
+		}
+	}
+	for _, sh := range m.Shards {
+		k := loc.key(StepDir(m.Step), sh.Key)
+		rc, err := loc.Store.Get(ctx, k, 0, -1)
+		if err != nil {
+			return fmt.Errorf("checkpoint: reading %s: %w", k, err)
+		}
+		h := sha256.New()
+		err = readShard(io.TeeReader(rc, h), sh, dst)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("checkpoint: reading %s: %w", k, err)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != sh.SHA256 {
+			return fmt.Errorf("%w: %s has sha256 %s, the manifest says %s", ErrChecksum, k, got, sh.SHA256)
+		}
+	}
+	return nil
+}
+
+func readShard(r io.Reader, sh Shard, dst State) error {
+	buf := make([]byte, 1<<20)
+	for i, b := range dst.buffers() {
+		out := b[sh.Offset : sh.Offset+sh.Count]
+		for len(out) > 0 {
+			n := min(len(out), len(buf)/4)
+			if _, err := io.ReadFull(r, buf[:4*n]); err != nil {
+				return fmt.Errorf("%s: %w", Buffers[i], err)
+			}
+			for j := range out[:n] {
+				out[j] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*j:]))
+			}
+			out = out[n:]
+		}
+	}
+	if n, _ := io.Copy(io.Discard, r); n != 0 {
+		return fmt.Errorf("%d bytes beyond the %d the manifest lists", n, sh.Bytes)
+	}
+	return nil
+}
+
+// LoadLatest loads the newest committed checkpoint of loc that verifies, falling back to
+// older commits when a manifest or a shard is damaged (each fallback is logged). alloc
+// returns the buffers to fill for a manifest, after checking it fits the model.
+func LoadLatest(ctx context.Context, loc Location, alloc func(*Manifest) (State, error), log func(string)) (*Manifest, error) {
+	steps, err := ListSteps(ctx, loc)
+	if err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for i := len(steps) - 1; i >= 0; i-- {
+		if !steps[i].Committed {
+			continue
+		}
+		m, err := ReadManifest(ctx, loc, steps[i].Step)
+		if err == nil {
+			var st State
+			if st, err = alloc(m); err == nil {
+				if err = LoadState(ctx, loc, m, st); err == nil {
+					return m, nil
+				}
+			}
+		}
+		if errors.Is(err, ErrManifest) || errors.Is(err, ErrChecksum) || errors.Is(err, ErrNotFound) || errors.Is(err, io.ErrUnexpectedEOF) {
+			if log != nil {
+				log(fmt.Sprintf("checkpoint: %v; falling back to the previous commit", err))
+			}
+			lastErr = err
+			continue
+		}
+		return nil, err
+	}
+	if lastErr != nil {
+		return nil, fmt.Errorf("%w in %s: %w", ErrNoCommit, loc.key(""), lastErr)
+	}
+	return nil, fmt.Errorf("%w in %s", ErrNoCommit, loc.key(""))
+}
+
+func getAll(ctx context.Context, st ObjectStore, key string) ([]byte, error) {
+	rc, err := st.Get(ctx, key, 0, -1)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+// floatBytes views float32 values as their little-endian bytes without copying.
+func floatBytes(v []float32) []byte {
+	if len(v) == 0 {
+		return nil
+	}
+	if !nativeLittleEndian() {
+		b := make([]byte, 4*len(v))
+		for i, x := range v {
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+		}
+		return b
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/herd-llm/herd/checkpoint"
+	"github.com/herd-llm/herd/checkpoint/hf"
+	"github.com/herd-llm/herd/model"
+	"github.com/herd-llm/herd/worker"
+)
+
+func runExport(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("export", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	uri := fs.String("checkpoint", "", "checkpoint location (directory, file:///path or s3://bucket/prefix) whose newest good commit to export (required)")
+	format := fs.String("format", "hf", "output format: hf (Hugging Face LlamaForCausalLM directory)")
+	out := fs.String("out", "", "directory to write config.json, generation_config.json, model.safetensors and tokenizer.json into (required)")
+	shardBytes := fs.Int64("max-shard-bytes", 0, "split model.safetensors into files of at most this many bytes with an index (0: one file)")
+	s3 := s3Flags(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: herd export --checkpoint URI --out DIR [--format hf]")
+		fmt.Fprintln(stderr, "\nWrites a checkpoint's weights, config and tokenizer in Hugging Face's LLaMA layout (q and k")
+		fmt.Fprintln(stderr, "rows permuted for its rotary layout), so transformers' LlamaForCausalLM loads them.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage{err}
+	}
+	switch {
+	case *uri == "":
+		return fmt.Errorf("--checkpoint: a checkpoint location is required")
+	case *out == "":
+		return fmt.Errorf("--out: an output directory is required")
+	case *format != "hf":
+		return fmt.Errorf("--format %q: the only format is hf", *format)
+	}
+	ctx := context.Background()
+	store, prefix, err := checkpoint.OpenStore(ctx, *uri, s3.config())
+	if err != nil {
+		return fmt.Errorf("--checkpoint: %w", err)
+	}
+	loc := checkpoint.Location{Store: store, Prefix: prefix}
+	var st checkpoint.State
+	man, err := checkpoint.LoadLatest(ctx, loc, func(m *checkpoint.Manifest) (checkpoint.State, error) {
+		st = checkpoint.State{Params: make([]float32, m.Elems), M: make([]float32, m.Elems), V: make([]float32, m.Elems)}
+		return st, nil
+	}, func(s string) { fmt.Fprintln(stderr, s) })
+	if err != nil {
+		return err
+	}
+	rc, tok, err := worker.CheckpointModel(ctx, loc, man)
+	if err != nil {
+		return err
+	}
+	layout := model.NewLayout(rc.Model)
+	if int64(layout.Size) != man.Elems {
+		return fmt.Errorf("checkpoint step %d: %d parameters, its config describes %d", man.Step, man.Elems, layout.Size)
+	}
+	params := func(s model.ParamSpec) ([]float32, error) { return st.Params[s.Offset : s.Offset+s.Size], nil }
+	if err := hf.Export(*out, rc.Model, params, tok, hf.ExportOptions{MaxShardBytes: *shardBytes}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "exported step %d of %s (%d parameters) to %s\n", man.Step, *uri, man.Elems, *out)
+	return nil
+}
+
+func runImport(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("import", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	from := fs.String("from", "", "Hugging Face LlamaForCausalLM directory (config.json, model.safetensors, tokenizer.json) (required)")
+	out := fs.String("out", "", "checkpoint location to create: directory, file:///path or s3://bucket/prefix (required)")
+	s3 := s3Flags(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: herd import --from DIR --out URI")
+		fmt.Fprintln(stderr, "\nTurns a Hugging Face LLaMA directory into a herd checkpoint at step 0 (AdamW moments zero).\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage{err}
+	}
+	if *from == "" || *out == "" {
+		return fmt.Errorf("--from and --out are required")
+	}
+	im, err := hf.Import(*from)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	store, prefix, err := checkpoint.OpenStore(ctx, *out, s3.config())
+	if err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	loc := checkpoint.Location{Store: store, Prefix: prefix}
+	if steps, err := checkpoint.ListSteps(ctx, loc); err != nil {
+		return err
+	} else if len(steps) > 0 {
+		return fmt.Errorf("--out %s already holds checkpoints", *out)
+	}
+	layout := model.NewLayout(im.Config)
+	rc := worker.RunConfig{Model: im.Config, TokenizerHash: im.Tokenizer.Hash(), World: 1}
+	raw, _ := json.Marshal(rc)
+	tokJSON, err := im.Tokenizer.Marshal()
+	if err != nil {
+		return err
+	}
+	n := len(im.Params)
+	ranges := make([]checkpoint.TensorRange, len(layout.Specs))
+	for i, s := range layout.Specs {
+		ranges[i] = checkpoint.TensorRange{Name: s.Name, Shape: s.Shape, Offset: int64(s.Offset), Size: int64(s.Size)}
+	}
+	saver := checkpoint.NewSaver(loc, checkpoint.SaverOptions{})
+	if _, err := saver.Save(ctx, checkpoint.SaveRequest{Step: 0, Rank: 0, World: 1,
+		State:  checkpoint.State{Params: im.Params, M: make([]float32, n), V: make([]float32, n)},
+		Config: raw, TokenizerHash: im.Tokenizer.Hash(), Layout: ranges,
+		Extra: map[string][]byte{worker.TokenizerName: tokJSON}}); err != nil {
+		return err
+	}
+	if err := saver.Wait(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "imported %s (%d parameters) as %s/%s\n", *from, n, *out, checkpoint.StepDir(0))
+	return nil
+}

@@ -1,0 +1,141 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/herd-llm/herd/checkpoint"
+	"github.com/herd-llm/herd/kernels"
+	"github.com/herd-llm/herd/kernels/cpu"
+	"github.com/herd-llm/herd/model"
+	"github.com/herd-llm/herd/tokenizer"
+)
+
+// CheckpointConfig says where and how often a run saves, and what it resumes from.
+type CheckpointConfig struct {
+	Save      *checkpoint.Location // nil: no checkpoints
+	Every     int                  // steps between checkpoints; the last step always saves
+	KeepLast  int                  // committed checkpoints to keep (0: all)
+	KeepEvery int                  // also keep those whose step is a multiple of this (0: none)
+	Resume    *checkpoint.Location // nil: start fresh; else continue its newest good commit
+	Failpoint func(name string, step int)
+}
+
+// stateBuffers is the training state as host float32 slices: views of the CPU backend's
+// buffers, or staging copies for a backend whose memory is not host memory.
+type stateBuffers struct {
+	be      kernels.Backend
+	p, m, v kernels.Buffer
+	host    checkpoint.State
+	direct  bool
+}
+
+func newStateBuffers(mod *model.Model, opt *model.Optimizer) *stateBuffers {
+	be := mod.Backend()
+	mb, vb := opt.Moments()
+	sb := &stateBuffers{be: be, p: mod.Params(), m: mb, v: vb}
+	if _, ok := be.(*cpu.Backend[float32]); ok {
+		sb.direct = true
+		sb.host = checkpoint.State{Params: cpu.Data[float32](sb.p), M: cpu.Data[float32](mb), V: cpu.Data[float32](vb)}
+	} else {
+		n := mod.Layout.Size
+		sb.host = checkpoint.State{Params: make([]float32, n), M: make([]float32, n), V: make([]float32, n)}
+	}
+	return sb
+}
+
+// pull makes host hold the backend's current state.
+func (sb *stateBuffers) pull() checkpoint.State {
+	if !sb.direct {
+		sb.be.Read32(sb.host.Params, sb.p)
+		sb.be.Read32(sb.host.M, sb.m)
+		sb.be.Read32(sb.host.V, sb.v)
+	}
+	return sb.host
+}
+
+// push copies host into the backend after a load.
+func (sb *stateBuffers) push() {
+	if !sb.direct {
+		sb.be.Write32(sb.p, sb.host.Params)
+		sb.be.Write32(sb.m, sb.host.M)
+		sb.be.Write32(sb.v, sb.host.V)
+	}
+}
+
+func layoutRanges(l model.Layout) []checkpoint.TensorRange {
+	out := make([]checkpoint.TensorRange, len(l.Specs))
+	for i, s := range l.Specs {
+		out[i] = checkpoint.TensorRange{Name: s.Name, Shape: s.Shape, Offset: int64(s.Offset), Size: int64(s.Size)}
+	}
+	return out
+}
+
+// resume loads the newest good checkpoint of loc into the model and optimizer and returns its
+// step. The checkpoint must be of the same model, tokenizer, sequence length and global batch;
+// the number of ranks may differ.
+func resume(ctx context.Context, cfg TrainConfig, loc *checkpoint.Location, mod *model.Model, opt *model.Optimizer, sb *stateBuffers, tokHash string, log func(string)) (int, error) {
+	want := layoutRanges(mod.Layout)
+	man, err := checkpoint.LoadLatest(ctx, *loc, func(m *checkpoint.Manifest) (checkpoint.State, error) {
+		if fmt.Sprint(m.Layout) != fmt.Sprint(want) {
+			return checkpoint.State{}, fmt.Errorf("worker: checkpoint step %d holds another model (its parameter layout differs from --preset's)", m.Step)
+		}
+		if m.TokenizerHash != tokHash {
+			return checkpoint.State{}, fmt.Errorf("worker: checkpoint step %d was trained with tokenizer %s, --data has %s", m.Step, m.TokenizerHash, tokHash)
+		}
+		if m.Cursor.GlobalBatch != cfg.Batch || m.Cursor.Seq != cfg.Seq || m.Cursor.Seed != cfg.Seed {
+			return checkpoint.State{}, fmt.Errorf("worker: checkpoint step %d used --batch %d --seq %d --seed %d; resume with the same values (the number of processes may change)",
+				m.Step, m.Cursor.GlobalBatch, m.Cursor.Seq, m.Cursor.Seed)
+		}
+		return sb.host, nil
+	}, log)
+	if err != nil {
+		return 0, err
+	}
+	sb.push()
+	opt.SetSteps(man.Step)
+	log(fmt.Sprintf("resumed from %s/%s: step %d, written by %d ranks", loc.Prefix, checkpoint.StepDir(man.Step), man.Step, man.World))
+	return man.Step, nil
+}
+
+// saveCheckpoint starts an asynchronous save of the state after step and returns how long
+// the step loop was held.
+func saveCheckpoint(ctx context.Context, saver *checkpoint.Saver, cfg TrainConfig, rc RunConfig, mod *model.Model, sb *stateBuffers, tokJSON []byte, step int) (time.Duration, error) {
+	raw, err := json.Marshal(rc)
+	if err != nil {
+		return 0, err
+	}
+	return saver.Save(ctx, checkpoint.SaveRequest{
+		Step: step, Rank: cfg.rank(), World: cfg.world(), State: sb.pull(),
+		Cursor:        checkpoint.Cursor{Step: step, GlobalBatch: cfg.Batch, Seq: cfg.Seq, Seed: cfg.Seed, NextIndex: int64(step) * int64(cfg.Batch)},
+		Config:        raw,
+		TokenizerHash: rc.TokenizerHash,
+		Layout:        layoutRanges(mod.Layout),
+		Extra:         map[string][]byte{TokenizerName: tokJSON},
+	})
+}
+
+// CheckpointModel reads the run configuration and tokenizer stored with a checkpoint.
+func CheckpointModel(ctx context.Context, loc checkpoint.Location, m *checkpoint.Manifest) (RunConfig, *tokenizer.Tokenizer, error) {
+	var rc RunConfig
+	if err := json.Unmarshal(m.Config, &rc); err != nil {
+		return rc, nil, fmt.Errorf("%w: checkpoint step %d: config: %v", checkpoint.ErrManifest, m.Step, err)
+	}
+	if err := rc.Model.Validate(); err != nil {
+		return rc, nil, fmt.Errorf("checkpoint step %d: %w", m.Step, err)
+	}
+	raw, err := checkpoint.ReadObject(ctx, loc, m.Step, TokenizerName)
+	if err != nil {
+		return rc, nil, err
+	}
+	tok, err := tokenizer.Unmarshal(raw)
+	if err != nil {
+		return rc, nil, err
+	}
+	if tok.Hash() != m.TokenizerHash {
+		return rc, nil, fmt.Errorf("%w: checkpoint step %d: tokenizer.json hash %s, manifest %s", checkpoint.ErrChecksum, m.Step, tok.Hash(), m.TokenizerHash)
+	}
+	return rc, tok, nil
+}
