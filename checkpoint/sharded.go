@@ -301,7 +301,7 @@ func (s *Saver) retain(ctx context.Context, newest int) error {
 			committed = append(committed, st.Step)
 		}
 	}
-	keep := map[int]bool{}
+	keep := map[int]bool{newest: true}
 	for i := range committed {
 		if s.opts.KeepLast <= 0 || i >= len(committed)-s.opts.KeepLast {
 			keep[committed[i]] = true
@@ -325,6 +325,30 @@ func (s *Saver) retain(ctx context.Context, newest int) error {
 			what = "uncommitted shards of"
 		}
 		s.logf("checkpoint: deleted %s %s", what, s.loc.key(StepDir(st.Step)))
+	}
+	return nil
+}
+
+// DropAfter deletes every step directory of loc after step, committed or not. A run that
+// resumes from step calls it first: later directories belong to the timeline it abandons,
+// and a stale shard record there must never be mistaken for one of the new run's.
+func DropAfter(ctx context.Context, loc Location, step int, log func(string)) error {
+	steps, err := ListSteps(ctx, loc)
+	if err != nil {
+		return err
+	}
+	for _, st := range steps {
+		if st.Step <= step {
+			continue
+		}
+		for _, k := range st.Keys {
+			if err := loc.Store.Delete(ctx, k); err != nil {
+				return fmt.Errorf("checkpoint: deleting %s: %w", k, err)
+			}
+		}
+		if log != nil {
+			log(fmt.Sprintf("checkpoint: deleted %s, newer than the resumed step %d", loc.key(StepDir(st.Step)), step))
+		}
 	}
 	return nil
 }
@@ -425,7 +449,10 @@ func readShard(r io.Reader, sh Shard, dst State) error {
 		for len(out) > 0 {
 			n := min(len(out), len(buf)/4)
 			if _, err := io.ReadFull(r, buf[:4*n]); err != nil {
-				return fmt.Errorf("%s: %w", Buffers[i], err)
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF // a shard that ends early is damaged, however it ends
+				}
+				return fmt.Errorf("%w: %s ends early: %w", ErrChecksum, Buffers[i], err)
 			}
 			for j := range out[:n] {
 				out[j] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*j:]))
@@ -434,7 +461,7 @@ func readShard(r io.Reader, sh Shard, dst State) error {
 		}
 	}
 	if n, _ := io.Copy(io.Discard, r); n != 0 {
-		return fmt.Errorf("%d bytes beyond the %d the manifest lists", n, sh.Bytes)
+		return fmt.Errorf("%w: %d bytes beyond the %d the manifest lists", ErrChecksum, n, sh.Bytes)
 	}
 	return nil
 }

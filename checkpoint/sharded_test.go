@@ -189,6 +189,14 @@ func TestDamagedCommitFallsBack(t *testing.T) {
 		}
 		store.Put(ctx, shardKey, bytes.NewReader(good), int64(len(good)))
 
+		// An empty shard (a write cut short at a chunk boundary) falls back the same way.
+		store.Put(ctx, shardKey, bytes.NewReader(nil), 0)
+		logs = nil
+		if m, _, err := loadLatest(t, loc, n, func(s string) { logs = append(logs, s) }); err != nil || m.Step != 10 {
+			t.Fatalf("empty shard: loaded %v, %v; want the previous commit", m, err)
+		}
+		store.Put(ctx, shardKey, bytes.NewReader(good), int64(len(good)))
+
 		mk := key(loc, StepDir(20), ManifestName)
 		mraw, _ := getAll(ctx, store, mk)
 		store.Put(ctx, mk, bytes.NewReader(mraw[:len(mraw)/2]), int64(len(mraw)/2))

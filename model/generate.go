@@ -9,8 +9,9 @@ import (
 	"github.com/herd-llm/herd/kernels"
 )
 
-// Logits runs the network on tokens [b, t] without keeping anything for backward and returns
-// the logits [b*t, V] in host memory.
+// Logits runs the network on tokens [b, t] and returns the logits [b*t, V] in host memory.
+// It runs the training Forward (so its peak memory is a training forward's) and releases the
+// kept activations before returning.
 func (m *Model) Logits(tokens []int32, b, t int) ([]float32, error) {
 	targets := make([]int32, len(tokens))
 	for i := range targets {

@@ -153,7 +153,8 @@ func (m *Model) checkInput(tokens, targets []int32, b, t int) (valid int, err er
 // Forward runs the network on tokens [b, t] and returns the mean cross-entropy against
 // targets (negative targets are ignored), keeping the activations the remat policy asks for
 // until Backward. A Forward not followed by Backward (evaluation) releases them at the next
-// Forward.
+// Forward. The model keeps tokens and targets (not copies) until Backward, so the caller must
+// not change them in between.
 func (m *Model) Forward(tokens, targets []int32, b, t int) (float64, error) {
 	valid, err := m.checkInput(tokens, targets, b, t)
 	if err != nil {

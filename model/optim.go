@@ -86,9 +86,13 @@ func (o *Optimizer) GradNorm(gradScale float64) float64 {
 
 // Step applies one AdamW update with learning rate lr to the model's gradients multiplied by
 // gradScale (for example 1/accumulation steps), clipping their global norm to ClipNorm first.
-// It returns the norm before clipping.
+// It returns the norm before clipping. A NaN or infinite norm changes nothing (no update, no
+// step counted): the caller sees the norm and decides.
 func (o *Optimizer) Step(lr, gradScale float64) float64 {
 	norm := o.GradNorm(gradScale)
+	if math.IsNaN(norm) || math.IsInf(norm, 0) {
+		return norm
+	}
 	scale := gradScale
 	if o.cfg.ClipNorm > 0 && norm > o.cfg.ClipNorm {
 		scale *= o.cfg.ClipNorm / norm

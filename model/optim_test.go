@@ -65,3 +65,26 @@ func TestOptimizerStep(t *testing.T) {
 		t.Errorf("Steps = %d", opt.Steps())
 	}
 }
+
+// A non-finite gradient norm leaves the parameters and the step count alone.
+func TestOptimizerSkipsNonFinite(t *testing.T) {
+	be := cpu.New[float32](cpu.Options{})
+	m := newModel(t, model.Default(), be, 1)
+	defer m.Close()
+	opt, _ := model.NewOptimizer(m, model.DefaultOptim())
+	defer opt.Close()
+	g := cpu.Data[float32](m.Grads())
+	g[7] = float32(math.Inf(1))
+	before := append([]float32(nil), cpu.Data[float32](m.Params())...)
+	if norm := opt.Step(1e-3, 1); !math.IsInf(norm, 1) && !math.IsNaN(norm) {
+		t.Fatalf("norm %v, want +Inf or NaN", norm)
+	}
+	for i, p := range cpu.Data[float32](m.Params()) {
+		if p != before[i] {
+			t.Fatalf("parameter %d changed after a non-finite gradient", i)
+		}
+	}
+	if opt.Steps() != 0 {
+		t.Errorf("Steps = %d after a skipped update", opt.Steps())
+	}
+}

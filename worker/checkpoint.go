@@ -1,9 +1,12 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/herd-llm/herd/checkpoint"
@@ -74,18 +77,29 @@ func layoutRanges(l model.Layout) []checkpoint.TensorRange {
 }
 
 // resume loads the newest good checkpoint of loc into the model and optimizer and returns its
-// step. The checkpoint must be of the same model, tokenizer, sequence length and global batch;
-// the number of ranks may differ.
+// step. The checkpoint must hold the same model (every shape-determining and numeric field of
+// the model config) and tokenizer; a checkpoint of a training run must also have the same
+// sequence length, global batch and seed, so the data stream continues where it stopped (the
+// number of ranks may differ). A step-0 checkpoint (from herd import) only provides weights.
+// Differences in the schedule or optimizer settings are reported: the run then continues,
+// but not as the same run would have.
 func resume(ctx context.Context, cfg TrainConfig, loc *checkpoint.Location, mod *model.Model, opt *model.Optimizer, sb *stateBuffers, tokHash string, log func(string)) (int, error) {
 	want := layoutRanges(mod.Layout)
+	var prev RunConfig
 	man, err := checkpoint.LoadLatest(ctx, *loc, func(m *checkpoint.Manifest) (checkpoint.State, error) {
 		if fmt.Sprint(m.Layout) != fmt.Sprint(want) {
 			return checkpoint.State{}, fmt.Errorf("worker: checkpoint step %d holds another model (its parameter layout differs from --preset's)", m.Step)
 		}
+		if err := json.Unmarshal(m.Config, &prev); err != nil {
+			return checkpoint.State{}, fmt.Errorf("%w: checkpoint step %d: config: %v", checkpoint.ErrManifest, m.Step, err)
+		}
+		if d := modelDiff(prev.Model, cfg.Model); d != "" {
+			return checkpoint.State{}, fmt.Errorf("worker: checkpoint step %d has %s", m.Step, d)
+		}
 		if m.TokenizerHash != tokHash {
 			return checkpoint.State{}, fmt.Errorf("worker: checkpoint step %d was trained with tokenizer %s, --data has %s", m.Step, m.TokenizerHash, tokHash)
 		}
-		if m.Cursor.GlobalBatch != cfg.Batch || m.Cursor.Seq != cfg.Seq || m.Cursor.Seed != cfg.Seed {
+		if m.Step > 0 && (m.Cursor.GlobalBatch != cfg.Batch || m.Cursor.Seq != cfg.Seq || m.Cursor.Seed != cfg.Seed) {
 			return checkpoint.State{}, fmt.Errorf("worker: checkpoint step %d used --batch %d --seq %d --seed %d; resume with the same values (the number of processes may change)",
 				m.Step, m.Cursor.GlobalBatch, m.Cursor.Seq, m.Cursor.Seed)
 		}
@@ -97,7 +111,55 @@ func resume(ctx context.Context, cfg TrainConfig, loc *checkpoint.Location, mod 
 	sb.push()
 	opt.SetSteps(man.Step)
 	log(fmt.Sprintf("resumed from %s/%s: step %d, written by %d ranks", loc.Prefix, checkpoint.StepDir(man.Step), man.Step, man.World))
+	if man.Step > 0 {
+		sched := cfg.schedule()
+		if prev.Schedule != sched || prev.Optim != cfg.Optim {
+			log(fmt.Sprintf("note: the schedule or optimizer differs from the checkpoint's (%+v %+v, now %+v %+v); training continues, but not as the interrupted run would have",
+				prev.Schedule, prev.Optim, sched, cfg.Optim))
+		}
+	}
 	return man.Step, nil
+}
+
+// modelDiff names the first model field that differs between a checkpoint's config and the
+// run's, or returns "". The remat policy and the peak learning rate do not change the model.
+func modelDiff(ck, run model.Config) string {
+	type field struct {
+		name     string
+		ck, want any
+	}
+	for _, f := range []field{{"dim", ck.Dim, run.Dim}, {"layers", ck.Layers, run.Layers}, {"heads", ck.Heads, run.Heads},
+		{"ffn_hidden", ck.FFNHidden, run.FFNHidden}, {"vocab", ck.Vocab, run.Vocab}, {"norm_eps", ck.NormEps, run.NormEps},
+		{"rope_theta", ck.RopeTheta, run.RopeTheta}} {
+		if f.ck != f.want {
+			return fmt.Sprintf("%s = %v, the run has %v", f.name, f.ck, f.want)
+		}
+	}
+	return ""
+}
+
+// truncateMetrics cuts metrics.jsonl before its first line of a step after step: a resumed
+// run logs those steps again. Lines are in step order, so what stays is a prefix; the file is
+// truncated in place, which also suits a writer that already holds it open for appending.
+func truncateMetrics(path string, step int) error {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	keep := 0
+	for _, line := range bytes.SplitAfter(raw, []byte("\n")) {
+		var rec struct {
+			Step int `json:"step"`
+		}
+		if json.Unmarshal(line, &rec) != nil || rec.Step > step {
+			break
+		}
+		keep += len(line)
+	}
+	return os.Truncate(path, int64(keep))
 }
 
 // saveCheckpoint starts an asynchronous save of the state after step and returns how long

@@ -42,7 +42,7 @@ type TrainConfig struct {
 	EvalEvery    int               // steps between validations; 0: at the end only
 	EvalSeqs     int               // held-out sequences per source in a validation
 	EvalText     string            // optional text file also reported in bits per byte
-	SampleEvery  int               // steps between generated samples; 0: never
+	SampleEvery  int               // > 0: print a generated sample at each validation
 	SampleTokens int               // tokens per sample
 	Baseline     bool              // fit the byte trigram baseline and report it at the end
 
@@ -187,6 +187,7 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 		}
 		flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
 		if cfg.Checkpoint.Resume != nil {
+			// Lines after the resumed step are dropped once the step is known.
 			flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
 		}
 		metrics, err := os.OpenFile(filepath.Join(cfg.Out, MetricsName), flags, 0o644)
@@ -211,12 +212,33 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 
 	sb := newStateBuffers(m, opt)
 	startStep := 0
+	logLine := func(s string) { fmt.Fprintln(log, s) }
 	if cfg.Checkpoint.Resume != nil {
-		if startStep, err = resume(ctx, cfg, cfg.Checkpoint.Resume, m, opt, sb, tok.Hash(), func(s string) { fmt.Fprintln(log, s) }); err != nil {
+		if startStep, err = resume(ctx, cfg, cfg.Checkpoint.Resume, m, opt, sb, tok.Hash(), logLine); err != nil {
 			return nil, err
 		}
 		if startStep >= cfg.Steps {
 			return nil, fmt.Errorf("%w: the checkpoint is at step %d, --steps is %d: nothing left to train", ErrConfig, startStep, cfg.Steps)
+		}
+		if lead {
+			if loc := cfg.Checkpoint.Save; loc != nil {
+				if err := checkpoint.DropAfter(ctx, *loc, startStep, logLine); err != nil {
+					return nil, err
+				}
+			}
+			if err := truncateMetrics(filepath.Join(cfg.Out, MetricsName), startStep); err != nil {
+				return nil, err
+			}
+		}
+	} else if loc := cfg.Checkpoint.Save; loc != nil {
+		steps, err := checkpoint.ListSteps(ctx, *loc)
+		if err != nil {
+			return nil, err
+		}
+		for _, st := range steps {
+			if st.Committed {
+				return nil, fmt.Errorf("%w: the checkpoint location already holds a checkpoint of step %d; continue it with --resume latest, or give another --checkpoint or --out", ErrConfig, st.Step)
+			}
 		}
 	}
 	tokJSON, err := tok.Marshal()
@@ -224,11 +246,13 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 		return nil, err
 	}
 	var saver *checkpoint.Saver
+	saveCtx, cancelSave := context.WithCancel(ctx)
 	if loc := cfg.Checkpoint.Save; loc != nil {
 		saver = checkpoint.NewSaver(*loc, checkpoint.SaverOptions{KeepLast: cfg.Checkpoint.KeepLast,
-			KeepEvery: cfg.Checkpoint.KeepEvery, Failpoint: cfg.Checkpoint.Failpoint, Log: func(s string) { fmt.Fprintln(log, s) }})
+			KeepEvery: cfg.Checkpoint.KeepEvery, Failpoint: cfg.Checkpoint.Failpoint, Log: logLine})
 		defer saver.Wait()
 	}
+	defer cancelSave() // runs first: a run that fails does not wait for a save that cannot commit
 
 	val := NewEvalSet(ds.HeldOut, cfg.Seq, cfg.EvalSeqs, tok)
 	var text *EvalSet
@@ -256,7 +280,13 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 	targets := make([]int32, share*cfg.Seq)
 	start := time.Now()
 	res := &Result{Dir: cfg.Out, ParamsCount: model.NumParams(cfg.Model)}
+	if len(val.Inputs) == 0 {
+		fmt.Fprintln(log, "note: the dataset has no held-out tokens (prepared with --held-out 0): no validation, no baseline")
+	}
 	validate := func(step int) error {
+		if len(val.Inputs) == 0 {
+			return nil
+		}
 		ev := EvalMetrics{Step: step}
 		if ev.Val, err = Evaluate(m, val, cfg.MicroBatch); err != nil {
 			return err
@@ -311,6 +341,9 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 		}
 		lr := sched.LR(step)
 		norm := opt.Step(lr, 1/float64(accum*cfg.world()))
+		if math.IsNaN(norm) || math.IsInf(norm, 0) {
+			return nil, fmt.Errorf("worker: gradient norm is %v at step %d (loss %v); parameters left unchanged", norm, step+1, loss)
+		}
 		if cfg.CheckEvery > 0 && (step+1)%cfg.CheckEvery == 0 {
 			if err := dp.checkParams(step + 1); err != nil {
 				return nil, err
@@ -321,7 +354,7 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 		}
 		var stall time.Duration
 		if saver != nil && (step+1 == cfg.Steps || (cfg.Checkpoint.Every > 0 && (step+1)%cfg.Checkpoint.Every == 0)) {
-			if stall, err = saveCheckpoint(ctx, saver, cfg, rc, m, sb, tokJSON, step+1); err != nil {
+			if stall, err = saveCheckpoint(saveCtx, saver, cfg, rc, m, sb, tokJSON, step+1); err != nil {
 				return nil, err
 			}
 		}
@@ -363,7 +396,7 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 	if err := writeJSON(filepath.Join(cfg.Out, RunConfigName), rc); err != nil {
 		return nil, err
 	}
-	if cfg.Baseline {
+	if cfg.Baseline && val.Bytes > 0 {
 		tri := NewTrigram()
 		for _, s := range ds.Train {
 			fitDocs(tri, tok, s)

@@ -94,6 +94,9 @@ func runResumeIsExact(t *testing.T, e *ckptEnv) {
 	}
 	la, _ := stepLog(t, a)
 	lb, _ := stepLog(t, b)
+	if steps, _ := readMetrics(t, filepath.Join(b, "metrics.jsonl")); len(steps) != 20 {
+		t.Errorf("the resumed run's metrics.jsonl has %d step lines, want 20 (no step logged twice)", len(steps))
+	}
 	for s := 1; s <= 20; s++ {
 		if la[s] != lb[s] {
 			t.Errorf("step %d: loss %v resumed, %v uninterrupted", s, lb[s], la[s])
@@ -142,7 +145,8 @@ func TestResumeReshards(t *testing.T) {
 }
 
 // A process killed after writing its shards but before the manifest leaves no commit: the
-// resume takes the previous checkpoint, and the orphan shards are deleted by a later commit.
+// resume takes the previous checkpoint and deletes the orphan shards, which belong to the
+// abandoned timeline.
 func TestKilledBeforeManifest(t *testing.T) {
 	e := newCkptEnv(t)
 	runKilledBeforeManifest(t, e, func(run string) []string {
@@ -166,12 +170,16 @@ func runKilledBeforeManifest(t *testing.T, e *ckptEnv, list func(run string) []s
 	if got := strings.Join(list(run), " "); !strings.Contains(got, "step-00000020") {
 		t.Fatalf("no shards of step 20 were left behind: %s", got)
 	}
+	// Starting afresh over existing checkpoints is refused, never mixed with them.
+	if out, ok := e.train(t, run, nil, "--steps", "30"); ok || !strings.Contains(out, "already holds a checkpoint of step 10") {
+		t.Fatalf("a fresh run over existing checkpoints was not refused:\n%s", out)
+	}
 	out, ok := e.train(t, run, nil, "--steps", "30", "--checkpoint-every", "15", "--resume", "latest")
 	if !ok || !strings.Contains(out, "step 10, written by 1 ranks") {
 		t.Fatalf("resume did not take the commit of step 10:\n%s", out)
 	}
-	if !strings.Contains(out, "deleted uncommitted shards of") {
-		t.Errorf("the orphan shards were not reported deleted:\n%s", out)
+	if !strings.Contains(out, "step-00000020, newer than the resumed step 10") {
+		t.Errorf("the orphan shards of step 20 were not reported deleted:\n%s", out)
 	}
 	if got := strings.Join(list(run), " "); strings.Contains(got, "step-00000020") {
 		t.Errorf("orphan shards of step 20 are still there: %s", got)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,11 +27,8 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "rows permuted for its rotary layout), so transformers' LlamaForCausalLM loads them.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	switch {
 	case *uri == "":
@@ -83,11 +79,8 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "\nTurns a Hugging Face LLaMA directory into a herd checkpoint at step 0 (AdamW moments zero).\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *from == "" || *out == "" {
 		return fmt.Errorf("--from and --out are required")

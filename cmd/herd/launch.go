@@ -63,40 +63,57 @@ func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Wr
 	exits := make(chan exit, n)
 	procs := make([]*exec.Cmd, n)
 	var outMu sync.Mutex
+	killStarted := func() {
+		for _, p := range procs {
+			if p != nil {
+				p.Process.Kill()
+			}
+		}
+	}
 	for r := 0; r < n; r++ {
 		f, err := lns[r].File()
 		if err != nil {
+			killStarted()
 			return err
 		}
 		cmd := exec.Command(self, args...)
 		cmd.ExtraFiles = []*os.File{f} // fd 3
 		cmd.Env = append(os.Environ(), envRank+"="+strconv.Itoa(r), envWorld+"="+strconv.Itoa(n),
 			envPeers+"="+strings.Join(peers, ","), envJob+"="+job, envSecret+"="+secret)
+		var lines io.Reader
 		if r == 0 {
 			cmd.Stdout, cmd.Stderr = stdout, stderr
 		} else {
 			cmd.Stdout = io.Discard
-			cmd.Stderr = prefixWriter(stderr, &outMu, fmt.Sprintf("[rank %d] ", r))
+			if lines, err = cmd.StderrPipe(); err != nil {
+				f.Close()
+				killStarted()
+				return err
+			}
 		}
 		if err := cmd.Start(); err != nil {
 			f.Close()
-			for _, p := range procs[:r] {
-				p.Process.Kill()
-			}
+			killStarted()
 			return fmt.Errorf("starting rank %d: %w", r, err)
 		}
 		f.Close()
 		procs[r] = cmd
-		go func(r int) { exits <- exit{r, cmd.Wait()} }(r)
+		go func(r int) {
+			if lines != nil {
+				copyLines(stderr, &outMu, fmt.Sprintf("[rank %d] ", r), lines) // to EOF, before Wait
+			}
+			exits <- exit{r, cmd.Wait()}
+		}(r)
 	}
 	for _, l := range lns {
 		l.Close()
 	}
 	lns = nil
 	var failed *exit
+	exited := make([]bool, n)
 	stop := func(sig os.Signal) {
-		for _, p := range procs {
-			if p.ProcessState == nil {
+		for r, p := range procs {
+			if !exited[r] {
 				p.Process.Signal(sig)
 			}
 		}
@@ -107,6 +124,7 @@ func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Wr
 		select {
 		case e := <-exits:
 			done++
+			exited[e.rank] = true
 			if e.err != nil && failed == nil {
 				failed = &e
 				stop(syscall.SIGTERM)
@@ -176,16 +194,19 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// prefixWriter writes each line with a prefix, whole lines at a time.
-func prefixWriter(w io.Writer, mu *sync.Mutex, prefix string) io.Writer {
-	pr, pw := io.Pipe()
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
+// copyLines copies r to w line by line with a prefix, whole lines at a time, until r ends.
+// Lines of any length pass; a last line without a newline is kept.
+func copyLines(w io.Writer, mu *sync.Mutex, prefix string, r io.Reader) {
+	br := bufio.NewReader(r)
+	for {
+		line, err := br.ReadString('\n')
+		if line != "" {
 			mu.Lock()
-			fmt.Fprintln(w, prefix+sc.Text())
+			fmt.Fprint(w, prefix+strings.TrimSuffix(line, "\n")+"\n")
 			mu.Unlock()
 		}
-	}()
-	return pw
+		if err != nil {
+			return
+		}
+	}
 }

@@ -2,6 +2,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -33,6 +35,24 @@ func main() {
 // errUsage marks an error whose message is already printed along with usage text.
 type errUsage struct{ error }
 
+// errHelp ends a command that printed its --help text: exit status 0, nothing more to say.
+var errHelp = errors.New("help shown")
+
+// parseFlags parses a command's flags and refuses positional arguments. A flag error has
+// already been printed with the usage text by the flag package.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return errUsage{err}
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
 	cmds := commands()
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
@@ -51,6 +71,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err := c.run(args[1:], stdout, stderr); err != nil {
+		if errors.Is(err, errHelp) {
+			return 0
+		}
 		if _, isUsage := err.(errUsage); isUsage {
 			return 2
 		}

@@ -44,6 +44,9 @@ func TestDataParallelMatchesSingleProcess(t *testing.T) {
 			params[n] = append(params[n], tt.Data...)
 		}
 	}
+	// --micro-batch defaults to --batch / --nproc.
+	runBin(t, bin, "train", "--data", ds, "--out", filepath.Join(dir, "default-micro"), "--steps", "2", "--seq", "32",
+		"--batch", "8", "--eval-every", "0", "--sample-every", "0", "--baseline=false", "--nproc", "2")
 	for _, n := range []int{2, 4} {
 		if len(losses[n]) != 20 {
 			t.Fatalf("%d processes: %d steps logged", n, len(losses[n]))

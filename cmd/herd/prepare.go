@@ -56,14 +56,8 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "trains (or reuses) a tokenizer, and writes token shards, tokenizer.json and manifest.json.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage{err}
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	var err error
 	if o.sources, err = shard.ParseSourceSpecs(srcs); err != nil {

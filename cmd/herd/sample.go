@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,11 +25,8 @@ func runSample(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "\nGenerates text from a trained model with a key/value cache.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	switch {
 	case *run == "":

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,7 +29,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	steps := fs.Int("steps", 1000, "optimizer steps")
 	seq := fs.Int("seq", 128, "tokens per sequence")
 	batch := fs.Int("batch", 16, "sequences per optimizer step")
-	micro := fs.Int("micro-batch", 0, "sequences per forward/backward pass; --batch must be a multiple (default: --batch)")
+	micro := fs.Int("micro-batch", 0, "sequences per forward/backward pass in each process; --batch must be a multiple of it times --nproc (default: --batch / --nproc)")
 	lr := fs.Float64("lr", 0, "peak learning rate (default: the preset's)")
 	warmup := fs.Int("warmup", -1, "warmup steps (default: min(2000, steps/20))")
 	wd := fs.Float64("weight-decay", 0.1, "AdamW weight decay on matrices")
@@ -45,7 +44,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	baseline := fs.Bool("baseline", true, "report the byte trigram baseline next to the model's held-out bits per byte at the end")
 	pureGo := fs.Bool("pure-go", false, "use the pure-Go matmul even when a BLAS library is installed")
 	nproc := fs.Int("nproc", 1, "data-parallel processes on this machine; each takes its slice of every global batch and gradients are summed over a TCP ring on 127.0.0.1")
-	collTimeout := fs.Duration("collective-timeout", 5*time.Minute, "deadline of one collective operation (a rank that waits longer fails the run)")
+	collTimeout := fs.Duration("collective-timeout", 5*time.Minute, "deadline of one collective operation (a rank that waits longer fails the run); it must also cover rank 0's validations, which the other ranks wait for")
 	checkEvery := fs.Int("check-every", 50, "steps between checks that all processes hold identical parameters (0: only at the end)")
 	ckptURI := fs.String("checkpoint", "", "where to write sharded checkpoints: a directory, file:///path or s3://bucket/prefix (default: DIR/checkpoints of --out)")
 	ckptEvery := fs.Int("checkpoint-every", 500, "steps between checkpoints, written in the background; the last step always saves (0: only the last)")
@@ -61,14 +60,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "HERD_PEERS and inherits its listening socket, and only rank 0 writes the run directory.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage{err}
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	c, err := model.Preset(*preset)
 	if err != nil {
@@ -77,8 +70,11 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if c.Remat, err = model.ParseRemat(*remat); err != nil {
 		return fmt.Errorf("--remat: %w", err)
 	}
+	if *nproc < 1 {
+		return fmt.Errorf("--nproc = %d, must be >= 1", *nproc)
+	}
 	if *micro == 0 {
-		*micro = *batch
+		*micro = max(1, *batch / *nproc)
 	}
 	if *lr == 0 {
 		*lr = c.PeakLR
@@ -88,9 +84,6 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if *nproc < 1 {
-		return fmt.Errorf("--nproc = %d, must be >= 1", *nproc)
-	}
 	ring, err := joinRing(ctx, *collTimeout, stderr)
 	if err != nil {
 		return err

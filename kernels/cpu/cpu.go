@@ -171,45 +171,25 @@ func checkLen(op string, want int, bufs ...kernels.Buffer) {
 }
 
 // Write implements kernels.Backend.
-func (be *Backend[T]) Write(dst kernels.Buffer, src []float64) {
-	d := be.data(dst)
-	if len(d) != len(src) {
-		panic(fmt.Sprintf("cpu: Write of %d values into %d", len(src), len(d)))
-	}
-	for i, v := range src {
-		d[i] = T(v)
-	}
-}
+func (be *Backend[T]) Write(dst kernels.Buffer, src []float64) { convert("Write", be.data(dst), src) }
 
 // Read implements kernels.Backend.
-func (be *Backend[T]) Read(dst []float64, src kernels.Buffer) {
-	s := be.data(src)
-	if len(s) != len(dst) {
-		panic(fmt.Sprintf("cpu: Read of %d values into %d", len(s), len(dst)))
-	}
-	for i, v := range s {
-		dst[i] = float64(v)
-	}
-}
+func (be *Backend[T]) Read(dst []float64, src kernels.Buffer) { convert("Read", dst, be.data(src)) }
 
 // Write32 implements kernels.Backend.
 func (be *Backend[T]) Write32(dst kernels.Buffer, src []float32) {
-	d := be.data(dst)
-	if len(d) != len(src) {
-		panic(fmt.Sprintf("cpu: Write32 of %d values into %d", len(src), len(d)))
-	}
-	for i, v := range src {
-		d[i] = T(v)
-	}
+	convert("Write32", be.data(dst), src)
 }
 
 // Read32 implements kernels.Backend.
-func (be *Backend[T]) Read32(dst []float32, src kernels.Buffer) {
-	s := be.data(src)
-	if len(s) != len(dst) {
-		panic(fmt.Sprintf("cpu: Read32 of %d values into %d", len(s), len(dst)))
+func (be *Backend[T]) Read32(dst []float32, src kernels.Buffer) { convert("Read32", dst, be.data(src)) }
+
+// convert copies src into dst, converting the element type; the lengths must match.
+func convert[D, S Float](op string, dst []D, src []S) {
+	if len(dst) != len(src) {
+		panic(fmt.Sprintf("cpu: %s of %d values into %d", op, len(src), len(dst)))
 	}
-	for i, v := range s {
-		dst[i] = float32(v)
+	for i, v := range src {
+		dst[i] = D(v)
 	}
 }
