@@ -126,11 +126,19 @@ func (d *DirStore) mkdirs(dir string) error {
 
 // fill copies the object's bytes into f, checks their count and makes them durable.
 func (d *DirStore) fill(ctx context.Context, key string, f *os.File, r io.Reader, size int64) error {
-	src := io.Reader(ctxReader{ctx, r})
-	if size >= 0 {
-		src = io.LimitReader(src, size+1)
+	var written int64
+	var err error
+	if wt, ok := r.(io.WriterTo); ok && size >= 0 {
+		// An in-memory reader (a checkpoint shard) writes straight from its buffer: no copy
+		// through an intermediate buffer, cancellation checked between large chunks.
+		written, err = wt.WriteTo(ctxWriter{ctx, f})
+	} else {
+		src := io.Reader(ctxReader{ctx, r})
+		if size >= 0 {
+			src = io.LimitReader(src, size+1)
+		}
+		written, err = io.CopyBuffer(struct{ io.Writer }{f}, src, make([]byte, copyBufSize))
 	}
-	written, err := io.CopyBuffer(struct{ io.Writer }{f}, src, make([]byte, copyBufSize))
 	if err != nil {
 		return fmt.Errorf("checkpoint: put %q: %w", key, err)
 	}
@@ -289,4 +297,28 @@ func (d *DirStore) Delete(ctx context.Context, key string) error {
 		}
 	}
 	return nil
+}
+
+// ctxWriter writes to w in chunks of at most ctxChunk bytes, failing once ctx is done.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+const ctxChunk = 16 << 20
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		if err := c.ctx.Err(); err != nil {
+			return n, err
+		}
+		k, err := c.w.Write(p[:min(len(p), ctxChunk)])
+		n += k
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
 }

@@ -92,6 +92,7 @@ type Saver struct {
 
 	mu      sync.Mutex
 	busy    chan struct{} // closed when the in-flight save is done; nil when idle
+	snap    chan struct{} // closed when the last save's state is copied to staging
 	lastErr error
 	staging []float32
 }
@@ -116,28 +117,34 @@ func (s *Saver) fail(name string, step int) {
 	}
 }
 
-// Save starts writing req. It returns how long the caller was held (waiting for the previous
-// save plus copying to staging) and the error of the previous save, if that one failed.
+// Save starts writing req and returns at once, after waiting only for a previous save that
+// is still writing (back-pressure: one save in flight). A background goroutine first copies the
+// rank's range of req.State into the staging buffer, then uploads it. The caller must leave
+// req.State unchanged until that copy is done: WaitSnapshot blocks until then. A training loop
+// calls it just before the optimizer step, so the copy overlaps the next forward and backward
+// pass, which only read the parameters. Save returns how long it held the caller and the error
+// of the previous save, if that one failed.
 func (s *Saver) Save(ctx context.Context, req SaveRequest) (time.Duration, error) {
 	start := time.Now()
 	prevErr := s.Wait()
 	elems := int64(len(req.State.Params))
-	off, count := Partition(elems, req.World, req.Rank)
-	if cap(s.staging) < int(3*count) {
-		s.staging = make([]float32, 3*count)
-	}
-	stage := s.staging[:3*count]
 	for i, b := range req.State.buffers() {
 		if int64(len(b)) != elems {
 			return time.Since(start), fmt.Errorf("checkpoint: %s has %d elements, params %d", Buffers[i], len(b), elems)
 		}
 	}
-	parallelCopy(stage, req.State.buffers(), off, count)
-	done := make(chan struct{})
+	off, count := Partition(elems, req.World, req.Rank)
+	if cap(s.staging) < int(3*count) {
+		s.staging = make([]float32, 3*count)
+	}
+	stage := s.staging[:3*count]
+	done, snap := make(chan struct{}), make(chan struct{})
 	s.mu.Lock()
-	s.busy = done
+	s.busy, s.snap = done, snap
 	s.mu.Unlock()
 	go func() {
+		parallelCopy(stage, req.State.buffers(), off, count)
+		close(snap)
 		err := s.write(ctx, req, off, count, stage)
 		s.mu.Lock()
 		s.lastErr = err
@@ -145,6 +152,20 @@ func (s *Saver) Save(ctx context.Context, req SaveRequest) (time.Duration, error
 		close(done)
 	}()
 	return time.Since(start), prevErr
+}
+
+// WaitSnapshot blocks until the state of the last Save has been copied to staging, so the
+// caller may change it, and returns how long it waited.
+func (s *Saver) WaitSnapshot() time.Duration {
+	s.mu.Lock()
+	snap := s.snap
+	s.mu.Unlock()
+	if snap == nil {
+		return 0
+	}
+	start := time.Now()
+	<-snap
+	return time.Since(start)
 }
 
 // Wait blocks until no save is in flight and returns the error of the last one.

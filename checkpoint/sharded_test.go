@@ -278,6 +278,7 @@ func TestAsyncSaveSnapshotsState(t *testing.T) {
 		Config: []byte(`{}`), Layout: testLayout(100)}); err != nil {
 		t.Fatal(err)
 	}
+	s.WaitSnapshot()
 	for i := range st.Params {
 		st.Params[i] = -1
 	}

@@ -340,6 +340,10 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 			return nil, fmt.Errorf("step %d: %w", step+1, err)
 		}
 		lr := sched.LR(step)
+		var stall time.Duration
+		if saver != nil {
+			stall = saver.WaitSnapshot() // the optimizer must not change state a save is still copying
+		}
 		norm := opt.Step(lr, 1/float64(accum*cfg.world()))
 		if math.IsNaN(norm) || math.IsInf(norm, 0) {
 			return nil, fmt.Errorf("worker: gradient norm is %v at step %d (loss %v); parameters left unchanged", norm, step+1, loss)
@@ -352,11 +356,12 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
 			return nil, fmt.Errorf("worker: loss is %v at step %d", loss, step)
 		}
-		var stall time.Duration
 		if saver != nil && (step+1 == cfg.Steps || (cfg.Checkpoint.Every > 0 && (step+1)%cfg.Checkpoint.Every == 0)) {
-			if stall, err = saveCheckpoint(saveCtx, saver, cfg, rc, m, sb, tokJSON, step+1); err != nil {
+			held, err := saveCheckpoint(saveCtx, saver, cfg, rc, m, sb, tokJSON, step+1)
+			if err != nil {
 				return nil, err
 			}
+			stall += held
 		}
 		el := time.Since(start)
 		tokens := int64(step+1-startStep) * int64(cfg.Batch*cfg.Seq)
