@@ -20,7 +20,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"plan":    {"print parameter counts, FLOPs and activation memory of a model", runPlan},
 		"prepare": {"turn text sources into a tokenizer and token shards", runPrepare},
-		"train":   {"train a model in this process on the CPU backend", runTrain},
+		"train":   {"train a model on the CPU backend, in one process or data-parallel in several (--nproc)", runTrain},
 		"sample":  {"generate text from a trained model", runSample},
 		"eval":    {"report loss and bits per byte of a trained model on a text", runEval},
 		"export":  {"write a checkpoint as a Hugging Face LLaMA directory", runExport},
