@@ -5,12 +5,14 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 )
 
 // progress draws a one-line progress bar on a terminal, and prints a plain line every few
 // percent elsewhere (logs, pipes).
 type progress struct {
+	mu       sync.Mutex
 	w        io.Writer
 	start    int // first step of this process (a resumed run starts later)
 	total    int
@@ -30,6 +32,8 @@ func newProgress(w io.Writer, start, total int) *progress {
 }
 
 func (p *progress) update(step int, loss, tokS float64, elapsed time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	eta := time.Duration(float64(elapsed) / float64(step-p.start) * float64(p.total-step)).Round(time.Second)
 	stats := fmt.Sprintf("step %d/%d  loss %.4f  %.0f tok/s  ETA %s", step, p.total, loss, tokS, eta)
 	if p.tty {
@@ -51,6 +55,8 @@ func (p *progress) update(step int, loss, tokS float64, elapsed time.Duration) {
 
 // println prints a line above the bar.
 func (p *progress) println(s string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.drawn {
 		fmt.Fprint(p.w, "\r\x1b[K")
 	}

@@ -212,7 +212,8 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 
 	sb := newStateBuffers(m, opt)
 	startStep := 0
-	logLine := func(s string) { fmt.Fprintln(log, s) }
+	bar := newProgress(log, 0, cfg.Steps)
+	logLine := bar.println // the saver logs from its own goroutine; lines must not cut the bar
 	if cfg.Checkpoint.Resume != nil {
 		if startStep, err = resume(ctx, cfg, cfg.Checkpoint.Resume, m, opt, sb, tok.Hash(), logLine); err != nil {
 			return nil, err
@@ -272,7 +273,7 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 			cfg.world(), cfg.Batch/cfg.world())
 	}
 
-	bar := newProgress(log, startStep, cfg.Steps)
+	bar.start = startStep
 	dp := newDataParallel(ctx, cfg.Comm, m)
 	share := cfg.Batch / cfg.world()
 	accum := share / cfg.MicroBatch
