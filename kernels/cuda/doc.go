@@ -1,0 +1,31 @@
+// Package cuda is the CUDA runtime layer of herd: one goroutine per device that owns the CUDA
+// context, a caching device allocator, run-time kernel compilation through NVRTC, and row-major
+// GEMM through cuBLASLt. Everything except this comment and the pure-Go size-class and block-cache
+// bookkeeping sits behind the build tag cuda, so the default build needs neither cgo nor CUDA.
+//
+// # Building
+//
+// The driver API comes from gorgonia.org/cu, which must be compiled against CUDA 11.8 to 12.x
+// headers (it does not compile against CUDA 13 headers, where cuda.h maps cuCtxCreate to
+// cuCtxCreate_v4); the resulting binary runs on newer drivers (verified on a CUDA 13 driver).
+// On Debian 12 the packages nvidia-cuda-dev and nvidia-cuda-toolkit (non-free) provide the
+// headers in /usr/include and, through Debian's driver packages, libcuda.so in
+// /usr/lib/x86_64-linux-gnu, which is on gorgonia.org/cu's default link path, so no extra flags
+// are needed:
+//
+//	go build -tags cuda ./kernels/cuda/...
+//	go test -c -tags cuda -o .dev/kernels-cuda.test ./kernels/cuda
+//
+// Where no libcuda.so is on the link path, link against the stub that nvidia-cuda-dev installs;
+// the GPU machine's own libcuda.so.1 is used at run time:
+//
+//	CGO_LDFLAGS=-L/usr/lib/x86_64-linux-gnu/stubs go build -tags cuda ./kernels/cuda/...
+//
+// NVRTC and cuBLASLt are not linked: they are loaded with dlopen at run time (see HERD_NVRTC
+// and HERD_CUBLASLT), so one binary serves CUDA 11, 12 and 13 installations.
+//
+// Importing gorgonia.org/cu runs cuInit at program start and exits the process (status 1,
+// "NoDevice") when it fails, so a cuda-tagged binary, tests included, cannot start on a machine
+// without a CUDA driver or without a device; the tests' skip covers only a driver that
+// initializes but lists no device.
+package cuda
