@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -96,10 +98,8 @@ func TestDataParallelRankKilled(t *testing.T) {
 		if !strings.Contains(stderr.String(), "step ") {
 			continue
 		}
-		out, _ := exec.Command("pgrep", "-P", strconv.Itoa(cmd.Process.Pid)).Output()
-		pids := strings.Fields(string(out))
-		if len(pids) == 4 {
-			victim, _ = strconv.Atoi(pids[2])
+		if pids := childPIDs(cmd.Process.Pid); len(pids) == 4 {
+			victim = pids[2] // started in rank order, so the third child is rank 2
 		}
 	}
 	if victim == 0 {
@@ -130,4 +130,28 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// childPIDs lists the processes whose parent is pid, in increasing pid order, from /proc.
+func childPIDs(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesized command: state, then the parent pid.
+		rest := string(stat[strings.LastIndexByte(string(stat), ')')+1:])
+		f := strings.Fields(rest)
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	sort.Ints(out)
+	return out
 }
