@@ -29,20 +29,7 @@
 //                     result depends on blockDim, so keep it fixed). Static shared memory:
 //                     32 doubles.
 
-typedef unsigned short bf16_t;
-
-__device__ __forceinline__ float bf16_to_f32(bf16_t h) { return __uint_as_float(((unsigned int)h) << 16); }
-
-__device__ __forceinline__ bf16_t f32_to_bf16(float f)
-{
-    unsigned int u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (bf16_t)(u >> 16);
-}
-
-__device__ __forceinline__ float ld(const float *p, long long i) { return p[i]; }
-__device__ __forceinline__ float ld(const bf16_t *p, long long i) { return bf16_to_f32(p[i]); }
+#include "common.cuh"
 
 // ---- update ---------------------------------------------------------------------------
 
@@ -77,12 +64,6 @@ extern "C" __global__ void adamw_bf16(float *p, const float *g, float *m, float 
 }
 
 // ---- gradient norm --------------------------------------------------------------------
-
-__device__ __forceinline__ double warp_sum(double x)
-{
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-    return x;
-}
 
 // block_sum returns the block's total to thread 0 (other threads get partial values), in an
 // order fixed by blockDim. sh must hold 32 doubles.

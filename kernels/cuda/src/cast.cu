@@ -10,20 +10,7 @@
 // per block and min(ceil(n/256), 32*SMs) blocks. No shared memory. dst and src must not
 // overlap (their element sizes differ).
 
-typedef unsigned short bf16_t;
-
-__device__ __forceinline__ float bf16_to_f32(bf16_t h) { return __uint_as_float(((unsigned int)h) << 16); }
-
-__device__ __forceinline__ bf16_t f32_to_bf16(float f)
-{
-    unsigned int u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (bf16_t)(u >> 16);
-}
-
-__device__ __forceinline__ long long gtid() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
-__device__ __forceinline__ long long gstride() { return (long long)gridDim.x * blockDim.x; }
+#include "common.cuh"
 
 // cast_f32_to_bf16 sets dst[i] = round_bf16(src[i]).
 extern "C" __global__ void cast_f32_to_bf16(bf16_t *dst, const float *src, long long n)

@@ -29,22 +29,7 @@
 //   embedding_bwd_*: grid = nseg blocks (x), block = 256 threads; threads stride over dim.
 //                    No shared memory.
 
-typedef unsigned short bf16_t;
-
-__device__ __forceinline__ float bf16_to_f32(bf16_t h) { return __uint_as_float(((unsigned int)h) << 16); }
-
-__device__ __forceinline__ bf16_t f32_to_bf16(float f)
-{
-    unsigned int u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (bf16_t)(u >> 16);
-}
-
-__device__ __forceinline__ float ld(const float *p, long long i) { return p[i]; }
-__device__ __forceinline__ float ld(const bf16_t *p, long long i) { return bf16_to_f32(p[i]); }
-__device__ __forceinline__ void st(float *p, long long i, float v) { p[i] = v; }
-__device__ __forceinline__ void st(bf16_t *p, long long i, float v) { p[i] = f32_to_bf16(v); }
+#include "common.cuh"
 
 // ---- forward --------------------------------------------------------------------------
 

@@ -27,28 +27,7 @@
 //                         an H100/H200; any fixed choice is correct.
 //   rmsnorm_bwd_dgain_f32: grid = ceil(dim/256), block = 256, one thread per column.
 
-typedef unsigned short bf16_t;
-
-__device__ __forceinline__ float bf16_to_f32(bf16_t h) { return __uint_as_float(((unsigned int)h) << 16); }
-
-__device__ __forceinline__ bf16_t f32_to_bf16(float f)
-{
-    unsigned int u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (bf16_t)(u >> 16);
-}
-
-__device__ __forceinline__ float ld(const float *p, long long i) { return p[i]; }
-__device__ __forceinline__ float ld(const bf16_t *p, long long i) { return bf16_to_f32(p[i]); }
-__device__ __forceinline__ void st(float *p, long long i, float v) { p[i] = v; }
-__device__ __forceinline__ void st(bf16_t *p, long long i, float v) { p[i] = f32_to_bf16(v); }
-
-__device__ __forceinline__ float warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
+#include "common.cuh"
 
 // block_sum returns the sum of v over the block to every thread, in a fixed order. blockDim.x
 // must be a multiple of 32. sh must hold 32 floats; the trailing barrier lets a caller reuse it.

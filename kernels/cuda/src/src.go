@@ -2,34 +2,49 @@
 // forward and backward side by side. The CUDA backend compiles them at run time with NVRTC
 // for the device it finds, so the package itself is plain Go and builds everywhere.
 //
-// Every file is self-contained for NVRTC: no host code and no CUDA headers. bf16 values are
-// stored as unsigned short (the typedef bf16_t in each file) and converted by a small helper
-// that rounds to nearest, ties to even. Kernel names are <op>_<variant>: _f32 runs all in
+// The files hold no host code and include no CUDA headers; the device helpers they share
+// (bf16 stored as unsigned short and rounded to nearest, ties to even; fixed-order warp sums)
+// live in common.cuh, which Files inlines into each source so that NVRTC compiles every file
+// on its own. Kernel names are <op>_<variant>: _f32 runs all in
 // fp32; _bf16 keeps activations in bf16 and parameters, their gradients and statistics in
 // fp32, accumulating in fp32 (fp64 for the gradient norm). Launch geometry and shared memory
 // are documented in each file's header.
 package src
 
-import "embed"
+import (
+	"embed"
+	"strings"
+)
 
-//go:embed *.cu
+//go:embed *.cu common.cuh
 var files embed.FS
 
-// Files returns every kernel source, keyed by file name (for example "rmsnorm.cu").
+// commonInclude is the line by which a kernel file includes the shared helpers.
+const commonInclude = "#include \"common.cuh\"\n"
+
+// Files returns every kernel source, keyed by file name (for example "rmsnorm.cu"), with
+// common.cuh inlined in place of its #include, ready for NVRTC.
 func Files() map[string]string {
+	common := read("common.cuh")
 	entries, err := files.ReadDir(".")
 	if err != nil {
 		panic("src: embedded sources unreadable: " + err.Error())
 	}
 	out := make(map[string]string, len(entries))
 	for _, e := range entries {
-		b, err := files.ReadFile(e.Name())
-		if err != nil {
-			panic("src: embedded sources unreadable: " + err.Error())
+		if strings.HasSuffix(e.Name(), ".cu") {
+			out[e.Name()] = strings.Replace(read(e.Name()), commonInclude, common, 1)
 		}
-		out[e.Name()] = string(b)
 	}
 	return out
+}
+
+func read(name string) string {
+	b, err := files.ReadFile(name)
+	if err != nil {
+		panic("src: embedded sources unreadable: " + err.Error())
+	}
+	return string(b)
 }
 
 // Kernel describes one extern "C" kernel for the launch code: its name, the file that defines

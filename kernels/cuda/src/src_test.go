@@ -2,10 +2,12 @@ package src
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -34,6 +36,9 @@ func TestFilesEmbedsEverySource(t *testing.T) {
 	for _, name := range onDisk {
 		if strings.TrimSpace(got[name]) == "" {
 			t.Errorf("%s: missing or empty in Files()", name)
+		}
+		if strings.Contains(got[name], "#include") || !strings.Contains(got[name], "typedef unsigned short bf16_t;") {
+			t.Errorf("%s: common.cuh is not inlined in Files()", name)
 		}
 	}
 }
@@ -72,7 +77,8 @@ func TestKernelsTableMatchesSources(t *testing.T) {
 	}
 }
 
-// TestSourcesCompile runs nvcc on every file and fails on any error or warning: to PTX for
+// TestSourcesCompile runs nvcc on every source exactly as Files returns it to NVRTC (common.cuh
+// inlined, compiled alone from a directory with nothing else) and fails on any error or warning: to PTX for
 // compute_80 (A100) and compute_90 (Hopper), as NVRTC will at run time, and through ptxas to
 // sm_80 and sm_90 machine code, which catches what only the assembler rejects. nvcc is the
 // closest check available without a GPU.
@@ -81,10 +87,15 @@ func TestSourcesCompile(t *testing.T) {
 	if err != nil {
 		t.Skip("nvcc not on PATH (no CUDA toolkit here); .cu sources not compiled")
 	}
-	names, err := filepath.Glob("*.cu")
-	if err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	var names []string
+	for name, src := range Files() {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
 	}
+	sort.Strings(names)
 	for _, name := range names {
 		for _, target := range [][2]string{{"-ptx", "compute_80"}, {"-ptx", "compute_90"}, {"-cubin", "sm_80"}, {"-cubin", "sm_90"}} {
 			mode, arch := target[0], target[1]
@@ -92,6 +103,7 @@ func TestSourcesCompile(t *testing.T) {
 				t.Parallel()
 				var stderr bytes.Buffer
 				cmd := exec.Command(nvcc, mode, "-arch="+arch, "-Werror", "all-warnings", "-o", "/dev/null", name)
+				cmd.Dir = dir
 				cmd.Stdout = &stderr
 				cmd.Stderr = &stderr
 				if err := cmd.Run(); err != nil {

@@ -11,25 +11,7 @@
 // per block and min(ceil(n/256), 32*SMs) blocks. No shared memory. Each element is read
 // before it is written by the same thread, so outputs may alias inputs element for element.
 
-typedef unsigned short bf16_t;
-
-__device__ __forceinline__ float bf16_to_f32(bf16_t h) { return __uint_as_float(((unsigned int)h) << 16); }
-
-__device__ __forceinline__ bf16_t f32_to_bf16(float f)
-{
-    unsigned int u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (bf16_t)(u >> 16);
-}
-
-__device__ __forceinline__ float ld(const float *p, long long i) { return p[i]; }
-__device__ __forceinline__ float ld(const bf16_t *p, long long i) { return bf16_to_f32(p[i]); }
-__device__ __forceinline__ void st(float *p, long long i, float v) { p[i] = v; }
-__device__ __forceinline__ void st(bf16_t *p, long long i, float v) { p[i] = f32_to_bf16(v); }
-
-__device__ __forceinline__ long long gtid() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
-__device__ __forceinline__ long long gstride() { return (long long)gridDim.x * blockDim.x; }
+#include "common.cuh"
 
 // sigmoid saturates cleanly: expf(-x) overflows to +inf for x < -88 and 1/(1+inf) = 0.
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
