@@ -153,3 +153,23 @@ type Backend interface {
 	// AdamWUpdate applies one AdamW step to params p with gradient g and moments m, v.
 	AdamWUpdate(p, g, m, v Buffer, hp AdamW)
 }
+
+// Mixed is implemented by backends that compute in a narrower type than float32 (bfloat16 on
+// GPUs) while keeping master weights, gradients, optimizer moments and per-row statistics in
+// float32, as mixed-precision training does. Alloc returns activation buffers (DType);
+// AllocMaster returns float32 buffers. Ops take float32 buffers, and the model passes them,
+// exactly for: parameters that are not matrix-multiplication operands (RMSNorm's gain,
+// Embedding's table), parameter gradients (dgain, dtable, and C of a MatMul with transA, the
+// form dW += dY^T X in which weight gradients accumulate), statistics (rstd, lse, losses) and
+// optimizer state. The weights of linear layers, the other MatMul operands, are read from a
+// working copy in the activation type that AdamWUpdateCast refreshes after every update.
+type Mixed interface {
+	Backend
+	// AllocMaster returns a zeroed float32 buffer of n elements.
+	AllocMaster(n int) Buffer
+	// Cast sets dst = src converted to dst's element type; lengths must match.
+	Cast(dst, src Buffer)
+	// AdamWUpdateCast applies AdamWUpdate to the float32 master weights p and then writes p,
+	// rounded to the activation type, into the working copy w.
+	AdamWUpdateCast(w, p, g, m, v Buffer, hp AdamW)
+}

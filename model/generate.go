@@ -89,7 +89,7 @@ func (g *Generator) ensure(n int) {
 	g.s = genScratch{
 		x: be.Alloc(n * d), xn: be.Alloc(n * d), q: be.Alloc(n * d), kk: be.Alloc(n * d), vv: be.Alloc(n * d),
 		att: be.Alloc(n * d), h: be.Alloc(n * d), a: be.Alloc(n * f), b: be.Alloc(n * f), g: be.Alloc(n * f),
-		rstd: be.Alloc(n), logits: be.Alloc(c.Vocab),
+		rstd: g.m.allocMaster(n), logits: be.Alloc(c.Vocab),
 	}
 	g.rows = n
 }

@@ -16,9 +16,11 @@ type Model struct {
 	Layout Layout
 
 	be     kernels.Backend
-	params kernels.Buffer   // flat, laid out by Layout
+	mixed  kernels.Mixed    // be, when it computes in a narrower type than its master weights
+	params kernels.Buffer   // flat, laid out by Layout; float32 masters on a mixed backend
+	work   kernels.Buffer   // the working copy the passes read on a mixed backend, else params
 	grads  kernels.Buffer   // same layout; Backward accumulates into it
-	p, g   []kernels.Buffer // per-spec views of params and grads
+	p, g   []kernels.Buffer // per-spec views of the weights the passes read, and of grads
 
 	ws        workspace
 	pass      *pass // activations kept by the last Forward, until Backward
@@ -64,10 +66,19 @@ func New(c Config, be kernels.Backend) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{Cfg: c, Layout: NewLayout(c), be: be}
-	m.params = be.Alloc(m.Layout.Size)
-	m.grads = be.Alloc(m.Layout.Size)
+	m.mixed, _ = be.(kernels.Mixed)
+	m.params = m.allocMaster(m.Layout.Size)
+	m.grads = m.allocMaster(m.Layout.Size)
+	m.work = m.params
+	if m.mixed != nil {
+		m.work = be.Alloc(m.Layout.Size)
+	}
 	for _, s := range m.Layout.Specs {
-		m.p = append(m.p, be.Slice(m.params, s.Offset, s.Size))
+		src := m.params
+		if s.gemmOperand() {
+			src = m.work
+		}
+		m.p = append(m.p, be.Slice(src, s.Offset, s.Size))
 		m.g = append(m.g, be.Slice(m.grads, s.Offset, s.Size))
 	}
 	return m, nil
@@ -76,8 +87,35 @@ func New(c Config, be kernels.Backend) (*Model, error) {
 // Backend returns the backend the model computes on.
 func (m *Model) Backend() kernels.Backend { return m.be }
 
-// Params returns the flat parameter buffer.
+// Params returns the flat parameter buffer: the float32 master weights on a mixed-precision
+// backend. Whoever writes it directly must call ParamsUpdated afterwards.
 func (m *Model) Params() kernels.Buffer { return m.params }
+
+// ParamsUpdated refreshes what the passes read from Params after it was written directly
+// (a checkpoint or weights file loaded into it): on a mixed-precision backend, the working
+// copy in the activation type. On other backends it does nothing.
+func (m *Model) ParamsUpdated() {
+	if m.mixed != nil {
+		m.mixed.Cast(m.work, m.params)
+	}
+}
+
+// allocMaster allocates n elements for weights, gradients, optimizer state or statistics:
+// float32 on a mixed-precision backend, the backend's type otherwise.
+func (m *Model) allocMaster(n int) kernels.Buffer {
+	if m.mixed != nil {
+		return m.mixed.AllocMaster(n)
+	}
+	return m.be.Alloc(n)
+}
+
+// allocAct allocates n elements of an activation, or of a statistic when stat is set.
+func (m *Model) allocAct(n int, stat bool) kernels.Buffer {
+	if stat {
+		return m.allocMaster(n)
+	}
+	return m.be.Alloc(n)
+}
 
 // Grads returns the flat gradient buffer.
 func (m *Model) Grads() kernels.Buffer { return m.grads }
@@ -87,6 +125,7 @@ func (m *Model) Init(seed uint64) {
 	host := make([]float64, m.Layout.Size)
 	InitParams(m.Cfg, m.Layout, seed, host)
 	m.be.Write(m.params, host)
+	m.ParamsUpdated()
 }
 
 // ZeroGrad sets every gradient to zero.
@@ -99,6 +138,9 @@ func (m *Model) LastKept() Kept { return m.kept }
 func (m *Model) Close() {
 	m.dropPass()
 	m.ws.free(m.be)
+	if m.work != m.params {
+		m.be.Free(m.work)
+	}
 	m.be.Free(m.params)
 	m.be.Free(m.grads)
 }
@@ -165,7 +207,7 @@ func (m *Model) Forward(tokens, targets []int32, b, t int) (float64, error) {
 	}
 	m.dropPass()
 	n := b * t
-	m.ws.ensure(m.be, m.Cfg, n)
+	m.ws.ensure(m, n)
 	c, be := m.Cfg, m.be
 	start := be.LiveBytes()
 	ps := &pass{b: b, t: t, tokens: tokens, targets: targets, valid: valid, layers: make([][numLayerActs]kernels.Buffer, c.Layers)}
@@ -219,7 +261,7 @@ func (m *Model) Forward(tokens, targets []int32, b, t int) (float64, error) {
 func (m *Model) actBuf(ps *pass, s actSpec, scratch kernels.Buffer, n int) kernels.Buffer {
 	size := n * s.width(m.Cfg)
 	if s.keep[m.Cfg.Remat] {
-		buf := m.be.Alloc(size)
+		buf := m.allocAct(size, s.stat)
 		ps.owned = append(ps.owned, buf)
 		return buf
 	}
@@ -392,17 +434,18 @@ func (ws *workspace) buffers() []*kernels.Buffer {
 	return l
 }
 
-func (ws *workspace) ensure(be kernels.Backend, c Config, n int) {
+func (ws *workspace) ensure(m *Model, n int) {
 	if n <= ws.rows {
 		return
 	}
+	be, c := m.be, m.Cfg
 	ws.free(be)
 	ws.rows = n
 	scratch := func(s actSpec) kernels.Buffer {
 		if s.keep[c.Remat] {
-			return be.Alloc(0)
+			return m.allocAct(0, s.stat)
 		}
-		return be.Alloc(n * s.width(c))
+		return m.allocAct(n*s.width(c), s.stat)
 	}
 	for k, s := range layerActs {
 		ws.layer[k] = scratch(s)

@@ -59,7 +59,7 @@ func NewOptimizer(m *Model, cfg OptimConfig) (*Optimizer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	o := &Optimizer{cfg: cfg, model: m, m: m.be.Alloc(m.Layout.Size), v: m.be.Alloc(m.Layout.Size)}
+	o := &Optimizer{cfg: cfg, model: m, m: m.allocMaster(m.Layout.Size), v: m.allocMaster(m.Layout.Size)}
 	for _, s := range m.Layout.Specs {
 		if k := len(o.groups) - 1; k >= 0 && o.groups[k].decay == s.Decay {
 			o.groups[k].n += s.Size
@@ -105,10 +105,15 @@ func (o *Optimizer) Step(lr, gradScale float64) float64 {
 			wd = o.cfg.WeightDecay
 		}
 		sl := func(b kernels.Buffer) kernels.Buffer { return be.Slice(b, g.off, g.n) }
-		be.AdamWUpdate(sl(o.model.params), sl(o.model.grads), sl(o.m), sl(o.v), kernels.AdamW{
+		hp := kernels.AdamW{
 			LR: lr, Beta1: o.cfg.Beta1, Beta2: o.cfg.Beta2, Eps: o.cfg.Eps,
 			WeightDecay: wd, Step: o.step, GradScale: scale,
-		})
+		}
+		if mx := o.model.mixed; mx != nil {
+			mx.AdamWUpdateCast(sl(o.model.work), sl(o.model.params), sl(o.model.grads), sl(o.m), sl(o.v), hp)
+			continue
+		}
+		be.AdamWUpdate(sl(o.model.params), sl(o.model.grads), sl(o.m), sl(o.v), hp)
 	}
 	return norm
 }

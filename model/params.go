@@ -17,6 +17,12 @@ type ParamSpec struct {
 	Decay  bool   `json:"decay"`  // weight decay applies (matrices only)
 }
 
+// gemmOperand reports whether the tensor is a linear layer's weight, an operand of a matrix
+// multiplication. On a mixed-precision backend the passes read those from the working copy in
+// the activation type and everything else (norm gains, the embedding table) from the float32
+// masters.
+func (s ParamSpec) gemmOperand() bool { return len(s.Shape) == 2 && s.Name != "tok_embeddings.weight" }
+
 // Layout is the spec table of a model's parameters.
 type Layout struct {
 	Specs []ParamSpec

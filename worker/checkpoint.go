@@ -29,6 +29,7 @@ type CheckpointConfig struct {
 // stateBuffers is the training state as host float32 slices: views of the CPU backend's
 // buffers, or staging copies for a backend whose memory is not host memory.
 type stateBuffers struct {
+	mod     *model.Model
 	be      kernels.Backend
 	p, m, v kernels.Buffer
 	host    checkpoint.State
@@ -38,7 +39,7 @@ type stateBuffers struct {
 func newStateBuffers(mod *model.Model, opt *model.Optimizer) *stateBuffers {
 	be := mod.Backend()
 	mb, vb := opt.Moments()
-	sb := &stateBuffers{be: be, p: mod.Params(), m: mb, v: vb}
+	sb := &stateBuffers{mod: mod, be: be, p: mod.Params(), m: mb, v: vb}
 	if _, ok := be.(*cpu.Backend[float32]); ok {
 		sb.direct = true
 		sb.host = checkpoint.State{Params: cpu.Data[float32](sb.p), M: cpu.Data[float32](mb), V: cpu.Data[float32](vb)}
@@ -66,6 +67,7 @@ func (sb *stateBuffers) push() {
 		sb.be.Write32(sb.m, sb.host.M)
 		sb.be.Write32(sb.v, sb.host.V)
 	}
+	sb.mod.ParamsUpdated()
 }
 
 func layoutRanges(l model.Layout) []checkpoint.TensorRange {

@@ -15,26 +15,35 @@ import (
 // backward finishes (head, blocks last to first, embedding) is reduced asynchronously right
 // away, so communication overlaps the rest of backward. A nil communicator makes every
 // method a no-op.
+//
+// The ring reduces host memory. On the float32 CPU backend the gradient buffer is host memory
+// and is reduced in place; on any other backend (a GPU) each range is staged: read to a host
+// copy when backward finishes it, reduced there, and written back in finish.
 type dataParallel struct {
 	ctx     context.Context
 	comm    collective.Communicator
 	m       *model.Model
-	grads   []float32
+	grads   []float32 // the gradients in host memory: the buffer itself, or its staging copy
+	staged  bool      // grads is a copy that finish writes back
 	handles []collective.Handle
 }
 
 func newDataParallel(ctx context.Context, comm collective.Communicator, m *model.Model) *dataParallel {
 	dp := &dataParallel{ctx: ctx, comm: comm, m: m}
 	if comm != nil && comm.Size() > 1 {
-		dp.grads = hostFloats(m)
+		if hostBackend(m) {
+			dp.grads = cpu.Data[float32](m.Grads())
+		} else {
+			dp.grads, dp.staged = make([]float32, m.Layout.Size), true
+		}
 	}
 	return dp
 }
 
-// hostFloats returns the model's gradient buffer as host float32 memory. Data parallelism over
-// the TCP ring runs on the float32 CPU backend, whose buffers are host slices.
-func hostFloats(m *model.Model) []float32 {
-	return cpu.Data[float32](m.Grads())
+// hostBackend reports whether the model's buffers are host float32 slices.
+func hostBackend(m *model.Model) bool {
+	_, ok := m.Backend().(*cpu.Backend[float32])
+	return ok
 }
 
 func (dp *dataParallel) active() bool { return dp.grads != nil }
@@ -45,6 +54,10 @@ func (dp *dataParallel) startBuckets() {
 		return
 	}
 	dp.m.OnGradReady(func(off, n int) {
+		if dp.staged {
+			be := dp.m.Backend()
+			be.Read32(dp.grads[off:off+n], be.Slice(dp.m.Grads(), off, n))
+		}
 		dp.handles = append(dp.handles, dp.comm.AllReduceAsync(dp.ctx, dp.grads[off:off+n], collective.Sum))
 	})
 }
@@ -65,6 +78,9 @@ func (dp *dataParallel) finish(loss float64) (float64, error) {
 	if first != nil {
 		return 0, first
 	}
+	if dp.staged {
+		dp.m.Backend().Write32(dp.m.Grads(), dp.grads)
+	}
 	l := []float32{float32(loss)}
 	if err := dp.comm.AllReduce(dp.ctx, l, collective.Avg); err != nil {
 		return 0, err
@@ -78,7 +94,13 @@ func (dp *dataParallel) checkParams(step int) error {
 	if !dp.active() {
 		return nil
 	}
-	p := cpu.Data[float32](dp.m.Params())
+	var p []float32
+	if hostBackend(dp.m) {
+		p = cpu.Data[float32](dp.m.Params())
+	} else {
+		p = make([]float32, dp.m.Layout.Size)
+		dp.m.Backend().Read32(p, dp.m.Params())
+	}
 	sum := crc32.Checksum(unsafe.Slice((*byte)(unsafe.Pointer(&p[0])), 4*len(p)), crc32.MakeTable(crc32.Castagnoli))
 	w, r := dp.comm.Size(), dp.comm.Rank()
 	// Two 16-bit halves per rank travel as exactly representable float32 values.

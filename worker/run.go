@@ -128,6 +128,7 @@ func LoadWeights(m *model.Model, path string) error {
 		copy(host[s.Offset:], t.Data)
 	}
 	m.Backend().Write32(m.Params(), host)
+	m.ParamsUpdated()
 	return nil
 }
 

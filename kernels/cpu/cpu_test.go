@@ -3,6 +3,7 @@ package cpu_test
 import (
 	"testing"
 
+	"github.com/herd-llm/herd/kernels"
 	"github.com/herd-llm/herd/kernels/cpu"
 	"github.com/herd-llm/herd/kernels/kernelstest"
 )
@@ -38,4 +39,20 @@ func TestBLASRequired(t *testing.T) {
 		}
 		t.Skipf("no BLAS library: %v", err)
 	}
+}
+
+// mixed32 presents the float32 backend as a kernels.Mixed one whose activation type is also
+// float32, so the suite's mixed-precision cases (master buffers for statistics and gradients,
+// Cast, AdamWUpdateCast) run here and not only on a GPU.
+type mixed32 struct{ *cpu.Backend[float32] }
+
+func (m mixed32) AllocMaster(n int) kernels.Buffer { return m.Alloc(n) }
+func (m mixed32) Cast(dst, src kernels.Buffer)     { m.Copy(dst, src) }
+func (m mixed32) AdamWUpdateCast(w, p, g, mm, v kernels.Buffer, hp kernels.AdamW) {
+	m.AdamWUpdate(p, g, mm, v, hp)
+	m.Copy(w, p)
+}
+
+func TestConformanceMixedPaths(t *testing.T) {
+	kernelstest.RunAll(t, mixed32{cpu.New[float32](cpu.Options{})}, kernelstest.Float32)
 }

@@ -27,10 +27,18 @@ type Tolerance struct {
 // (attention softmax, matmul inner dimension) for the rest.
 var Float32 = Tolerance{Elementwise: 1e-6, Reduction: 2e-5}
 
+// BFloat16 is the tolerance of a mixed-precision backend with bfloat16 activations: two units
+// of bfloat16's rounding error 2^-9 for elementwise ops, whose only error is the rounding of
+// the output; for reductions, the output rounding plus that of intermediates a fast kernel
+// keeps in bfloat16 (attention's probabilities before they multiply v, GEMM outputs), with
+// every sum accumulated in float32.
+var BFloat16 = Tolerance{Elementwise: 4e-3, Reduction: 2e-2}
+
 // RunAll runs every op of the suite as a subtest.
 func RunAll(t *testing.T, be kernels.Backend, tol Tolerance) {
 	ref := cpu.New[float64](cpu.Options{})
 	s := &suite{be: be, ref: ref, tol: tol, rng: rand.New(rand.NewPCG(1, 7))}
+	s.mixed, _ = be.(kernels.Mixed)
 	for _, c := range []struct {
 		name string
 		fn   func(t *testing.T, s *suite)
@@ -47,6 +55,7 @@ func RunAll(t *testing.T, be kernels.Backend, tol Tolerance) {
 		{"SwiGLU", testSwiGLU},
 		{"CrossEntropy", testCrossEntropy},
 		{"AdamW", testAdamW},
+		{"Cast", testCast},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, s) })
 	}
@@ -54,8 +63,20 @@ func RunAll(t *testing.T, be kernels.Backend, tol Tolerance) {
 
 type suite struct {
 	be, ref kernels.Backend
+	mixed   kernels.Mixed // be, when it implements kernels.Mixed
 	tol     Tolerance
 	rng     *rand.Rand
+}
+
+// allocAct and allocMaster allocate in the backend under test: an activation buffer, and a
+// float32 buffer where kernels.Mixed says ops take one (the backend's own type otherwise).
+func (s *suite) allocAct(n int) kernels.Buffer { return s.be.Alloc(n) }
+
+func (s *suite) allocMaster(n int) kernels.Buffer {
+	if s.mixed != nil {
+		return s.mixed.AllocMaster(n)
+	}
+	return s.be.Alloc(n)
 }
 
 // pair is one tensor held by both backends with the same values.
@@ -64,18 +85,25 @@ type pair struct {
 	n         int
 }
 
-func (s *suite) random(n int, scale float64) pair {
+func (s *suite) random(n int, scale float64) pair { return s.randomIn(s.allocAct, n, scale) }
+
+// randomM is random in a master buffer (see allocMaster).
+func (s *suite) randomM(n int, scale float64) pair { return s.randomIn(s.allocMaster, n, scale) }
+
+func (s *suite) randomIn(alloc func(int) kernels.Buffer, n int, scale float64) pair {
 	v := make([]float64, n)
 	for i := range v {
 		v[i] = s.rng.NormFloat64() * scale
 	}
-	return s.from(v)
+	return s.fromIn(alloc, v)
 }
 
 // from writes v to both backends. The reference receives the values as the backend under
 // test stored them (rounded to its dtype), so both compute on identical inputs.
-func (s *suite) from(v []float64) pair {
-	p := pair{got: s.be.Alloc(len(v)), want: s.ref.Alloc(len(v)), n: len(v)}
+func (s *suite) from(v []float64) pair { return s.fromIn(s.allocAct, v) }
+
+func (s *suite) fromIn(alloc func(int) kernels.Buffer, v []float64) pair {
+	p := pair{got: alloc(len(v)), want: s.ref.Alloc(len(v)), n: len(v)}
 	s.be.Write(p.got, v)
 	s.be.Read(v, p.got)
 	s.ref.Write(p.want, v)
@@ -83,12 +111,17 @@ func (s *suite) from(v []float64) pair {
 }
 
 // poisoned returns a pair whose backend copy is NaN; the reference copy is zero.
-func (s *suite) poisoned(n int) pair {
+func (s *suite) poisoned(n int) pair { return s.poisonedIn(s.allocAct, n) }
+
+// poisonedM is poisoned in a master buffer (see allocMaster).
+func (s *suite) poisonedM(n int) pair { return s.poisonedIn(s.allocMaster, n) }
+
+func (s *suite) poisonedIn(alloc func(int) kernels.Buffer, n int) pair {
 	v := make([]float64, n)
 	for i := range v {
 		v[i] = math.NaN()
 	}
-	p := pair{got: s.be.Alloc(n), want: s.ref.Alloc(n), n: n}
+	p := pair{got: alloc(n), want: s.ref.Alloc(n), n: n}
 	s.be.Write(p.got, v)
 	return p
 }
@@ -103,15 +136,23 @@ func (s *suite) free(ps ...pair) {
 // check compares one output pair and reports the normalized error.
 func (s *suite) check(t *testing.T, what string, p pair, tol float64) {
 	t.Helper()
+	s.checkScaled(t, what, p, tol, 0)
+}
+
+// checkScaled is check with the error normalized by at least scale, for outputs whose natural
+// magnitude is known and whose largest element may be far smaller by chance (a softmax
+// gradient p - 1 with p close to 1 cancels to a few units of rounding).
+func (s *suite) checkScaled(t *testing.T, what string, p pair, tol, scale float64) {
+	t.Helper()
 	got, want := make([]float64, p.n), make([]float64, p.n)
 	s.be.Read(got, p.got)
 	s.ref.Read(want, p.want)
-	if err := compare(got, want, tol); err != nil {
+	if err := compare(got, want, tol, scale); err != nil {
 		t.Errorf("%s: %v", what, err)
 	}
 }
 
-func compare(got, want []float64, tol float64) error {
+func compare(got, want []float64, tol, scale float64) error {
 	var maxRef, maxErr float64
 	worst := -1
 	for i := range want {
@@ -124,7 +165,7 @@ func compare(got, want []float64, tol float64) error {
 			maxErr, worst = e, i
 		}
 	}
-	rel := maxErr / math.Max(maxRef, 1e-30)
+	rel := maxErr / math.Max(maxRef, math.Max(scale, 1e-30))
 	if rel > tol {
 		return fmt.Errorf("normalized error %.3g > %.3g (element %d: got %v, want %v)", rel, tol, worst, got[worst], want[worst])
 	}

@@ -1,0 +1,92 @@
+package worker
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/herd-llm/herd/collective"
+	"github.com/herd-llm/herd/kernels"
+	"github.com/herd-llm/herd/kernels/cpu"
+	"github.com/herd-llm/herd/model"
+)
+
+// deviceLike is the float32 CPU backend under another type, so dataParallel treats its memory
+// as a device's and stages gradients through host copies, as it does for a GPU.
+type deviceLike struct{ *cpu.Backend[float32] }
+
+// TestDataParallelStaging sums the gradients of two ranks, each on its own batch, once reduced
+// in place on host buffers and once staged through host copies, and requires bit-identical
+// summed gradients on every rank: a range not read before its reduction, or not written back
+// after it, leaves a rank with its own gradients instead of the sum.
+func TestDataParallelStaging(t *testing.T) {
+	c := model.Default()
+	const world, b, seq = 2, 2, 17
+	grads := func(newBackend func() kernels.Backend) [][]float32 {
+		comms := collective.NewInMemGroup(world)
+		out := make([][]float32, world)
+		var wg sync.WaitGroup
+		for r := 0; r < world; r++ {
+			wg.Add(1)
+			go func(r int) {
+				defer wg.Done()
+				m, err := model.New(c, newBackend())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer m.Close()
+				m.Init(1)
+				rng := rand.New(rand.NewPCG(uint64(r), 9))
+				tok, tgt := make([]int32, b*seq), make([]int32, b*seq)
+				for i := range tok {
+					tok[i], tgt[i] = int32(rng.IntN(c.Vocab)), int32(rng.IntN(c.Vocab))
+				}
+				dp := newDataParallel(context.Background(), comms[r], m)
+				if !dp.active() || dp.staged == hostBackend(m) {
+					t.Errorf("rank %d: active %v, staged %v on host backend %v", r, dp.active(), dp.staged, hostBackend(m))
+				}
+				m.ZeroGrad()
+				if _, err := m.Forward(tok, tgt, b, seq); err != nil {
+					t.Error(err)
+					return
+				}
+				dp.startBuckets()
+				if err := m.Backward(); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := dp.finish(0); err != nil {
+					t.Error(err)
+					return
+				}
+				out[r] = make([]float32, m.Layout.Size)
+				m.Backend().Read32(out[r], m.Grads())
+			}(r)
+		}
+		wg.Wait()
+		return out
+	}
+	direct := grads(func() kernels.Backend { return cpu.New[float32](cpu.Options{}) })
+	staged := grads(func() kernels.Backend { return deviceLike{cpu.New[float32](cpu.Options{})} })
+	if t.Failed() {
+		return
+	}
+	for r := 0; r < world; r++ {
+		for i := range direct[0] {
+			if staged[r][i] != direct[0][i] || direct[r][i] != direct[0][i] {
+				t.Fatalf("gradient %d: direct rank 0 %v, direct rank %d %v, staged rank %d %v", i, direct[0][i], r, direct[r][i], r, staged[r][i])
+			}
+		}
+	}
+	var nonzero int
+	for _, g := range staged[0] {
+		if g != 0 {
+			nonzero++
+		}
+	}
+	if nonzero < len(staged[0])/2 {
+		t.Fatalf("only %d of %d summed gradients are nonzero", nonzero, len(staged[0]))
+	}
+}
