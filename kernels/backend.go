@@ -173,3 +173,10 @@ type Mixed interface {
 	// rounded to the activation type, into the working copy w.
 	AdamWUpdateCast(w, p, g, m, v Buffer, hp AdamW)
 }
+
+// Peak is implemented by backends that know their device's peak dense throughput in the type
+// they compute in, the denominator of model FLOPs utilization (MFU).
+type Peak interface {
+	// PeakFLOPS returns the device's peak FLOP/s, or 0 when unknown.
+	PeakFLOPS() float64
+}

@@ -19,6 +19,8 @@ type progress struct {
 	tty      bool
 	lastLine int
 	drawn    bool
+	// perDevice adds the per-device token rate (data-parallel runs).
+	perDevice bool
 }
 
 func newProgress(w io.Writer, start, total int) *progress {
@@ -31,11 +33,18 @@ func newProgress(w io.Writer, start, total int) *progress {
 	return &progress{w: w, start: start, total: total, tty: tty}
 }
 
-func (p *progress) update(step int, loss, tokS float64, elapsed time.Duration) {
+func (p *progress) update(step int, loss float64, sm StepMetrics, elapsed time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	eta := time.Duration(float64(elapsed) / float64(step-p.start) * float64(p.total-step)).Round(time.Second)
-	stats := fmt.Sprintf("step %d/%d  loss %.4f  %.0f tok/s  ETA %s", step, p.total, loss, tokS, eta)
+	rate := fmt.Sprintf("%.0f tok/s", sm.TokensPerS)
+	if p.perDevice {
+		rate += fmt.Sprintf(" (%.0f/device)", sm.TokensPerSPerDevice)
+	}
+	if sm.MFU > 0 {
+		rate += fmt.Sprintf("  MFU %.1f%%", 100*sm.MFU)
+	}
+	stats := fmt.Sprintf("step %d/%d  loss %.4f  %s  ETA %s", step, p.total, loss, rate, eta)
 	if p.tty {
 		const width = 24
 		done := width * step / p.total

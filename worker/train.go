@@ -116,7 +116,12 @@ type StepMetrics struct {
 	GradNorm   float64 `json:"grad_norm"`
 	Tokens     int64   `json:"tokens"`
 	TokensPerS float64 `json:"tokens_per_s"`
-	ElapsedS   float64 `json:"elapsed_s"`
+	// TokensPerSPerDevice is TokensPerS divided by the data-parallel world size.
+	TokensPerSPerDevice float64 `json:"tokens_per_s_per_device"`
+	// MFU is model FLOPs utilization (model.FLOPsPerToken times the per-device token rate over
+	// the device's peak), present when the backend knows its peak.
+	MFU      float64 `json:"mfu,omitempty"`
+	ElapsedS float64 `json:"elapsed_s"`
 }
 
 // EvalMetrics is one line of metrics.jsonl for a validation.
@@ -274,6 +279,11 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 	}
 
 	bar.start = startStep
+	bar.perDevice = cfg.world() > 1
+	var peak float64
+	if p, ok := be.(kernels.Peak); ok {
+		peak = p.PeakFLOPS()
+	}
 	dp := newDataParallel(ctx, cfg.Comm, m)
 	share := cfg.Batch / cfg.world()
 	accum := share / cfg.MicroBatch
@@ -369,10 +379,14 @@ func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 		sm := StepMetrics{Step: step + 1, DataCRC: batchCRC(sampler, step, cfg.Batch), Loss: loss, LR: lr, GradNorm: norm,
 			Tokens: int64(step+1) * int64(cfg.Batch*cfg.Seq), TokensPerS: float64(tokens) / el.Seconds(), ElapsedS: el.Seconds(),
 			SaveStallS: stall.Seconds()}
+		sm.TokensPerSPerDevice = sm.TokensPerS / float64(cfg.world())
+		if peak > 0 {
+			sm.MFU = sm.TokensPerSPerDevice * model.FLOPsPerToken(cfg.Model, cfg.Seq) / peak
+		}
 		if err := menc.Encode(sm); err != nil {
 			return nil, err
 		}
-		bar.update(step+1, loss, sm.TokensPerS, el)
+		bar.update(step+1, loss, sm, el)
 		res.FinalLoss, res.TokensPerS = loss, sm.TokensPerS
 		if lead && cfg.EvalEvery > 0 && (step+1)%cfg.EvalEvery == 0 && step+1 < cfg.Steps {
 			if err := validate(step + 1); err != nil {

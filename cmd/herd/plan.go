@@ -15,23 +15,26 @@ import (
 // planReport is what `herd plan --json` prints. Every figure comes from the same parameter
 // spec table and activation table that the model allocates from.
 type planReport struct {
-	Preset                 string           `json:"preset"`
-	Config                 model.Config     `json:"config"`
-	Params                 int              `json:"params"`
-	NonEmbeddingParams     int              `json:"non_embedding_params"`
-	FLOPsPerToken          float64          `json:"flops_per_token"`
-	Seq                    int              `json:"seq"`
-	Batch                  int              `json:"batch"`
-	Remat                  model.Remat      `json:"remat"`
-	DType                  string           `json:"activation_dtype"`
-	ActPerTokenPerLayer    map[string]int64 `json:"activation_bytes_per_token_per_layer"`
-	ActPerTokenHead        map[string]int64 `json:"activation_bytes_per_token_head"`
-	ActivationBytes        int64            `json:"activation_bytes"`
-	KeptActivations        []string         `json:"kept_activations"`
-	ParamBytes             int64            `json:"param_bytes"`
-	GradBytes              int64            `json:"grad_bytes"`
-	OptimizerBytes         int64            `json:"optimizer_bytes"`
-	TrainingBytesPerDevice int64            `json:"training_bytes"`
+	Preset              string           `json:"preset"`
+	Config              model.Config     `json:"config"`
+	Params              int              `json:"params"`
+	NonEmbeddingParams  int              `json:"non_embedding_params"`
+	FLOPsPerToken       float64          `json:"flops_per_token"`
+	Seq                 int              `json:"seq"`
+	Batch               int              `json:"batch"`
+	Remat               model.Remat      `json:"remat"`
+	DType               string           `json:"activation_dtype"`
+	ActPerTokenPerLayer map[string]int64 `json:"activation_bytes_per_token_per_layer"`
+	ActPerTokenHead     map[string]int64 `json:"activation_bytes_per_token_head"`
+	ActivationBytes     int64            `json:"activation_bytes"`
+	KeptActivations     []string         `json:"kept_activations"`
+	ParamBytes          int64            `json:"param_bytes"`
+	GradBytes           int64            `json:"grad_bytes"`
+	OptimizerBytes      int64            `json:"optimizer_bytes"`
+	// WorkingCopyBytes is the copy of the weights in the activation type that a mixed-precision
+	// backend (bfloat16 activations, float32 masters) computes with; 0 otherwise.
+	WorkingCopyBytes       int64 `json:"working_copy_bytes"`
+	TrainingBytesPerDevice int64 `json:"training_bytes"`
 }
 
 func parseDType(s string) (kernels.DType, error) {
@@ -104,7 +107,10 @@ func buildPlan(name string, c model.Config, seq, batch int, dt kernels.DType) pl
 		r.ActPerTokenPerLayer[string(p)] = model.ActivationBytesPerTokenPerLayer(c, p, dt)
 		r.ActPerTokenHead[string(p)] = model.ActivationBytesPerTokenHead(c, p, dt)
 	}
-	r.TrainingBytesPerDevice = r.ParamBytes + r.GradBytes + r.OptimizerBytes + r.ActivationBytes
+	if dt.Size() < 4 {
+		r.WorkingCopyBytes = int64(n) * int64(dt.Size())
+	}
+	r.TrainingBytesPerDevice = r.ParamBytes + r.GradBytes + r.OptimizerBytes + r.WorkingCopyBytes + r.ActivationBytes
 	return r
 }
 
@@ -127,8 +133,12 @@ func printPlan(w io.Writer, r planReport) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\n%s keeps per block: %s\n", r.Remat, strings.Join(r.KeptActivations, ", "))
-	fmt.Fprintf(w, "fp32 params %s + grads %s + AdamW moments %s + activations %s = %s per replica\n",
-		humanBytes(r.ParamBytes), humanBytes(r.GradBytes), humanBytes(r.OptimizerBytes), humanBytes(r.ActivationBytes), humanBytes(r.TrainingBytesPerDevice))
+	working := ""
+	if r.WorkingCopyBytes > 0 {
+		working = fmt.Sprintf(" + %s working copy %s", r.DType, humanBytes(r.WorkingCopyBytes))
+	}
+	fmt.Fprintf(w, "fp32 params %s + grads %s + AdamW moments %s%s + activations %s = %s per replica\n",
+		humanBytes(r.ParamBytes), humanBytes(r.GradBytes), humanBytes(r.OptimizerBytes), working, humanBytes(r.ActivationBytes), humanBytes(r.TrainingBytesPerDevice))
 }
 
 func mustDType(s string) kernels.DType {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/herd-llm/herd/checkpoint"
-	"github.com/herd-llm/herd/kernels/cpu"
 	"github.com/herd-llm/herd/model"
 	"github.com/herd-llm/herd/shard"
 	"github.com/herd-llm/herd/worker"
@@ -42,7 +41,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	sampleTokens := fs.Int("sample-tokens", 48, "tokens per generated sample")
 	vocab := fs.Int("vocab", 4096, "vocabulary size when preparing the built-in corpus")
 	baseline := fs.Bool("baseline", true, "report the byte trigram baseline next to the model's held-out bits per byte at the end")
-	pureGo := fs.Bool("pure-go", false, "use the pure-Go matmul even when a BLAS library is installed")
+	backend := fs.String("backend", "cpu", backendUsage)
+	device := fs.Int("device", 0, "cuda: GPU ordinal; with --nproc, rank r uses GPU (device + r) mod the GPU count")
+	pureGo := fs.Bool("pure-go", false, "cpu: use the pure-Go matmul even when a BLAS library is installed")
 	nproc := fs.Int("nproc", 1, "data-parallel processes on this machine; each takes its slice of every global batch and gradients are summed over a TCP ring on 127.0.0.1")
 	collTimeout := fs.Duration("collective-timeout", 5*time.Minute, "deadline of one collective operation (a rank that waits longer fails the run); it must also cover rank 0's validations, which the other ranks wait for")
 	checkEvery := fs.Int("check-every", 50, "steps between checks that all processes hold identical parameters (0: only at the end)")
@@ -54,7 +55,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	s3 := s3Flags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: herd train --out DIR [--preset NAME] [--data DIR] [flags]")
-		fmt.Fprintln(stderr, "\nTrains a LLaMA model in this process on the CPU backend, showing loss, tokens/s and ETA,")
+		fmt.Fprintln(stderr, "\nTrains a LLaMA model in this process on the CPU or a GPU (--backend), showing loss, tokens/s, MFU and ETA,")
 		fmt.Fprintln(stderr, "validating on the held-out split and printing samples as it learns. With --nproc N it starts")
 		fmt.Fprintln(stderr, "N processes that train data-parallel; each is told its rank through HERD_RANK, HERD_WORLD and")
 		fmt.Fprintln(stderr, "HERD_PEERS and inherits its listening socket, and only rank 0 writes the run directory.\n\nFlags:")
@@ -72,6 +73,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	if *nproc < 1 {
 		return fmt.Errorf("--nproc = %d, must be >= 1", *nproc)
+	}
+	if err := checkBackend(*backend); err != nil {
+		return err
 	}
 	if *micro == 0 {
 		*micro = max(1, *batch / *nproc)
@@ -131,7 +135,15 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if ring != nil {
 		cfg.Comm = ring
 	}
-	be := cpu.New[float32](cpu.Options{PureGo: *pureGo})
+	bo := backendOptions{name: *backend, pureGo: *pureGo, device: *device}
+	if ring != nil {
+		bo.rank = ring.Rank()
+	}
+	be, closeBackend, err := openBackend(bo)
+	if err != nil {
+		return err
+	}
+	defer closeBackend()
 	_, err = worker.Train(ctx, cfg, be, stderr)
 	return err
 }

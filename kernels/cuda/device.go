@@ -31,6 +31,7 @@ type Device struct {
 	name     string
 	major    int
 	minor    int
+	sms      int
 	totalMem int64
 
 	work chan func()
@@ -120,6 +121,9 @@ func (d *Device) readProperties() error {
 	if d.minor, err = d.dev.Attribute(cu.ComputeCapabilityMinor); err != nil {
 		return fmt.Errorf("compute capability: %w", err)
 	}
+	if d.sms, err = d.dev.Attribute(cu.MultiprocessorCount); err != nil {
+		return fmt.Errorf("multiprocessor count: %w", err)
+	}
 	if d.totalMem, err = d.dev.TotalMem(); err != nil {
 		return fmt.Errorf("total memory: %w", err)
 	}
@@ -179,6 +183,9 @@ func (d *Device) Name() string { return d.name }
 
 // ComputeCapability returns the major and minor compute capability, e.g. 9 and 0.
 func (d *Device) ComputeCapability() (major, minor int) { return d.major, d.minor }
+
+// SMs returns the number of streaming multiprocessors.
+func (d *Device) SMs() int { return d.sms }
 
 // TotalMem returns the device's memory in bytes.
 func (d *Device) TotalMem() int64 { return d.totalMem }

@@ -100,4 +100,10 @@ var Kernels = []Kernel{
 	{"sumsq_partial_f32", "adamw.cu", []string{"double *part", "const float *x", "long long n", "long long chunk"}},
 	{"sumsq_partial_bf16", "adamw.cu", []string{"double *part", "const bf16_t *x", "long long n", "long long chunk"}},
 	{"sumsq_final_f64", "adamw.cu", []string{"double *out", "const double *part", "int nparts"}},
+	// attention.cu (compiled once per head size D with -DHERD_HD=D)
+	{"attention_fwd_bf16", "attention.cu", []string{"bf16_t *out", "float *lse", "const bf16_t *q", "const bf16_t *k", "const bf16_t *v", "int B", "int T", "int H", "float scale"}},
+	{"attention_bwd_delta_bf16", "attention.cu", []string{"float *delta", "const bf16_t *dout", "const bf16_t *out", "int B", "int T", "int H"}},
+	{"attention_bwd_dkdv_bf16", "attention.cu", []string{"bf16_t *dk", "bf16_t *dv", "const bf16_t *dout", "const float *lse", "const float *delta", "const bf16_t *q", "const bf16_t *k", "const bf16_t *v", "int B", "int T", "int H", "float scale"}},
+	{"attention_bwd_dq_bf16", "attention.cu", []string{"bf16_t *dq", "const bf16_t *dout", "const float *lse", "const float *delta", "const bf16_t *q", "const bf16_t *k", "const bf16_t *v", "int B", "int T", "int H", "float scale"}},
+	{"attention_cached_bf16", "attention.cu", []string{"bf16_t *out", "const bf16_t *q", "const bf16_t *k", "const bf16_t *v", "int tq", "int tk", "int H", "float scale"}},
 }

@@ -97,22 +97,42 @@ func TestSourcesCompile(t *testing.T) {
 	}
 	sort.Strings(names)
 	for _, name := range names {
+		variants := defineVariants[name]
+		if variants == nil {
+			variants = []string{""}
+		}
 		for _, target := range [][2]string{{"-ptx", "compute_80"}, {"-ptx", "compute_90"}, {"-cubin", "sm_80"}, {"-cubin", "sm_90"}} {
-			mode, arch := target[0], target[1]
-			t.Run(name+"/"+arch, func(t *testing.T) {
-				t.Parallel()
-				var stderr bytes.Buffer
-				cmd := exec.Command(nvcc, mode, "-arch="+arch, "-Werror", "all-warnings", "-o", "/dev/null", name)
-				cmd.Dir = dir
-				cmd.Stdout = &stderr
-				cmd.Stderr = &stderr
-				if err := cmd.Run(); err != nil {
-					t.Fatalf("nvcc %s -arch=%s %s: %v\n%s", mode, arch, name, err, stderr.String())
+			for _, define := range variants {
+				mode, arch := target[0], target[1]
+				args := []string{mode, "-arch=" + arch, "-Werror", "all-warnings", "-o", "/dev/null"}
+				label := name + "/" + arch
+				if define != "" {
+					args = append(args, define)
+					label += "/" + strings.TrimPrefix(define, "-D")
 				}
-				if stderr.Len() != 0 {
-					t.Fatalf("nvcc %s -arch=%s %s printed output:\n%s", mode, arch, name, stderr.String())
-				}
-			})
+				t.Run(label, func(t *testing.T) {
+					t.Parallel()
+					var stderr bytes.Buffer
+					cmd := exec.Command(nvcc, append(args, name)...)
+					cmd.Dir = dir
+					cmd.Stdout = &stderr
+					cmd.Stderr = &stderr
+					if err := cmd.Run(); err != nil {
+						t.Fatalf("nvcc %s -arch=%s %s %s: %v\n%s", mode, arch, define, name, err, stderr.String())
+					}
+					if stderr.Len() != 0 {
+						t.Fatalf("nvcc %s -arch=%s %s %s printed output:\n%s", mode, arch, define, name, stderr.String())
+					}
+				})
+			}
 		}
 	}
+}
+
+// defineVariants lists the -D options a source is compiled with, one nvcc run each, for sources
+// the launcher compiles more than once: attention.cu is built per head size (HERD_HD), and these
+// cover its scalar path (8) and its tensor-core path with the register tiles of small (16),
+// common (64) and large (128) heads.
+var defineVariants = map[string][]string{
+	"attention.cu": {"-DHERD_HD=8", "-DHERD_HD=16", "-DHERD_HD=64", "-DHERD_HD=128"},
 }

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/herd-llm/herd/kernels"
+	"github.com/herd-llm/herd/kernels/cpu"
+)
+
+// backendOptions selects and configures the compute backend of a command.
+type backendOptions struct {
+	name   string // cpu or cuda
+	pureGo bool   // cpu: the pure-Go matmul even when BLAS is installed
+	device int    // cuda: first device ordinal; rank r of a local group uses device+r
+	rank   int
+}
+
+const backendUsage = "compute backend: cpu (float32, any machine) or cuda (NVIDIA GPU, bf16 mixed precision; needs a binary built with -tags cuda)"
+
+// openBackend returns the backend and a function that releases it.
+func openBackend(o backendOptions) (kernels.Backend, func(), error) {
+	switch o.name {
+	case "cpu":
+		return cpu.New[float32](cpu.Options{PureGo: o.pureGo}), func() {}, nil
+	case "cuda":
+		return openCUDA(o)
+	}
+	return nil, nil, fmt.Errorf("--backend = %q, allowed: cpu, cuda", o.name)
+}
+
+// checkBackend fails early, before any data is prepared or process started, for a backend
+// name that is unknown or not built into this binary.
+func checkBackend(name string) error {
+	switch name {
+	case "cpu":
+		return nil
+	case "cuda":
+		return cudaBuilt()
+	}
+	return fmt.Errorf("--backend = %q, allowed: cpu, cuda", name)
+}
