@@ -115,7 +115,8 @@ type Backend interface {
 	EmbeddingBackward(dtable, dout Buffer, tokens []int32, dim int)
 
 	// RMSNorm sets out = x / rms(x) * gain per row, with rms(x) = sqrt(mean(x^2) + eps), and
-	// stores rstd[r] = 1/rms(x[r]) (rstd is kept in the backend's dtype). x is [rows, dim].
+	// stores rstd[r] = 1/rms(x[r]) (in the backend's dtype, or float32 on a Mixed backend).
+	// x is [rows, dim].
 	RMSNorm(out, rstd, x, gain Buffer, rows, dim int, eps float64)
 	// RMSNormBackward accumulates dx += d(out)/dx . dout and dgain += d(out)/dgain . dout,
 	// given the rstd saved by RMSNorm.

@@ -123,10 +123,10 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 	}
 }
 
-// Close releases everything the backend holds, the device included. Buffers still live are
-// freed with the context.
+// Close waits for the enqueued work and releases everything the backend holds, the device
+// included. Buffers still live are freed with the context.
 func (be *Backend) Close() error {
-	var errs []error
+	errs := []error{be.d.Synchronize()}
 	for _, a := range be.attn {
 		errs = append(errs, a.Close())
 	}
@@ -191,6 +191,15 @@ func must(op string, err error) {
 }
 
 func (be *Backend) alloc(n int, dt kernels.DType) *buffer {
+	b := be.allocRaw(n, dt)
+	if n > 0 {
+		must("Alloc: zero", be.d.Do(func() error { return cu.MemsetD8Async(b.ptr, 0, b.bytes(), be.s) }))
+	}
+	return b
+}
+
+// allocRaw is alloc without zeroing, for temporaries the op overwrites whole.
+func (be *Backend) allocRaw(n int, dt kernels.DType) *buffer {
 	if n < 0 {
 		panic(fmt.Sprintf("cuda: Alloc(%d): negative length", n))
 	}
@@ -201,7 +210,6 @@ func (be *Backend) alloc(n int, dt kernels.DType) *buffer {
 	p, err := be.d.Allocator().Alloc(b.bytes())
 	must(fmt.Sprintf("Alloc(%d %v)", n, dt), err)
 	b.ptr = p
-	must("Alloc: zero", be.d.Do(func() error { return cu.MemsetD8Async(p, 0, b.bytes(), be.s) }))
 	be.mu.Lock()
 	be.live += b.bytes()
 	be.peak = max(be.peak, be.live)
@@ -281,7 +289,9 @@ func checkHostLen(op string, host, dev int) {
 	}
 }
 
-// Write implements kernels.Backend.
+// Write implements kernels.Backend. Values go through float32 on the host; for a bf16 buffer
+// that is a double rounding, which differs from rounding float64 directly only for values
+// within 2^-24 relative of a bf16 rounding boundary.
 func (be *Backend) Write(dst kernels.Buffer, v []float64) {
 	f := make([]float32, len(v))
 	for i, x := range v {
@@ -311,7 +321,7 @@ func (be *Backend) Write32(dst kernels.Buffer, v []float32) {
 		must("Write32", Upload(be.d, b.ptr, v))
 		return
 	}
-	tmp := be.alloc(b.n, kernels.Float32)
+	tmp := be.allocRaw(b.n, kernels.Float32)
 	defer be.Free(tmp)
 	must("Write32", Upload(be.d, tmp.ptr, v))
 	be.Cast(b, tmp)
@@ -328,15 +338,15 @@ func (be *Backend) Read32(dst []float32, x kernels.Buffer) {
 		must("Read32", Download(be.d, dst, b.ptr))
 		return
 	}
-	tmp := be.alloc(b.n, kernels.Float32)
+	tmp := be.allocRaw(b.n, kernels.Float32)
 	defer be.Free(tmp)
 	be.Cast(tmp, b)
 	must("Read32", Download(be.d, dst, tmp.ptr))
 }
 
-// upload32 copies host int32 values into a new device buffer the caller frees.
+// uploadInts copies host int32 values into a new device buffer the caller frees.
 func (be *Backend) uploadInts(op string, v []int32) *buffer {
-	b := be.alloc(len(v), kernels.Float32) // 4-byte elements
+	b := be.allocRaw(len(v), kernels.Float32) // 4-byte elements
 	if len(v) > 0 {
 		must(op, Upload(be.d, b.ptr, v))
 	}
@@ -461,7 +471,7 @@ func (be *Backend) SumSquares(x kernels.Buffer) float64 {
 		return 0
 	}
 	nparts := (b.n + sumsqChunk - 1) / sumsqChunk
-	part := be.alloc(2*nparts+2, kernels.Float32) // nparts doubles, then one for the total
+	part := be.allocRaw(2*nparts+2, kernels.Float32) // nparts doubles, then one for the total
 	defer be.Free(part)
 	total := part.at(2 * nparts)
 	be.launch(variant("sumsq_partial", b.dt), nparts, 256, part.ptr, b.ptr, int64(b.n), int64(sumsqChunk))
@@ -613,12 +623,12 @@ func (be *Backend) RMSNormBackward(dx, dgain, dout, x, gain, rstd kernels.Buffer
 	want(op, "dgain", dg, kernels.Float32, dim)
 	want(op, "gain", g, kernels.Float32, dim)
 	want(op, "rstd", r, kernels.Float32, rows)
-	if rows == 0 {
+	if rows == 0 || dim == 0 {
 		return
 	}
 	rpb := rmsRowsPerBlock(rows)
 	nblocks := (rows + rpb - 1) / rpb
-	part := be.alloc(nblocks*dim, kernels.Float32)
+	part := be.allocRaw(nblocks*dim, kernels.Float32)
 	defer be.Free(part)
 	be.launch(variant("rmsnorm_bwd", dt), nblocks, 256, dxb.ptr, part.ptr, do.ptr, xb.ptr, g.ptr, r.ptr, rows, dim, rpb)
 	be.launch("rmsnorm_bwd_dgain_f32", (dim+255)/256, 256, dg.ptr, part.ptr, nblocks, dim)
@@ -695,7 +705,7 @@ func (be *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v kernels
 	if n == 0 {
 		return
 	}
-	delta := be.alloc(b*h*t, kernels.Float32)
+	delta := be.allocRaw(b*h*t, kernels.Float32)
 	defer be.Free(delta)
 	must("AttentionBackward", be.attention(d).Backward(be.s, p[0], p[1], p[2], p[3], p[4], l.ptr, p[5], p[6], p[7], delta.ptr, b, t, h))
 }
@@ -707,7 +717,7 @@ func (be *Backend) AttentionCached(out, q, k, v kernels.Buffer, tq, tk, h, d int
 	}
 	pq := be.attnArgs("AttentionCached", tq*h*d, "out", out, "q", q)
 	pk := be.attnArgs("AttentionCached", tk*h*d, "k", k, "v", v)
-	if tq == 0 {
+	if tq*h*d == 0 {
 		return
 	}
 	must("AttentionCached", be.attention(d).Cached(be.s, pq[0], pq[1], pk[0], pk[1], tq, tk, h))

@@ -39,6 +39,9 @@ static int herd_ltDescCreate(void* f, void** d, int compute, int scale) {
 static int herd_ltSetInt32(void* f, void* obj, int attr, int32_t v) {
 	return ((herd_ltSetAttr_t)f)(obj, attr, &v, sizeof v);
 }
+static int herd_ltSetUint32(void* f, void* obj, int attr, uint32_t v) {
+	return ((herd_ltSetAttr_t)f)(obj, attr, &v, sizeof v);
+}
 static int herd_ltSetUint64(void* f, void* obj, int attr, uint64_t v) {
 	return ((herd_ltSetAttr_t)f)(obj, attr, &v, sizeof v);
 }
@@ -80,6 +83,7 @@ const (
 	ltDescTransA           = 3 // CUBLASLT_MATMUL_DESC_TRANSA (int32 cublasOperation_t)
 	ltDescTransB           = 4 // CUBLASLT_MATMUL_DESC_TRANSB
 	ltPrefMaxWorkspaceSize = 1 // CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES (uint64)
+	ltPrefMinAlignA        = 5 // CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES (uint32); B, C, D follow
 )
 
 var cublasStatusNames = map[int]string{
@@ -200,7 +204,9 @@ func (b *BLASLt) Gemm(stream Stream, transA, transB bool, m, n, k int, a, bm, c 
 	default:
 		return fmt.Errorf("cuda: gemm: C dtype %v not supported (float32 or bfloat16)", cType)
 	}
-	key := gemmKey{transA: transA, transB: transB, m: m, n: n, k: k, cType: ct, wsBytes: ws.Bytes}
+	// cuBLASLt's "A" is our B and its "B" our A (see above); C and D are both our C.
+	key := gemmKey{transA: transA, transB: transB, m: m, n: n, k: k, cType: ct, wsBytes: ws.Bytes,
+		align: [4]int{alignment(uint64(bm)), alignment(uint64(a)), alignment(uint64(c)), alignment(uint64(c))}}
 	cstream := unsafe.Pointer(stream.C())
 	return b.d.Do(func() error {
 		p, err := b.plan(key)
@@ -220,6 +226,7 @@ type gemmKey struct {
 	m, n, k        int
 	cType          C.int
 	wsBytes        int64
+	align          [4]int // bytes: cuBLASLt's A, B, C, D (our B, A, C, C)
 }
 
 type gemmPlan struct {
@@ -287,6 +294,12 @@ func (b *BLASLt) chooseAlgo(p *gemmPlan, key gemmKey) error {
 	status := C.herd_ltSetUint64(b.prefSetAttr, pref, ltPrefMaxWorkspaceSize, C.uint64_t(key.wsBytes))
 	if err := cublasCheck("set MAX_WORKSPACE_BYTES", status); err != nil {
 		return err
+	}
+	for i, a := range key.align {
+		status = C.herd_ltSetUint32(b.prefSetAttr, pref, C.int(ltPrefMinAlignA+i), C.uint32_t(a))
+		if err := cublasCheck(fmt.Sprintf("set MIN_ALIGNMENT_%c_BYTES", "ABCD"[i]), status); err != nil {
+			return err
+		}
 	}
 	var res C.herd_ltHeuristicResult
 	var found C.int
