@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 	"sync"
 
 	"gorgonia.org/cu"
@@ -570,24 +569,6 @@ func (be *Backend) EmbeddingBackward(dtable, dout kernels.Buffer, tokens []int32
 	be.launch(variant("embedding_bwd", do.dt), len(segTok), 256, dt.ptr, do.ptr, ob.ptr, sb.ptr, tb.ptr, len(segTok), dim)
 }
 
-// embeddingSegments groups token positions by token: order lists the positions sorted by
-// token (stable), segment s covers order[segStart[s]:segStart[s+1]] and holds token segTok[s].
-func embeddingSegments(tokens []int32) (order, segStart, segTok []int32) {
-	order = make([]int32, len(tokens))
-	for i := range order {
-		order[i] = int32(i)
-	}
-	slices.SortStableFunc(order, func(a, b int32) int { return int(tokens[a]) - int(tokens[b]) })
-	for k, p := range order {
-		if k == 0 || tokens[p] != tokens[order[k-1]] {
-			segStart = append(segStart, int32(k))
-			segTok = append(segTok, tokens[p])
-		}
-	}
-	segStart = append(segStart, int32(len(tokens)))
-	return order, segStart, segTok
-}
-
 // ---- RMSNorm --------------------------------------------------------------------------
 
 // RMSNorm implements kernels.Backend; gain and rstd are float32.
@@ -603,10 +584,6 @@ func (be *Backend) RMSNorm(out, rstd, x, gain kernels.Buffer, rows, dim int, eps
 	}
 	be.launch(variant("rmsnorm_fwd", dt), rows, 256, o.ptr, r.ptr, xb.ptr, g.ptr, rows, dim, float32(eps))
 }
-
-// rmsRowsPerBlock depends on the shape only, so dgain's partial sums, and thus its rounding,
-// are the same on every GPU.
-func rmsRowsPerBlock(rows int) int { return max(1, rows/(4*132)) }
 
 // RMSNormBackward implements kernels.Backend; dgain is reduced in two deterministic passes.
 func (be *Backend) RMSNormBackward(dx, dgain, dout, x, gain, rstd kernels.Buffer, rows, dim int) {
@@ -812,29 +789,6 @@ var (
 	_ kernels.Peak    = (*Backend)(nil)
 )
 
-// densePeaks lists datasheet dense bf16 tensor-core FLOP/s by a substring of the device name,
-// most specific first. The SXM parts are the defaults; PCIe and NVL boards run lower clocks.
-var densePeaks = []struct {
-	name  string
-	flops float64
-}{
-	{"H100 PCIe", 756e12},
-	{"H100 NVL", 835e12},
-	{"H100", 989e12},
-	{"H200", 989e12},
-	{"H800", 989e12},
-	{"A100", 312e12},
-	{"A800", 312e12},
-	{"L40S", 362e12},
-}
-
 // PeakFLOPS implements kernels.Peak: the datasheet dense bf16 peak of the device, or 0 for a
 // device not in the table (MFU is then not reported).
-func (be *Backend) PeakFLOPS() float64 {
-	for _, p := range densePeaks {
-		if strings.Contains(be.d.Name(), p.name) {
-			return p.flops
-		}
-	}
-	return 0
-}
+func (be *Backend) PeakFLOPS() float64 { return densePeak(be.d.Name()) }
