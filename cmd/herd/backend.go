@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 
 	"github.com/herd-llm/herd/kernels"
@@ -38,4 +39,12 @@ func checkBackend(name string) error {
 		return cudaBuilt()
 	}
 	return fmt.Errorf("--backend = %q, allowed: cpu, cuda", name)
+}
+
+// backendFlags registers --backend and --device on fs, for the commands that only run a model
+// forward (sample, eval); train adds its own --pure-go and rank placement.
+func backendFlags(fs *flag.FlagSet) func() backendOptions {
+	name := fs.String("backend", "cpu", backendUsage)
+	device := fs.Int("device", 0, "cuda: GPU ordinal")
+	return func() backendOptions { return backendOptions{name: *name, device: *device} }
 }

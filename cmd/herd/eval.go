@@ -10,7 +10,6 @@ import (
 	"os"
 
 	"github.com/herd-llm/herd/checkpoint"
-	"github.com/herd-llm/herd/kernels/cpu"
 	"github.com/herd-llm/herd/shard"
 	"github.com/herd-llm/herd/worker"
 )
@@ -46,6 +45,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	batch := fs.Int("batch", 8, "sequences per forward pass")
 	asJSON := fs.Bool("json", false, "print JSON")
 	dump := fs.String("dump-logits", "", "write the logits of the first sequence to this file (float32 little-endian, [seq, vocab] row-major)")
+	backend := backendFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: herd eval --run DIR (--text FILE | --held-out) [flags]")
 		fmt.Fprintln(stderr, "\nPrints the loss (nats per token) and bits per byte of a trained model on a text.\n\nFlags:")
@@ -86,7 +86,12 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if len(es.Inputs) == 0 {
 		return fmt.Errorf("%s has fewer than 2 tokens", source)
 	}
-	m, err := r.LoadModel(cpu.New[float32](cpu.Options{}))
+	be, closeBackend, err := openBackend(backend())
+	if err != nil {
+		return err
+	}
+	defer closeBackend()
+	m, err := r.LoadModel(be)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math/rand/v2"
 
-	"github.com/herd-llm/herd/kernels/cpu"
 	"github.com/herd-llm/herd/model"
 	"github.com/herd-llm/herd/worker"
 )
@@ -20,6 +19,7 @@ func runSample(args []string, stdout, stderr io.Writer) error {
 	temp := fs.Float64("temperature", 0.8, "sampling temperature; 0 picks the most likely token every time")
 	topP := fs.Float64("top-p", 0.95, "nucleus sampling: draw only from the most likely tokens whose probabilities add up to this")
 	seed := fs.Uint64("seed", 1, "random seed of the sampler")
+	backend := backendFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: herd sample --run DIR [--prompt TEXT] [flags]")
 		fmt.Fprintln(stderr, "\nGenerates text from a trained model with a key/value cache.\n\nFlags:")
@@ -42,7 +42,12 @@ func runSample(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := r.LoadModel(cpu.New[float32](cpu.Options{}))
+	be, closeBackend, err := openBackend(backend())
+	if err != nil {
+		return err
+	}
+	defer closeBackend()
+	m, err := r.LoadModel(be)
 	if err != nil {
 		return err
 	}
