@@ -18,6 +18,26 @@
 //   - Output buffers may alias an input only where the op's comment says so.
 package kernels
 
+import "errors"
+
+// ErrDevice is wrapped by every DeviceError.
+var ErrDevice = errors.New("device error")
+
+// DeviceError is the value a backend panics with when its device fails an op it was asked to
+// run correctly: memory exhausted, a kernel launch or library call failing. Backend methods
+// have no error results (a broken precondition panics, as on the CPU), so a device failure
+// travels as this panic, and the caller that owns the step (worker.Train) turns it back into
+// an error. errors.Is matches ErrDevice and the underlying driver error.
+type DeviceError struct {
+	Op  string // the backend and op, e.g. "cuda: MatMul"
+	Err error
+}
+
+func (e *DeviceError) Error() string { return e.Op + ": " + e.Err.Error() }
+
+// Unwrap returns ErrDevice and the underlying error.
+func (e *DeviceError) Unwrap() []error { return []error{ErrDevice, e.Err} }
+
 // DType is the element type of a backend's buffers.
 type DType int
 

@@ -2,7 +2,9 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 
@@ -89,4 +91,28 @@ func TestDataParallelStaging(t *testing.T) {
 	if nonzero < len(staged[0])/2 {
 		t.Fatalf("only %d of %d summed gradients are nonzero", nonzero, len(staged[0]))
 	}
+}
+
+// A device failure inside a backend op reaches Train's caller as an error naming the op, with
+// the memory hint when the device ran out of memory; any other panic is not swallowed.
+func TestRecoverDevice(t *testing.T) {
+	run := func(v any) (err error) {
+		defer recoverDevice(&err)
+		panic(v)
+	}
+	oom := &kernels.DeviceError{Op: "cuda: Alloc(1000 bfloat16)", Err: errors.New("CUDA_ERROR_OUT_OF_MEMORY: out of memory")}
+	err := run(oom)
+	if !errors.Is(err, kernels.ErrDevice) || !strings.Contains(err.Error(), "cuda: Alloc(1000 bfloat16)") || !strings.Contains(err.Error(), "--micro-batch") {
+		t.Fatalf("out of memory: %v", err)
+	}
+	launch := &kernels.DeviceError{Op: "cuda: launch rmsnorm_fwd_bf16", Err: errors.New("unspecified launch failure")}
+	if err := run(launch); !errors.Is(err, kernels.ErrDevice) || strings.Contains(err.Error(), "--micro-batch") {
+		t.Fatalf("launch failure: %v", err)
+	}
+	defer func() {
+		if r := recover(); r != "a bug" {
+			t.Fatalf("recovered %v, want the original panic to go on", r)
+		}
+	}()
+	_ = run("a bug")
 }

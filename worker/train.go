@@ -147,7 +147,32 @@ type Result struct {
 
 // Train runs cfg on be, printing progress to log, and returns when the run directory holds
 // the final weights. Cancelling ctx stops it between steps with an error.
-func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writer) (*Result, error) {
+//
+// A device failure inside the backend (a kernels.DeviceError panic: memory exhausted, a failed
+// launch) ends the run with an error that says so; checkpoints already committed stay valid.
+func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writer) (res *Result, err error) {
+	defer recoverDevice(&err)
+	return train(ctx, cfg, be, log)
+}
+
+// recoverDevice turns a kernels.DeviceError panic into *err, with a hint when the device ran
+// out of memory. Other panics go on: they are bugs.
+func recoverDevice(err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	de, ok := r.(*kernels.DeviceError)
+	if !ok {
+		panic(r)
+	}
+	*err = fmt.Errorf("worker: training stopped by a device error: %w", de)
+	if strings.Contains(strings.ToLower(de.Err.Error()), "out of memory") {
+		*err = fmt.Errorf("%w (lower --micro-batch, or use --remat full; herd plan shows the memory a configuration needs)", *err)
+	}
+}
+
+func train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writer) (*Result, error) {
 	tok, err := tokenizer.Load(filepath.Join(cfg.Data, TokenizerName))
 	if err != nil {
 		return nil, fmt.Errorf("--data %s: %w", cfg.Data, err)

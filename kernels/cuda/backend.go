@@ -26,8 +26,9 @@ import (
 // where it does, as the model's loss read is once per step.
 //
 // The kernels.Backend interface has no error returns: a CUDA error inside an op (a launch
-// failure, device memory exhausted) panics with the op's name and the driver's error, as a
-// broken precondition does on the CPU backend. The caller that owns the process reports it.
+// failure, device memory exhausted) panics with a *kernels.DeviceError naming the op and
+// wrapping the driver's error, which worker.Train returns as an error; a broken precondition
+// (wrong buffer type or length) panics with a message, as on the CPU backend.
 type Backend struct {
 	d    *Device
 	nv   *NVRTC
@@ -182,10 +183,10 @@ func (be *Backend) buf(op, arg string, x kernels.Buffer) *buffer {
 	return b
 }
 
-// must panics with the op's name when a CUDA call failed.
+// must panics with a kernels.DeviceError naming the op when a CUDA call failed.
 func must(op string, err error) {
 	if err != nil {
-		panic(fmt.Sprintf("cuda: %s: %v", op, err))
+		panic(&kernels.DeviceError{Op: "cuda: " + op, Err: err})
 	}
 }
 
