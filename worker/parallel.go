@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/herd-llm/herd/collective"
+	"github.com/herd-llm/herd/kernels"
 	"github.com/herd-llm/herd/kernels/cpu"
 	"github.com/herd-llm/herd/model"
 )
@@ -19,19 +20,40 @@ import (
 // The ring reduces host memory. On the float32 CPU backend the gradient buffer is host memory
 // and is reduced in place; on any other backend (a GPU) each range is staged: read to a host
 // copy when backward finishes it, reduced there, and written back in finish.
+//
+// A GradReducer replaces the host path: it sums the ranges in the backend's own memory (NCCL
+// between GPUs) and the communicator then only averages the loss and checks parameters.
 type dataParallel struct {
-	ctx     context.Context
-	comm    collective.Communicator
-	m       *model.Model
-	grads   []float32 // the gradients in host memory: the buffer itself, or its staging copy
-	staged  bool      // grads is a copy that finish writes back
-	handles []collective.Handle
+	ctx      context.Context
+	comm     collective.Communicator
+	m        *model.Model
+	grads    []float32 // the gradients in host memory: the buffer itself, or its staging copy
+	staged   bool      // grads is a copy that finish writes back
+	handles  []collective.Handle
+	red      GradReducer // when set, used instead of grads and handles
+	redErr   error       // the first error a Reduce returned during this Backward
+	reducing bool
 }
 
-func newDataParallel(ctx context.Context, comm collective.Communicator, m *model.Model) *dataParallel {
+// GradReducer sums ranges of a model's float32 gradient buffer across the data-parallel ranks
+// without leaving the backend's memory, for backends whose collectives run on the device
+// (collective/nccl on GPUs). Every rank calls it for the same ranges in the same order.
+type GradReducer interface {
+	// Reduce starts summing grads[off:off+n] once the backend's work enqueued so far (the
+	// backward pass up to the range's last contribution) is done; it may return before the sum
+	// is complete.
+	Reduce(grads kernels.Buffer, off, n int) error
+	// Wait returns once every started sum is complete, or at least ordered before any op the
+	// backend runs afterwards.
+	Wait() error
+}
+
+func newDataParallel(ctx context.Context, comm collective.Communicator, red GradReducer, m *model.Model) *dataParallel {
 	dp := &dataParallel{ctx: ctx, comm: comm, m: m}
 	if comm != nil && comm.Size() > 1 {
-		if hostBackend(m) {
+		if red != nil {
+			dp.red, dp.reducing = red, true
+		} else if hostBackend(m) {
 			dp.grads = cpu.Data[float32](m.Grads())
 		} else {
 			dp.grads, dp.staged = make([]float32, m.Layout.Size), true
@@ -46,11 +68,19 @@ func hostBackend(m *model.Model) bool {
 	return ok
 }
 
-func (dp *dataParallel) active() bool { return dp.grads != nil }
+func (dp *dataParallel) active() bool { return dp.grads != nil || dp.reducing }
 
 // startBuckets arms the model's gradient hook for the coming Backward.
 func (dp *dataParallel) startBuckets() {
 	if !dp.active() {
+		return
+	}
+	if dp.reducing {
+		dp.m.OnGradReady(func(off, n int) {
+			if err := dp.red.Reduce(dp.m.Grads(), off, n); err != nil && dp.redErr == nil {
+				dp.redErr = err
+			}
+		})
 		return
 	}
 	dp.m.OnGradReady(func(off, n int) {
@@ -68,7 +98,13 @@ func (dp *dataParallel) finish(loss float64) (float64, error) {
 		return loss, nil
 	}
 	dp.m.OnGradReady(nil)
-	var first error
+	first := dp.redErr
+	dp.redErr = nil
+	if dp.reducing {
+		if err := dp.red.Wait(); err != nil && first == nil {
+			first = err
+		}
+	}
 	for _, h := range dp.handles {
 		if err := h.Wait(dp.ctx); err != nil && first == nil {
 			first = err

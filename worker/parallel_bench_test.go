@@ -41,7 +41,7 @@ func BenchmarkDataParallelOverlap(b *testing.B) {
 			for i := range tokens {
 				tokens[i], targets[i] = int32(rng.IntN(c.Vocab)), int32(rng.IntN(c.Vocab))
 			}
-			dp := newDataParallel(ctx, rings[r], m)
+			dp := newDataParallel(ctx, rings[r], nil, m)
 			grads := cpu.Data[float32](m.Grads())
 			for i := 0; i < b.N; i++ {
 				m.ZeroGrad()

@@ -18,14 +18,15 @@ import (
 // as a device's and stages gradients through host copies, as it does for a GPU.
 type deviceLike struct{ *cpu.Backend[float32] }
 
-// TestDataParallelStaging sums the gradients of two ranks, each on its own batch, once reduced
-// in place on host buffers and once staged through host copies, and requires bit-identical
+// TestDataParallelStaging sums the gradients of two ranks, each on its own batch, reduced in
+// place on host buffers, staged through host copies, and through a GradReducer (the path a
+// GPU's device collectives take), and requires bit-identical
 // summed gradients on every rank: a range not read before its reduction, or not written back
 // after it, leaves a rank with its own gradients instead of the sum.
 func TestDataParallelStaging(t *testing.T) {
 	c := model.Default()
 	const world, b, seq = 2, 2, 17
-	grads := func(newBackend func() kernels.Backend) [][]float32 {
+	grads := func(newBackend func() kernels.Backend, reducer bool) [][]float32 {
 		comms := collective.NewInMemGroup(world)
 		out := make([][]float32, world)
 		var wg sync.WaitGroup
@@ -45,8 +46,15 @@ func TestDataParallelStaging(t *testing.T) {
 				for i := range tok {
 					tok[i], tgt[i] = int32(rng.IntN(c.Vocab)), int32(rng.IntN(c.Vocab))
 				}
-				dp := newDataParallel(context.Background(), comms[r], m)
-				if !dp.active() || dp.staged == hostBackend(m) {
+				var red GradReducer
+				if reducer {
+					red = &syncReducer{be: m.Backend(), comm: comms[r]}
+				}
+				dp := newDataParallel(context.Background(), comms[r], red, m)
+				if reducer && !dp.reducing {
+					t.Errorf("rank %d: the reducer is not used", r)
+				}
+				if !reducer && (!dp.active() || dp.staged == hostBackend(m)) {
 					t.Errorf("rank %d: active %v, staged %v on host backend %v", r, dp.active(), dp.staged, hostBackend(m))
 				}
 				m.ZeroGrad()
@@ -70,15 +78,17 @@ func TestDataParallelStaging(t *testing.T) {
 		wg.Wait()
 		return out
 	}
-	direct := grads(func() kernels.Backend { return cpu.New[float32](cpu.Options{}) })
-	staged := grads(func() kernels.Backend { return deviceLike{cpu.New[float32](cpu.Options{})} })
+	direct := grads(func() kernels.Backend { return cpu.New[float32](cpu.Options{}) }, false)
+	staged := grads(func() kernels.Backend { return deviceLike{cpu.New[float32](cpu.Options{})} }, false)
+	reduced := grads(func() kernels.Backend { return deviceLike{cpu.New[float32](cpu.Options{})} }, true)
 	if t.Failed() {
 		return
 	}
 	for r := 0; r < world; r++ {
 		for i := range direct[0] {
-			if staged[r][i] != direct[0][i] || direct[r][i] != direct[0][i] {
-				t.Fatalf("gradient %d: direct rank 0 %v, direct rank %d %v, staged rank %d %v", i, direct[0][i], r, direct[r][i], r, staged[r][i])
+			if staged[r][i] != direct[0][i] || direct[r][i] != direct[0][i] || reduced[r][i] != direct[0][i] {
+				t.Fatalf("gradient %d: direct rank 0 %v, direct rank %d %v, staged rank %d %v, through a GradReducer %v",
+					i, direct[0][i], r, direct[r][i], r, staged[r][i], reduced[r][i])
 			}
 		}
 	}
@@ -115,4 +125,32 @@ func TestRecoverDevice(t *testing.T) {
 		}
 	}()
 	_ = run("a bug")
+}
+
+// syncReducer is a GradReducer that sums each range over a host communicator as soon as it is
+// ready, through a host copy: the contract of a device reducer, computed on the host.
+type syncReducer struct {
+	be      kernels.Backend
+	comm    collective.Communicator
+	pending int
+}
+
+func (s *syncReducer) Reduce(grads kernels.Buffer, off, n int) error {
+	host := make([]float32, n)
+	view := s.be.Slice(grads, off, n)
+	s.be.Read32(host, view)
+	if err := s.comm.AllReduce(context.Background(), host, collective.Sum); err != nil {
+		return err
+	}
+	s.be.Write32(view, host)
+	s.pending++
+	return nil
+}
+
+func (s *syncReducer) Wait() error {
+	if s.pending == 0 {
+		return errors.New("Wait without any Reduce")
+	}
+	s.pending = 0
+	return nil
 }

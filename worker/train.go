@@ -50,6 +50,10 @@ type TrainConfig struct {
 	// slice of every global batch and gradients are summed across ranks, bucket by bucket
 	// while backward runs. Only rank 0 writes the run directory and prints progress.
 	Comm collective.Communicator
+	// Reducer, when set with Comm, sums the gradients in the backend's memory (NCCL on GPUs)
+	// instead of over Comm through host memory; Comm still averages the loss and compares the
+	// ranks' parameters.
+	Reducer GradReducer
 	// CheckEvery is the number of steps between cross-rank parameter checksums (data
 	// parallel only); 0 disables the check.
 	CheckEvery int
@@ -309,7 +313,7 @@ func train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writ
 	if p, ok := be.(kernels.Peak); ok {
 		peak = p.PeakFLOPS()
 	}
-	dp := newDataParallel(ctx, cfg.Comm, m)
+	dp := newDataParallel(ctx, cfg.Comm, cfg.Reducer, m)
 	share := cfg.Batch / cfg.world()
 	accum := share / cfg.MicroBatch
 	inputs := make([]int32, share*cfg.Seq)

@@ -16,6 +16,8 @@ type backendOptions struct {
 	rank   int
 }
 
+const collectiveUsage = "how data-parallel processes sum gradients: auto, ring (the TCP ring, through host memory), nccl (NCCL between GPUs, one GPU per process); auto is nccl when the cuda backend gives every process its own GPU, else ring"
+
 const backendUsage = "compute backend: cpu (float32, any machine) or cuda (NVIDIA GPU, bf16 mixed precision; needs a binary built with -tags cuda)"
 
 // openBackend returns the backend and a function that releases it.
@@ -27,6 +29,20 @@ func openBackend(o backendOptions) (kernels.Backend, func(), error) {
 		return openCUDA(o)
 	}
 	return nil, nil, fmt.Errorf("--backend = %q, allowed: cpu, cuda", o.name)
+}
+
+// checkCollective fails early for a --collective value the backend cannot use.
+func checkCollective(kind, backend string) error {
+	switch kind {
+	case "auto", "ring":
+		return nil
+	case "nccl":
+		if backend != "cuda" {
+			return fmt.Errorf("--collective nccl needs --backend cuda")
+		}
+		return nil
+	}
+	return fmt.Errorf("--collective = %q, allowed: auto, ring, nccl", kind)
 }
 
 // checkBackend fails early, before any data is prepared or process started, for a backend

@@ -42,6 +42,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	vocab := fs.Int("vocab", 4096, "vocabulary size when preparing the built-in corpus")
 	baseline := fs.Bool("baseline", true, "report the byte trigram baseline next to the model's held-out bits per byte at the end")
 	backend := fs.String("backend", "cpu", backendUsage)
+	collectiveKind := fs.String("collective", "auto", collectiveUsage)
 	device := fs.Int("device", 0, "cuda: GPU ordinal; with --nproc, rank r uses GPU (device + r) mod the GPU count")
 	pureGo := fs.Bool("pure-go", false, "cpu: use the pure-Go matmul even when a BLAS library is installed")
 	nproc := fs.Int("nproc", 1, "data-parallel processes on this machine; each takes its slice of every global batch and gradients are summed over a TCP ring on 127.0.0.1")
@@ -75,6 +76,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--nproc = %d, must be >= 1", *nproc)
 	}
 	if err := checkBackend(*backend); err != nil {
+		return err
+	}
+	if err := checkCollective(*collectiveKind, *backend); err != nil {
 		return err
 	}
 	if *micro == 0 {
@@ -144,6 +148,18 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeBackend()
+	if ring != nil {
+		red, closeReducer, err := deviceReducer(ctx, *collectiveKind, ring, be, func(s string) {
+			if ring.Rank() == 0 {
+				fmt.Fprintln(stderr, s)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		defer closeReducer()
+		cfg.Reducer = red
+	}
 	_, err = worker.Train(ctx, cfg, be, stderr)
 	return err
 }

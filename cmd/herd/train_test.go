@@ -168,6 +168,8 @@ func TestTrainFlagErrors(t *testing.T) {
 		{[]string{"train", "--out", "x", "--preset", "big"}, `unknown preset "big"`},
 		{[]string{"train", "--out", "x", "--remat", "some"}, `unknown remat policy "some"`},
 		{[]string{"train", "--out", "x", "--backend", "tpu"}, `--backend = "tpu", allowed: cpu, cuda`},
+		{[]string{"train", "--out", "x", "--collective", "mpi"}, `--collective = "mpi", allowed: auto, ring, nccl`},
+		{[]string{"train", "--out", "x", "--collective", "nccl"}, "--collective nccl needs --backend cuda"},
 		{[]string{"prepare", "--out", "x"}, "no data: give --source"},
 		{[]string{"prepare", "--out", "x", "--source", "bad"}, "bad"},
 		{[]string{"sample", "--run", "x", "--top-p", "2"}, "--top-p = 2, must be in (0, 1]"},

@@ -152,7 +152,7 @@ func loadAPI() (*api, error) {
 	a.version = int(v)
 	if a.version < minVersion {
 		return nil, fmt.Errorf("nccl: %s is NCCL %s, need 2.10 or later (ncclAvg, ncclBfloat16)",
-			lib.Path(), versionString(a.version))
+			lib.Path(), VersionString(a.version))
 	}
 	return a, nil
 }
@@ -176,8 +176,8 @@ func LibraryPath() (string, error) {
 	return a.lib.Path(), nil
 }
 
-// versionString formats an NCCL_VERSION_CODE: X*1000+Y*100+Z up to 2.8, X*10000+Y*100+Z after.
-func versionString(code int) string {
+// VersionString formats an NCCL_VERSION_CODE: X*1000+Y*100+Z up to 2.8, X*10000+Y*100+Z after.
+func VersionString(code int) string {
 	if code < 10000 {
 		return fmt.Sprintf("%d.%d.%d", code/1000, code%1000/100, code%100)
 	}

@@ -51,7 +51,7 @@ func needNCCL(tb testing.TB) {
 		tb.Fatal(err)
 	}
 	v, _ := Version()
-	tb.Logf("NCCL %s from %s", versionString(v), path)
+	tb.Logf("NCCL %s from %s", VersionString(v), path)
 }
 
 // deviceFloats allocates n float32 values on d, filled from src when it is not nil.

@@ -151,6 +151,18 @@ func (be *Backend) Close() error {
 // Device returns the backend's device.
 func (be *Backend) Device() *Device { return be.d }
 
+// Stream returns the stream every op is enqueued on: the legacy default stream. Work on
+// another stream that reads or writes the backend's buffers must be ordered against it with
+// events (Device.Record, Device.StreamWait).
+func (be *Backend) Stream() Stream { return be.s }
+
+// Pointer returns the device address of x's first element and its element type, for libraries
+// that work on device memory directly (NCCL).
+func (be *Backend) Pointer(x kernels.Buffer) (DevicePtr, kernels.DType) {
+	b := be.buf("Pointer", "buffer", x)
+	return b.ptr, b.dt
+}
+
 // Name implements kernels.Backend.
 func (be *Backend) Name() string {
 	major, minor := be.d.ComputeCapability()

@@ -240,6 +240,12 @@ func (d *Device) Record(e Event, s Stream) error {
 	return d.Do(func() error { return e.Record(s) })
 }
 
+// StreamWait makes all work enqueued on s after this call wait until the work captured by the
+// last Record of e has finished. The host does not wait.
+func (d *Device) StreamWait(s Stream, e Event) error {
+	return d.Do(func() error { return s.Wait(e, 0) })
+}
+
 // SyncEvent waits until the work captured by the last Record of e has finished.
 func (d *Device) SyncEvent(e Event) error {
 	return d.Do(e.Synchronize)
