@@ -54,6 +54,7 @@ func RunAll(t *testing.T, be kernels.Backend, tol Tolerance) {
 		{"AttentionCached", testAttentionCached},
 		{"SwiGLU", testSwiGLU},
 		{"CrossEntropy", testCrossEntropy},
+		{"CrossEntropyNaN", testCrossEntropyNaN},
 		{"AdamW", testAdamW},
 		{"Cast", testCast},
 	} {

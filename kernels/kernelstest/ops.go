@@ -249,6 +249,28 @@ func testCrossEntropy(t *testing.T, s *suite) {
 // testAdamW updates master buffers; on a mixed backend through AdamWUpdateCast, whose working
 // copy must equal the updated parameters up to rounding to the activation type. Master state
 // is float32 on every backend, so its tolerance is float32's whatever the activation type.
+// testCrossEntropyNaN: a NaN logit anywhere in a row makes that row's loss NaN, so a model
+// that diverged cannot report a finite loss. Early columns matter on a GPU, where each thread's
+// first value meets a running maximum of -inf.
+func testCrossEntropyNaN(t *testing.T, s *suite) {
+	const rows, vocab = 3, 1000
+	v := make([]float64, rows*vocab)
+	for i := range v {
+		v[i] = s.rng.NormFloat64()
+	}
+	v[0*vocab+5] = math.NaN()
+	v[2*vocab+vocab-1] = math.NaN()
+	logits := s.from(v)
+	losses, lse := s.poisonedM(rows), s.poisonedM(rows)
+	s.be.CrossEntropy(losses.got, lse.got, logits.got, []int32{1, 2, 3}, rows, vocab)
+	got := make([]float64, rows)
+	s.be.Read(got, losses.got)
+	if !math.IsNaN(got[0]) || math.IsNaN(got[1]) || !math.IsNaN(got[2]) {
+		t.Errorf("losses %v for rows with a NaN logit at column 5, none, and column %d: want NaN, finite, NaN", got, vocab-1)
+	}
+	s.free(logits, losses, lse)
+}
+
 func testAdamW(t *testing.T, s *suite) {
 	n := 4099
 	p, g := s.randomM(n, 0.1), s.randomM(n, 0.01)

@@ -26,11 +26,15 @@ __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); 
 __device__ __forceinline__ float qnan() { return __int_as_float(0x7fffffff); }
 
 // merge folds (m2, s2) into (m, s), where s is a sum of exp(z - m). An empty side has
-// m = -inf and s = 0; the guard keeps -inf - -inf from producing NaN.
+// m = -inf and s = 0; the guard keeps -inf - -inf from producing NaN, and still adds the sums
+// so that a NaN logit (carried in s, since fmaxf drops NaN) reaches the result.
 __device__ __forceinline__ void merge(float &m, float &s, float m2, float s2)
 {
     float mm = fmaxf(m, m2);
-    if (mm == neg_inf()) return;
+    if (mm == neg_inf()) {
+        s += s2;
+        return;
+    }
     s = s * expf(m - mm) + s2 * expf(m2 - mm);
     m = mm;
 }
@@ -51,8 +55,10 @@ __device__ void crossentropy_fwd_body(float *losses, float *lse, const T *logits
         if (v > m) {
             s = s * expf(m - v) + 1.0f;
             m = v;
-        } else if (m != neg_inf()) {
-            s += expf(v - m); // skipped only while every value so far, v included, is -inf
+        } else if (m != neg_inf() || v != v) {
+            // Skipped only while every value so far, v included, is -inf. A NaN v (which
+            // compares false with everything) makes s NaN, so a diverged model reports NaN.
+            s += expf(v - m);
         }
     }
     for (int o = 16; o > 0; o >>= 1) {
