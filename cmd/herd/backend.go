@@ -6,6 +6,8 @@ import (
 
 	"github.com/herd-llm/herd/kernels"
 	"github.com/herd-llm/herd/kernels/cpu"
+	"github.com/herd-llm/herd/model"
+	"github.com/herd-llm/herd/worker"
 )
 
 // backendOptions selects and configures the compute backend of a command.
@@ -63,4 +65,19 @@ func backendFlags(fs *flag.FlagSet) func() backendOptions {
 	name := fs.String("backend", "cpu", backendUsage)
 	device := fs.Int("device", 0, "cuda: GPU ordinal")
 	return func() backendOptions { return backendOptions{name: *name, device: *device} }
+}
+
+// loadModel opens the backend o names and loads the run's final weights into it; release
+// frees the model, then the backend.
+func loadModel(r *worker.Run, o backendOptions) (*model.Model, func(), error) {
+	be, closeBackend, err := openBackend(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := r.LoadModel(be)
+	if err != nil {
+		closeBackend()
+		return nil, nil, err
+	}
+	return m, func() { m.Close(); closeBackend() }, nil
 }

@@ -86,16 +86,11 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if len(es.Inputs) == 0 {
 		return fmt.Errorf("%s has fewer than 2 tokens", source)
 	}
-	be, closeBackend, err := openBackend(backend())
+	m, release, err := loadModel(r, backend())
 	if err != nil {
 		return err
 	}
-	defer closeBackend()
-	m, err := r.LoadModel(be)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
+	defer release()
 	res, err := worker.Evaluate(m, es, *batch)
 	if err != nil {
 		return err

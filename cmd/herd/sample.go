@@ -42,16 +42,11 @@ func runSample(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	be, closeBackend, err := openBackend(backend())
+	m, release, err := loadModel(r, backend())
 	if err != nil {
 		return err
 	}
-	defer closeBackend()
-	m, err := r.LoadModel(be)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
+	defer release()
 	ids := append([]int32{r.Tokenizer.EOS()}, r.Tokenizer.Encode([]byte(*prompt))...)
 	if len(ids)+*tokens > m.Cfg.MaxSeq {
 		return fmt.Errorf("prompt (%d tokens) plus --tokens %d exceeds the model's max_seq %d", len(ids), *tokens, m.Cfg.MaxSeq)

@@ -25,11 +25,7 @@ type attnShape struct{ b, t, h, d int }
 // indexing or masking error (errors of order 1); lse is fp32 throughout, hence 1e-3.
 func TestAttentionKernels(t *testing.T) {
 	d := openDevice(t)
-	nv, err := LoadNVRTC()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nv.CacheDir = t.TempDir()
+	nv := loadNVRTC(t)
 	major, minor := d.ComputeCapability()
 	if major < 8 {
 		t.Skipf("sm_%d%d: the attention kernels need sm_80 or newer", major, minor)

@@ -56,6 +56,17 @@ func TestDeviceInfo(t *testing.T) {
 	mustDo(t, d.DestroyEvent(start), d.DestroyEvent(end), d.DestroyStream(s))
 }
 
+// loadNVRTC loads NVRTC with a cache directory of the test's own, so every run compiles.
+func loadNVRTC(t *testing.T) *NVRTC {
+	t.Helper()
+	nv, err := LoadNVRTC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nv.CacheDir = t.TempDir()
+	return nv
+}
+
 func mustDo(t *testing.T, errs ...error) {
 	t.Helper()
 	for _, err := range errs {
@@ -74,11 +85,7 @@ extern "C" __global__ void vadd(const float* a, const float* b, float* c, int n)
 
 func TestNVRTCVectorAdd(t *testing.T) {
 	d := openDevice(t)
-	nv, err := LoadNVRTC()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nv.CacheDir = t.TempDir()
+	nv := loadNVRTC(t)
 	major, minor := d.ComputeCapability()
 	arch := fmt.Sprintf("compute_%d%d", major, minor)
 	maj, mnr := nv.Version()
