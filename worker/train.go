@@ -3,19 +3,14 @@ package worker
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
-	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/herd-llm/herd/checkpoint"
 	"github.com/herd-llm/herd/collective"
 	"github.com/herd-llm/herd/kernels"
 	"github.com/herd-llm/herd/model"
@@ -156,7 +151,23 @@ type Result struct {
 // launch) ends the run with an error that says so; checkpoints already committed stay valid.
 func Train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writer) (res *Result, err error) {
 	defer recoverDevice(&err)
-	return train(ctx, cfg, be, log)
+	t, err := NewTrainer(ctx, cfg, be, log)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	if err := t.Restore(ctx); err != nil {
+		return nil, err
+	}
+	if err := t.Begin(ctx); err != nil {
+		return nil, err
+	}
+	for !t.Done() {
+		if err := t.Step(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return t.Finish(ctx)
 }
 
 // recoverDevice turns a kernels.DeviceError panic into *err, with a hint when the device ran
@@ -174,298 +185,6 @@ func recoverDevice(err *error) {
 	if strings.Contains(strings.ToLower(de.Err.Error()), "out of memory") {
 		*err = fmt.Errorf("%w (lower --micro-batch, or use --remat full; herd plan shows the memory a configuration needs)", *err)
 	}
-}
-
-func train(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io.Writer) (*Result, error) {
-	tok, err := tokenizer.Load(filepath.Join(cfg.Data, TokenizerName))
-	if err != nil {
-		return nil, fmt.Errorf("--data %s: %w", cfg.Data, err)
-	}
-	cfg.Model.Vocab = tok.VocabSize()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	ds, err := shard.LoadDataset(cfg.Data, tok.Hash())
-	if err != nil {
-		return nil, err
-	}
-	sampler, err := shard.NewSampler(ds.Manifest.Mixture(), cfg.Seed, cfg.Seq)
-	if err != nil {
-		return nil, fmt.Errorf("--data %s at --seq %d: %w", cfg.Data, cfg.Seq, err)
-	}
-	loader, err := shard.NewLoader(ds, sampler)
-	if err != nil {
-		return nil, err
-	}
-	lead := cfg.rank() == 0
-	if !lead {
-		log = io.Discard
-	}
-	if _, err := os.Stat(filepath.Join(cfg.Out, WeightsName)); err == nil {
-		return nil, fmt.Errorf("%w: --out %s already holds a finished run", ErrConfig, cfg.Out)
-	}
-	abs, _ := filepath.Abs(cfg.Data)
-	sched := cfg.schedule()
-	rc := RunConfig{Model: cfg.Model, Optim: cfg.Optim, Schedule: sched, Data: abs, TokenizerHash: tok.Hash(),
-		Seed: cfg.Seed, Seq: cfg.Seq, Batch: cfg.Batch, MicroBatch: cfg.MicroBatch, Steps: cfg.Steps, EvalSeqs: cfg.EvalSeqs, World: cfg.world()}
-	menc := json.NewEncoder(io.Discard)
-	if lead {
-		if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
-			return nil, err
-		}
-		if err := writeJSON(filepath.Join(cfg.Out, RunConfigName), rc); err != nil {
-			return nil, err
-		}
-		if err := tok.Save(filepath.Join(cfg.Out, TokenizerName)); err != nil {
-			return nil, err
-		}
-		flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
-		if cfg.Checkpoint.Resume != nil {
-			// Lines after the resumed step are dropped once the step is known.
-			flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
-		}
-		metrics, err := os.OpenFile(filepath.Join(cfg.Out, MetricsName), flags, 0o644)
-		if err != nil {
-			return nil, err
-		}
-		defer metrics.Close()
-		menc = json.NewEncoder(metrics)
-	}
-
-	m, err := model.New(cfg.Model, be)
-	if err != nil {
-		return nil, err
-	}
-	defer m.Close()
-	m.Init(cfg.Seed)
-	opt, err := model.NewOptimizer(m, cfg.Optim)
-	if err != nil {
-		return nil, err
-	}
-	defer opt.Close()
-
-	sb := newStateBuffers(m, opt)
-	startStep := 0
-	bar := newProgress(log, 0, cfg.Steps)
-	logLine := bar.println // the saver logs from its own goroutine; lines must not cut the bar
-	if cfg.Checkpoint.Resume != nil {
-		if startStep, err = resume(ctx, cfg, cfg.Checkpoint.Resume, m, opt, sb, tok.Hash(), logLine); err != nil {
-			return nil, err
-		}
-		if startStep >= cfg.Steps {
-			return nil, fmt.Errorf("%w: the checkpoint is at step %d, --steps is %d: nothing left to train", ErrConfig, startStep, cfg.Steps)
-		}
-		if lead {
-			if loc := cfg.Checkpoint.Save; loc != nil {
-				if err := checkpoint.DropAfter(ctx, *loc, startStep, logLine); err != nil {
-					return nil, err
-				}
-			}
-			if err := truncateMetrics(filepath.Join(cfg.Out, MetricsName), startStep); err != nil {
-				return nil, err
-			}
-		}
-	} else if loc := cfg.Checkpoint.Save; loc != nil {
-		steps, err := checkpoint.ListSteps(ctx, *loc)
-		if err != nil {
-			return nil, err
-		}
-		for _, st := range steps {
-			if st.Committed {
-				return nil, fmt.Errorf("%w: the checkpoint location already holds a checkpoint of step %d; continue it with --resume latest, or give another --checkpoint or --out", ErrConfig, st.Step)
-			}
-		}
-	}
-	tokJSON, err := tok.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	var saver *checkpoint.Saver
-	saveCtx, cancelSave := context.WithCancel(ctx)
-	if loc := cfg.Checkpoint.Save; loc != nil {
-		saver = checkpoint.NewSaver(*loc, checkpoint.SaverOptions{KeepLast: cfg.Checkpoint.KeepLast,
-			KeepEvery: cfg.Checkpoint.KeepEvery, Failpoint: cfg.Checkpoint.Failpoint, Log: logLine})
-		defer saver.Wait()
-	}
-	defer cancelSave() // runs first: a run that fails does not wait for a save that cannot commit
-
-	val := NewEvalSet(ds.HeldOut, cfg.Seq, cfg.EvalSeqs, tok)
-	var text *EvalSet
-	if cfg.EvalText != "" {
-		raw, err := os.ReadFile(cfg.EvalText)
-		if err != nil {
-			return nil, fmt.Errorf("--eval-text: %w", err)
-		}
-		text = NewEvalSet([][]int32{tok.Encode(raw)}, cfg.Seq, math.MaxInt, tok)
-	}
-	fmt.Fprintf(log, "model: %d parameters (d=%d, %d layers, %d heads, vocab %d), remat %s, backend %s\n",
-		model.NumParams(cfg.Model), cfg.Model.Dim, cfg.Model.Layers, cfg.Model.Heads, cfg.Model.Vocab, cfg.Model.Remat, be.Name())
-	fmt.Fprintf(log, "data: %s, %d sources, %d held-out sequences; batch %d x %d tokens, %d steps, peak lr %g, warmup %d\n",
-		cfg.Data, len(ds.Train), len(val.Inputs), cfg.Batch, cfg.Seq, cfg.Steps, cfg.PeakLR, sched.WarmupSteps)
-	if cfg.world() > 1 {
-		fmt.Fprintf(log, "data parallel: %d processes, %d sequences each per step, gradients summed over the TCP ring\n",
-			cfg.world(), cfg.Batch/cfg.world())
-	}
-
-	bar.start = startStep
-	bar.perDevice = cfg.world() > 1
-	var peak float64
-	if p, ok := be.(kernels.Peak); ok {
-		peak = p.PeakFLOPS()
-	}
-	dp := newDataParallel(ctx, cfg.Comm, cfg.Reducer, m)
-	share := cfg.Batch / cfg.world()
-	accum := share / cfg.MicroBatch
-	inputs := make([]int32, share*cfg.Seq)
-	targets := make([]int32, share*cfg.Seq)
-	start := time.Now()
-	res := &Result{Dir: cfg.Out, ParamsCount: model.NumParams(cfg.Model)}
-	if len(val.Inputs) == 0 {
-		fmt.Fprintln(log, "note: the dataset has no held-out tokens (prepared with --held-out 0): no validation, no baseline")
-	}
-	validate := func(step int) error {
-		if len(val.Inputs) == 0 {
-			return nil
-		}
-		ev := EvalMetrics{Step: step}
-		if ev.Val, err = Evaluate(m, val, cfg.MicroBatch); err != nil {
-			return err
-		}
-		line := fmt.Sprintf("step %d: val loss %.4f, %.4f bits/byte", step, ev.Val.Loss, ev.Val.BitsPerByte)
-		if text != nil {
-			r, err := Evaluate(m, text, cfg.MicroBatch)
-			if err != nil {
-				return err
-			}
-			ev.Text = &r
-			line += fmt.Sprintf("; %s %.4f bits/byte", filepath.Base(cfg.EvalText), r.BitsPerByte)
-		}
-		if cfg.SampleEvery > 0 && cfg.SampleTokens > 0 {
-			ev.Sample, err = sampleText(m, tok, cfg.SampleTokens, cfg.Seed+uint64(step))
-			if err != nil {
-				return err
-			}
-		}
-		bar.println(line)
-		if ev.Sample != "" {
-			bar.println("sample: " + printable(ev.Sample))
-		}
-		res.Val = ev.Val
-		return menc.Encode(ev)
-	}
-	for step := startStep; step < cfg.Steps; step++ {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if _, err := loader.FillBatch(step, cfg.Batch, cfg.rank(), cfg.world(), inputs, targets); err != nil {
-			return nil, err
-		}
-		m.ZeroGrad()
-		var loss float64
-		for a := 0; a < accum; a++ {
-			lo, hi := a*cfg.MicroBatch*cfg.Seq, (a+1)*cfg.MicroBatch*cfg.Seq
-			l, err := m.Forward(inputs[lo:hi], targets[lo:hi], cfg.MicroBatch, cfg.Seq)
-			if err != nil {
-				return nil, err
-			}
-			if a == accum-1 {
-				dp.startBuckets() // the last micro-batch finishes each gradient range
-			}
-			if err := m.Backward(); err != nil {
-				return nil, err
-			}
-			loss += l / float64(accum)
-		}
-		if loss, err = dp.finish(loss); err != nil {
-			return nil, fmt.Errorf("step %d: %w", step+1, err)
-		}
-		lr := sched.LR(step)
-		var stall time.Duration
-		if saver != nil {
-			stall = saver.WaitSnapshot() // the optimizer must not change state a save is still copying
-		}
-		norm := opt.Step(lr, 1/float64(accum*cfg.world()))
-		if math.IsNaN(norm) || math.IsInf(norm, 0) {
-			return nil, fmt.Errorf("worker: gradient norm is %v at step %d (loss %v); parameters left unchanged", norm, step+1, loss)
-		}
-		if cfg.CheckEvery > 0 && (step+1)%cfg.CheckEvery == 0 {
-			if err := dp.checkParams(step + 1); err != nil {
-				return nil, err
-			}
-		}
-		if math.IsNaN(loss) || math.IsInf(loss, 0) {
-			return nil, fmt.Errorf("worker: loss is %v at step %d", loss, step)
-		}
-		if saver != nil && (step+1 == cfg.Steps || (cfg.Checkpoint.Every > 0 && (step+1)%cfg.Checkpoint.Every == 0)) {
-			held, err := saveCheckpoint(saveCtx, saver, cfg, rc, m, sb, tokJSON, step+1)
-			if err != nil {
-				return nil, err
-			}
-			stall += held
-		}
-		el := time.Since(start)
-		tokens := int64(step+1-startStep) * int64(cfg.Batch*cfg.Seq)
-		sm := StepMetrics{Step: step + 1, DataCRC: batchCRC(sampler, step, cfg.Batch), Loss: loss, LR: lr, GradNorm: norm,
-			Tokens: int64(step+1) * int64(cfg.Batch*cfg.Seq), TokensPerS: float64(tokens) / el.Seconds(), ElapsedS: el.Seconds(),
-			SaveStallS: stall.Seconds()}
-		sm.TokensPerSPerDevice = sm.TokensPerS / float64(cfg.world())
-		if peak > 0 {
-			sm.MFU = sm.TokensPerSPerDevice * model.FLOPsPerToken(cfg.Model, cfg.Seq) / peak
-		}
-		if err := menc.Encode(sm); err != nil {
-			return nil, err
-		}
-		bar.update(step+1, loss, sm, el)
-		res.FinalLoss, res.TokensPerS = loss, sm.TokensPerS
-		if lead && cfg.EvalEvery > 0 && (step+1)%cfg.EvalEvery == 0 && step+1 < cfg.Steps {
-			if err := validate(step + 1); err != nil {
-				return nil, err
-			}
-		}
-	}
-	res.Steps, res.Elapsed = cfg.Steps, time.Since(start)
-	if err := dp.checkParams(cfg.Steps); err != nil {
-		return nil, err
-	}
-	if saver != nil {
-		if err := saver.Wait(); err != nil {
-			return nil, err
-		}
-	}
-	if !lead {
-		return res, nil
-	}
-	if err := validate(cfg.Steps); err != nil {
-		return nil, err
-	}
-	rc.StepsDone = cfg.Steps
-	if err := SaveWeights(m, filepath.Join(cfg.Out, WeightsName)); err != nil {
-		return nil, err
-	}
-	if err := writeJSON(filepath.Join(cfg.Out, RunConfigName), rc); err != nil {
-		return nil, err
-	}
-	if cfg.Baseline && val.Bytes > 0 {
-		tri := NewTrigram()
-		for _, s := range ds.Train {
-			fitDocs(tri, tok, s)
-		}
-		res.TrigramBPB = val.TrigramBits(tri, tok) / float64(val.Bytes)
-		fmt.Fprintf(log, "held-out bits/byte: model %.4f, byte trigram baseline %.4f (fitted on the same training text)\n",
-			res.Val.BitsPerByte, res.TrigramBPB)
-		if err := menc.Encode(EvalMetrics{Step: cfg.Steps, Val: res.Val, Trigram: &res.TrigramBPB}); err != nil {
-			return nil, err
-		}
-	}
-	ep := sampler.Epochs(int64(cfg.Steps) * int64(cfg.Batch))
-	var parts []string
-	for i, c := range sampler.Mixture() {
-		parts = append(parts, fmt.Sprintf("%s %.2f", c.Name, ep[i]))
-	}
-	fmt.Fprintf(log, "epochs per source: %s\n", strings.Join(parts, ", "))
-	fmt.Fprintf(log, "done: %d steps in %s (%.0f tokens/s); weights in %s\n", cfg.Steps,
-		res.Elapsed.Round(time.Second), res.TokensPerS, filepath.Join(cfg.Out, WeightsName))
-	return res, nil
 }
 
 // batchCRC fingerprints the sequences of step's global batch, so runs can be compared
