@@ -8,8 +8,9 @@ import (
 	"strings"
 )
 
-// ManifestVersion is the layout version this package writes and reads.
-const ManifestVersion = 1
+// ManifestVersion is the layout version this package writes. It reads versions 1 and 2;
+// version 2 added Attempt and shard names that carry it.
+const ManifestVersion = 2
 
 // Errors of sharded checkpoints.
 var (
@@ -38,6 +39,10 @@ type Manifest struct {
 	TokenizerHash string          `json:"tokenizer_hash"`
 	Layout        []TensorRange   `json:"layout"`
 	Shards        []Shard         `json:"shards"`
+	// Attempt identifies the run (one start of a job, fresh or resumed) that wrote the
+	// checkpoint; its shard names carry it, so shards of different attempts at the same step
+	// never share a name.
+	Attempt string `json:"attempt,omitempty"`
 }
 
 // Cursor locates the data stream.
@@ -69,7 +74,8 @@ type Shard struct {
 }
 
 var (
-	shardKeyRE = regexp.MustCompile(`^rank-[0-9]{5}-of-[0-9]{5}\.bin$`)
+	shardKeyRE = regexp.MustCompile(`^rank-[0-9]{5}-of-[0-9]{5}(\.[0-9a-f]{8,32})?\.bin$`)
+	attemptRE  = regexp.MustCompile(`^[0-9a-f]{8,32}$`)
 	hexRE      = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
@@ -89,8 +95,10 @@ func ParseManifest(name string, data []byte) (*Manifest, error) {
 
 func (m *Manifest) validate() error {
 	switch {
-	case m.Version != ManifestVersion:
-		return fmt.Errorf("version %d, this build reads %d", m.Version, ManifestVersion)
+	case m.Version < 1 || m.Version > ManifestVersion:
+		return fmt.Errorf("version %d, this build reads 1 to %d", m.Version, ManifestVersion)
+	case m.Attempt != "" && !attemptRE.MatchString(m.Attempt):
+		return fmt.Errorf("attempt %q is not 8 to 32 lowercase hex digits", m.Attempt)
 	case m.Step < 0:
 		return fmt.Errorf("step %d is negative", m.Step)
 	case m.World <= 0 || m.World > 1<<16:
@@ -126,8 +134,8 @@ func (m *Manifest) validate() error {
 		switch {
 		case s.Rank != i:
 			return fmt.Errorf("shards[%d] has rank %d", i, s.Rank)
-		case !shardKeyRE.MatchString(s.Key):
-			return fmt.Errorf("shards[%d].key %q is not a shard name", i, s.Key)
+		case !shardKeyRE.MatchString(s.Key) || s.Key != ShardKey(i, m.World, m.Attempt):
+			return fmt.Errorf("shards[%d].key %q is not the shard name of rank %d of %d in attempt %q", i, s.Key, i, m.World, m.Attempt)
 		case s.Offset != next || s.Count < 0 || s.Offset+s.Count > m.Elems:
 			return fmt.Errorf("shards[%d] covers [%d, %d), want it to start at %d within %d", i, s.Offset, s.Offset+s.Count, next, m.Elems)
 		case s.Bytes != 4*int64(len(Buffers))*s.Count:
@@ -143,8 +151,36 @@ func (m *Manifest) validate() error {
 	return nil
 }
 
-// ShardKey names rank's shard object in a world of the given size.
-func ShardKey(rank, world int) string { return fmt.Sprintf("rank-%05d-of-%05d.bin", rank, world) }
+// ShardKey names rank's shard object in a world of the given size, written by attempt ("" in
+// checkpoints of manifest version 1).
+func ShardKey(rank, world int, attempt string) string {
+	if attempt == "" {
+		return fmt.Sprintf("rank-%05d-of-%05d.bin", rank, world)
+	}
+	return fmt.Sprintf("rank-%05d-of-%05d.%s.bin", rank, world, attempt)
+}
+
+// doneKey names the record a rank writes after its shard.
+func doneKey(shardKey string) string { return strings.TrimSuffix(shardKey, ".bin") + ".done" }
+
+// NewAttempt returns a fresh attempt identifier.
+func NewAttempt() string { return randomID() }
+
+// keyAttempt returns the attempt a shard or done object name carries, and whether the name
+// is one of those.
+func keyAttempt(name string) (string, bool) {
+	base, ok := strings.CutSuffix(name, ".bin")
+	if !ok {
+		if base, ok = strings.CutSuffix(name, ".done"); !ok {
+			return "", false
+		}
+	}
+	if !strings.HasPrefix(base, "rank-") {
+		return "", false
+	}
+	_, attempt, _ := strings.Cut(strings.TrimPrefix(base, "rank-"), ".")
+	return attempt, true
+}
 
 // StepDir names the directory of the checkpoint after step optimizer steps.
 func StepDir(step int) string { return fmt.Sprintf("step-%08d", step) }

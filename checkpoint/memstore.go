@@ -97,3 +97,6 @@ func (m *MemStore) Delete(ctx context.Context, key string) error {
 	delete(m.objects, key)
 	return nil
 }
+
+// String names the store for messages.
+func (m *MemStore) String() string { return "mem://" }

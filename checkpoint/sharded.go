@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"path"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,6 +39,15 @@ const (
 type Location struct {
 	Store  ObjectStore
 	Prefix string // "" or a slash-separated key prefix without a trailing slash
+}
+
+// String names the location for messages: the store's URI and the prefix.
+func (l Location) String() string {
+	base := strings.TrimSuffix(fmt.Sprint(l.Store), "/")
+	if l.Prefix == "" {
+		return base
+	}
+	return base + "/" + l.Prefix
 }
 
 func (l Location) key(parts ...string) string {
@@ -73,37 +84,61 @@ type SaverOptions struct {
 	KeepLast int
 	// KeepEvery also keeps every checkpoint whose step is a multiple of KeepEvery (0: none).
 	KeepEvery int
-	// CommitTimeout bounds how long rank 0 waits for the other ranks' shards.
+	// CommitTimeout bounds how long rank 0 waits for the other ranks' shards. A newer Save
+	// also ends that wait: the older checkpoint is abandoned (and reported as failed).
 	CommitTimeout time.Duration
+	// Attempt names this run's shards (see Manifest.Attempt); every rank of a run must use
+	// the same one. "" means a fresh NewAttempt(), which suits a single writer.
+	Attempt string
+	// Base is the step the run started from (0 for a fresh run). Step directories after Base
+	// that this run did not write belong to an abandoned timeline: a resumed run leaves them
+	// alone until it has committed a checkpoint of its own, then deletes them.
+	Base int
+	// Lease, when set, must be held (Check returns nil) for rank 0 to commit.
+	Lease interface{ Check() error }
 	// Failpoint, when set, is called at named points of the save of step ("after-shard",
 	// "before-manifest", "after-manifest"); tests use it to kill the process there.
 	Failpoint func(name string, step int)
-	// Log receives one line per event (commit, fallback, deletion); nil discards.
+	// Log receives one line per event (commit, deletion); nil discards.
 	Log func(string)
 }
 
 // Saver writes checkpoints in the background: Save copies the rank's range of the state into
 // a staging buffer and returns, and a goroutine uploads it. At most one save is in flight; a
-// Save that finds the previous one still writing waits for it (back-pressure) rather than
-// holding a second copy.
+// Save that finds the previous one still uploading waits for it (back-pressure) rather than
+// holding a second copy, and one that finds rank 0 still waiting for other ranks' shards
+// abandons that older checkpoint.
 type Saver struct {
 	loc  Location
 	opts SaverOptions
 
-	mu      sync.Mutex
-	busy    chan struct{} // closed when the in-flight save is done; nil when idle
-	snap    chan struct{} // closed when the last save's state is copied to staging
-	lastErr error
-	staging []float32
+	mu        sync.Mutex
+	busy      chan struct{} // closed when the in-flight save is done; nil when idle
+	snap      chan struct{} // closed when the last save's state is copied to staging
+	abandon   context.CancelCauseFunc
+	awaiting  bool // the in-flight save is waiting for other ranks' shards
+	lastErr   error
+	staging   []float32
+	committed map[int]bool // steps this saver committed
 }
+
+// errSuperseded is the cause that ends a commit still waiting for shards when a newer Save
+// arrives.
+var errSuperseded = errors.New("checkpoint: superseded by a newer checkpoint before every rank's shard arrived")
 
 // NewSaver returns a saver writing to loc.
 func NewSaver(loc Location, opts SaverOptions) *Saver {
 	if opts.CommitTimeout <= 0 {
 		opts.CommitTimeout = 10 * time.Minute
 	}
-	return &Saver{loc: loc, opts: opts}
+	if opts.Attempt == "" {
+		opts.Attempt = NewAttempt()
+	}
+	return &Saver{loc: loc, opts: opts, committed: map[int]bool{}}
 }
+
+// Attempt returns the attempt that names this saver's shards.
+func (s *Saver) Attempt() string { return s.opts.Attempt }
 
 func (s *Saver) logf(format string, a ...any) {
 	if s.opts.Log != nil {
@@ -118,14 +153,19 @@ func (s *Saver) fail(name string, step int) {
 }
 
 // Save starts writing req and returns at once, after waiting only for a previous save that
-// is still writing (back-pressure: one save in flight). A background goroutine first copies the
-// rank's range of req.State into the staging buffer, then uploads it. The caller must leave
-// req.State unchanged until that copy is done: WaitSnapshot blocks until then. A training loop
-// calls it just before the optimizer step, so the copy overlaps the next forward and backward
-// pass, which only read the parameters. Save returns how long it held the caller and the error
-// of the previous save, if that one failed.
+// is still uploading (back-pressure: one save in flight). A background goroutine first copies
+// the rank's range of req.State into the staging buffer, then uploads it. The caller must
+// leave req.State unchanged until that copy is done: WaitSnapshot blocks until then. A
+// training loop calls it just before the optimizer step, so the copy overlaps the next
+// forward and backward pass, which only read the parameters. Save returns how long it held
+// the caller and the error of the previous save, if that one failed.
 func (s *Saver) Save(ctx context.Context, req SaveRequest) (time.Duration, error) {
 	start := time.Now()
+	s.mu.Lock()
+	if s.awaiting && s.abandon != nil {
+		s.abandon(errSuperseded)
+	}
+	s.mu.Unlock()
 	prevErr := s.Wait()
 	elems := int64(len(req.State.Params))
 	for i, b := range req.State.buffers() {
@@ -139,13 +179,18 @@ func (s *Saver) Save(ctx context.Context, req SaveRequest) (time.Duration, error
 	}
 	stage := s.staging[:3*count]
 	done, snap := make(chan struct{}), make(chan struct{})
+	wctx, abandon := context.WithCancelCause(ctx)
 	s.mu.Lock()
-	s.busy, s.snap = done, snap
+	s.busy, s.snap, s.abandon, s.awaiting = done, snap, abandon, false
 	s.mu.Unlock()
 	go func() {
 		parallelCopy(stage, req.State.buffers(), off, count)
 		close(snap)
-		err := s.write(ctx, req, off, count, stage)
+		err := s.write(wctx, req, off, count, stage)
+		if cause := context.Cause(wctx); err != nil && errors.Is(cause, errSuperseded) {
+			err = fmt.Errorf("checkpoint: step %d: %w (%v)", req.Step, cause, err)
+		}
+		abandon(nil)
 		s.mu.Lock()
 		s.lastErr = err
 		s.mu.Unlock()
@@ -222,7 +267,7 @@ type doneRecord struct {
 
 func (s *Saver) write(ctx context.Context, req SaveRequest, off, count int64, stage []float32) error {
 	dir := StepDir(req.Step)
-	key := ShardKey(req.Rank, req.World)
+	key := ShardKey(req.Rank, req.World, s.opts.Attempt)
 	data := floatBytes(stage)
 	// Hash on another core while the store writes: a bytes.Reader also lets the S3 store
 	// upload parts in parallel (it needs ReaderAt), which a hashing TeeReader would hide.
@@ -240,19 +285,26 @@ func (s *Saver) write(ctx context.Context, req SaveRequest, off, count int64, st
 	s.fail("after-shard", req.Step)
 	rec := doneRecord{Key: key, Rank: req.Rank, Offset: off, Count: count, Bytes: int64(len(data)), SHA256: hex.EncodeToString(digest)}
 	raw, _ := json.Marshal(rec)
-	doneKey := s.loc.key(dir, strings.TrimSuffix(key, ".bin")+".done")
-	if err := s.loc.Store.Put(ctx, doneKey, bytes.NewReader(raw), int64(len(raw))); err != nil {
-		return fmt.Errorf("checkpoint: writing %s: %w", doneKey, err)
+	dk := s.loc.key(dir, doneKey(key))
+	if err := s.loc.Store.Put(ctx, dk, bytes.NewReader(raw), int64(len(raw))); err != nil {
+		return fmt.Errorf("checkpoint: writing %s: %w", dk, err)
 	}
 	if req.Rank != 0 {
 		return nil
 	}
+	s.mu.Lock()
+	s.awaiting = true
+	s.mu.Unlock()
 	shards, err := s.awaitShards(ctx, dir, req.World)
+	s.mu.Lock()
+	s.awaiting = false
+	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	m := Manifest{Version: ManifestVersion, Step: req.Step, World: req.World, Elems: int64(len(req.State.Params)),
-		DType: "float32", Cursor: req.Cursor, Config: req.Config, TokenizerHash: req.TokenizerHash, Layout: req.Layout, Shards: shards}
+		DType: "float32", Cursor: req.Cursor, Config: req.Config, TokenizerHash: req.TokenizerHash, Layout: req.Layout,
+		Shards: shards, Attempt: s.opts.Attempt}
 	if err := m.validate(); err != nil {
 		return fmt.Errorf("checkpoint: step %d: %w", req.Step, err)
 	}
@@ -262,16 +314,29 @@ func (s *Saver) write(ctx context.Context, req SaveRequest, off, count int64, st
 		}
 	}
 	s.fail("before-manifest", req.Step)
+	if s.opts.Lease != nil {
+		if err := s.opts.Lease.Check(); err != nil {
+			return fmt.Errorf("checkpoint: not committing step %d: %w", req.Step, err)
+		}
+	}
 	mraw, _ := json.MarshalIndent(m, "", "  ")
 	if err := s.loc.Store.Put(ctx, s.loc.key(dir, ManifestName), bytes.NewReader(mraw), int64(len(mraw))); err != nil {
 		return fmt.Errorf("checkpoint: committing %s: %w", s.loc.key(dir, ManifestName), err)
 	}
+	s.mu.Lock()
+	s.committed[req.Step] = true
+	s.mu.Unlock()
 	s.fail("after-manifest", req.Step)
-	if err := s.loc.Store.Put(ctx, s.loc.key(LatestName), strings.NewReader(dir), int64(len(dir))); err != nil {
-		return fmt.Errorf("checkpoint: updating %s: %w", s.loc.key(LatestName), err)
-	}
 	s.logf("checkpoint: committed %s (%d shards, %.1f MiB each)", s.loc.key(dir), req.World, float64(len(data))/(1<<20))
-	return s.retain(ctx, req.Step)
+	// The checkpoint is committed: what follows is housekeeping, whose failure is reported
+	// and retried after the next commit, not a failed save.
+	if err := s.loc.Store.Put(ctx, s.loc.key(LatestName), strings.NewReader(dir), int64(len(dir))); err != nil {
+		s.logf("checkpoint: committed %s, but updating %s failed: %v", s.loc.key(dir), s.loc.key(LatestName), err)
+	}
+	if err := s.retain(ctx, req.Step); err != nil {
+		s.logf("checkpoint: committed %s, but cleaning up older checkpoints failed (retried after the next commit): %v", s.loc.key(dir), err)
+	}
+	return nil
 }
 
 // awaitShards waits until every rank's .done record of dir exists and returns the shards.
@@ -280,7 +345,7 @@ func (s *Saver) awaitShards(ctx context.Context, dir string, world int) ([]Shard
 	for {
 		shards := make([]Shard, 0, world)
 		for r := 0; r < world; r++ {
-			k := s.loc.key(dir, strings.TrimSuffix(ShardKey(r, world), ".bin")+".done")
+			k := s.loc.key(dir, doneKey(ShardKey(r, world, s.opts.Attempt)))
 			raw, err := getAll(ctx, s.loc.Store, k)
 			if errors.Is(err, ErrNotFound) {
 				break
@@ -298,26 +363,39 @@ func (s *Saver) awaitShards(ctx context.Context, dir string, world int) ([]Shard
 			return shards, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("checkpoint: %s: only %d of %d ranks finished their shards within %s", s.loc.key(dir), len(shards), world, s.opts.CommitTimeout)
+			return nil, fmt.Errorf("checkpoint: %s: only %d of %d ranks finished their shards within %s (rank %d is missing)", s.loc.key(dir), len(shards), world, s.opts.CommitTimeout, len(shards))
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return nil, fmt.Errorf("checkpoint: %s: waiting for rank %d's shard: %w", s.loc.key(dir), len(shards), err)
 		}
 	}
 }
 
-// retain deletes committed checkpoints that the retention policy drops, and uncommitted
-// step directories older than the newest commit (shards of a save that died before its
-// manifest).
+// retain runs after each commit. It deletes, in this order: the step directories of an
+// abandoned timeline (after Base, not written by this run; a stale lease-less shard there
+// must never be mistaken for one of this run's), shards of other attempts inside the
+// directories this run committed, uncommitted directories older than the newest commit
+// (shards of a save that died before its manifest), and the committed checkpoints that the
+// retention policy drops. A manifest is always deleted before the shards it lists, so a crash
+// midway leaves no commit pointing at missing shards.
 func (s *Saver) retain(ctx context.Context, newest int) error {
 	steps, err := ListSteps(ctx, s.loc)
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	mine := maps.Clone(s.committed)
+	s.mu.Unlock()
 	var committed []int
 	for _, st := range steps {
+		if st.Step > s.opts.Base {
+			if err := s.dropForeign(ctx, st, mine[st.Step]); err != nil {
+				return err
+			}
+			if !mine[st.Step] {
+				continue
+			}
+		}
 		if st.Committed {
 			committed = append(committed, st.Step)
 		}
@@ -332,14 +410,15 @@ func (s *Saver) retain(ctx context.Context, newest int) error {
 		}
 	}
 	for _, st := range steps {
+		if st.Step > s.opts.Base && !mine[st.Step] {
+			continue // handled above
+		}
 		drop := (st.Committed && !keep[st.Step]) || (!st.Committed && st.Step < newest)
 		if !drop {
 			continue
 		}
-		for _, k := range st.Keys {
-			if err := s.loc.Store.Delete(ctx, k); err != nil {
-				return fmt.Errorf("checkpoint: deleting %s: %w", k, err)
-			}
+		if err := s.deleteKeys(ctx, st.Keys); err != nil {
+			return err
 		}
 		what := "old checkpoint"
 		if !st.Committed {
@@ -350,25 +429,51 @@ func (s *Saver) retain(ctx context.Context, newest int) error {
 	return nil
 }
 
-// DropAfter deletes every step directory of loc after step, committed or not. A run that
-// resumes from step calls it first: later directories belong to the timeline it abandons,
-// and a stale shard record there must never be mistaken for one of the new run's.
-func DropAfter(ctx context.Context, loc Location, step int, log func(string)) error {
-	steps, err := ListSteps(ctx, loc)
-	if err != nil {
+// dropForeign deletes what does not belong to this run in the directory of a step after
+// Base: everything but this attempt's shards (which another rank may be writing right now)
+// when this run did not commit it, and other attempts' shards when it did.
+func (s *Saver) dropForeign(ctx context.Context, st StepInfo, committedByMe bool) error {
+	var drop []string
+	for _, k := range st.Keys {
+		name := path.Base(k)
+		attempt, isShard := keyAttempt(name)
+		switch {
+		case isShard && attempt == s.opts.Attempt:
+		case !isShard && committedByMe:
+		default:
+			drop = append(drop, k)
+		}
+	}
+	if len(drop) == 0 {
+		return nil
+	}
+	if err := s.deleteKeys(ctx, drop); err != nil {
 		return err
 	}
-	for _, st := range steps {
-		if st.Step <= step {
-			continue
+	if committedByMe {
+		s.logf("checkpoint: deleted %d stale objects of an earlier attempt in %s", len(drop), s.loc.key(StepDir(st.Step)))
+	} else {
+		s.logf("checkpoint: deleted %s, left by an abandoned run after the resumed step %d", s.loc.key(StepDir(st.Step)), s.opts.Base)
+	}
+	return nil
+}
+
+// deleteKeys deletes keys, a manifest first.
+func (s *Saver) deleteKeys(ctx context.Context, keys []string) error {
+	sorted := slices.Clone(keys)
+	slices.SortStableFunc(sorted, func(a, b string) int {
+		am, bm := path.Base(a) == ManifestName, path.Base(b) == ManifestName
+		switch {
+		case am && !bm:
+			return -1
+		case bm && !am:
+			return 1
 		}
-		for _, k := range st.Keys {
-			if err := loc.Store.Delete(ctx, k); err != nil {
-				return fmt.Errorf("checkpoint: deleting %s: %w", k, err)
-			}
-		}
-		if log != nil {
-			log(fmt.Sprintf("checkpoint: deleted %s, newer than the resumed step %d", loc.key(StepDir(st.Step)), step))
+		return 0
+	})
+	for _, k := range sorted {
+		if err := s.loc.Store.Delete(ctx, k); err != nil {
+			return fmt.Errorf("checkpoint: deleting %s: %w", k, err)
 		}
 	}
 	return nil
@@ -436,33 +541,68 @@ func ReadManifest(ctx context.Context, loc Location, step int) (*Manifest, error
 }
 
 // LoadState reads every shard of m into dst (full flat buffers of m.Elems each), verifying
-// each object's sha256 as it streams. Any world size can load any checkpoint: a rank's
-// buffers are assembled from the ranges of all shards.
+// each object's size and sha256. Any world size can load any checkpoint: a rank's buffers are
+// assembled from the ranges of all shards.
+//
+// Damage, and only damage, fails with an error wrapping ErrNotFound (a shard the manifest
+// lists is missing) or ErrChecksum (a shard of the wrong size, or whose sha256 differs from
+// the manifest's on two reads in a row). A store that cannot be read fails with its own
+// error (ErrUnavailable once retries are spent): an I/O error is never taken for damage.
 func LoadState(ctx context.Context, loc Location, m *Manifest, dst State) error {
 	for i, b := range dst.buffers() {
 		if int64(len(b)) != m.Elems {
 			return fmt.Errorf("checkpoint: %s of %d elements cannot hold a checkpoint of %d", Buffers[i], len(b), m.Elems)
 		}
 	}
+	dir := loc.key(StepDir(m.Step)) + "/"
+	objs, err := loc.Store.List(ctx, dir)
+	if err != nil {
+		return fmt.Errorf("checkpoint: listing %s: %w", dir, err)
+	}
+	sizes := make(map[string]int64, len(objs))
+	for _, o := range objs {
+		sizes[o.Key] = o.Size
+	}
 	for _, sh := range m.Shards {
 		k := loc.key(StepDir(m.Step), sh.Key)
-		rc, err := loc.Store.Get(ctx, k, 0, -1)
-		if err != nil {
-			return fmt.Errorf("checkpoint: reading %s: %w", k, err)
+		size, ok := sizes[k]
+		switch {
+		case !ok:
+			return fmt.Errorf("%w: %s, listed by the manifest of step %d, is missing", ErrNotFound, k, m.Step)
+		case size != sh.Bytes:
+			return fmt.Errorf("%w: %s has %d bytes, the manifest says %d", ErrChecksum, k, size, sh.Bytes)
 		}
-		h := sha256.New()
-		err = readShard(io.TeeReader(rc, h), sh, dst)
-		rc.Close()
-		if err != nil {
-			return fmt.Errorf("checkpoint: reading %s: %w", k, err)
+		var got string
+		for try := 0; try < 2; try++ {
+			if got, err = loadShard(ctx, loc.Store, k, sh, dst); err != nil {
+				return err
+			}
+			if got == sh.SHA256 {
+				break
+			}
 		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != sh.SHA256 {
-			return fmt.Errorf("%w: %s has sha256 %s, the manifest says %s", ErrChecksum, k, got, sh.SHA256)
+		if got != sh.SHA256 {
+			return fmt.Errorf("%w: %s has sha256 %s (twice), the manifest says %s", ErrChecksum, k, got, sh.SHA256)
 		}
 	}
 	return nil
 }
 
+// loadShard reads the shard object k into its ranges of dst and returns its sha256.
+func loadShard(ctx context.Context, st ObjectStore, k string, sh Shard, dst State) (string, error) {
+	rc, err := st.Get(ctx, k, 0, sh.Bytes)
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: reading %s: %w", k, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if err := readShard(io.TeeReader(rc, h), sh, dst); err != nil {
+		return "", fmt.Errorf("checkpoint: reading %s: %w", k, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// readShard decodes sh.Bytes bytes of r into dst.
 func readShard(r io.Reader, sh Shard, dst State) error {
 	buf := make([]byte, 1<<20)
 	for i, b := range dst.buffers() {
@@ -471,9 +611,9 @@ func readShard(r io.Reader, sh Shard, dst State) error {
 			n := min(len(out), len(buf)/4)
 			if _, err := io.ReadFull(r, buf[:4*n]); err != nil {
 				if err == io.EOF {
-					err = io.ErrUnexpectedEOF // a shard that ends early is damaged, however it ends
+					err = io.ErrUnexpectedEOF
 				}
-				return fmt.Errorf("%w: %s ends early: %w", ErrChecksum, Buffers[i], err)
+				return fmt.Errorf("%s: %w", Buffers[i], err)
 			}
 			for j := range out[:n] {
 				out[j] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*j:]))
@@ -481,15 +621,21 @@ func readShard(r io.Reader, sh Shard, dst State) error {
 			out = out[n:]
 		}
 	}
-	if n, _ := io.Copy(io.Discard, r); n != 0 {
-		return fmt.Errorf("%w: %d bytes beyond the %d the manifest lists", ErrChecksum, n, sh.Bytes)
-	}
 	return nil
 }
 
+// Damaged reports whether err says that a checkpoint is damaged (a manifest that does not
+// parse or validate, a shard missing, of the wrong size or with the wrong checksum), as
+// opposed to a store that could not be read or a checkpoint of another model.
+func Damaged(err error) bool {
+	return errors.Is(err, ErrManifest) || errors.Is(err, ErrChecksum) || errors.Is(err, ErrNotFound)
+}
+
 // LoadLatest loads the newest committed checkpoint of loc that verifies, falling back to
-// older commits when a manifest or a shard is damaged (each fallback is logged). alloc
-// returns the buffers to fill for a manifest, after checking it fits the model.
+// older commits when one is damaged (each fallback is logged). Any other error, a store that
+// stays unreachable in particular, ends the load: a checkpoint that could not be read is not
+// a damaged one. alloc returns the buffers to fill for a manifest, after checking it fits
+// the model.
 func LoadLatest(ctx context.Context, loc Location, alloc func(*Manifest) (State, error), log func(string)) (*Manifest, error) {
 	steps, err := ListSteps(ctx, loc)
 	if err != nil {
@@ -500,28 +646,39 @@ func LoadLatest(ctx context.Context, loc Location, alloc func(*Manifest) (State,
 		if !steps[i].Committed {
 			continue
 		}
-		m, err := ReadManifest(ctx, loc, steps[i].Step)
+		m, err := LoadStep(ctx, loc, steps[i].Step, alloc)
 		if err == nil {
-			var st State
-			if st, err = alloc(m); err == nil {
-				if err = LoadState(ctx, loc, m, st); err == nil {
-					return m, nil
-				}
-			}
+			return m, nil
 		}
-		if errors.Is(err, ErrManifest) || errors.Is(err, ErrChecksum) || errors.Is(err, ErrNotFound) || errors.Is(err, io.ErrUnexpectedEOF) {
-			if log != nil {
-				log(fmt.Sprintf("checkpoint: %v; falling back to the previous commit", err))
-			}
-			lastErr = err
-			continue
+		if !Damaged(err) {
+			return nil, err
 		}
-		return nil, err
+		if log != nil {
+			log(fmt.Sprintf("checkpoint: %v; falling back to the previous commit", err))
+		}
+		lastErr = err
 	}
 	if lastErr != nil {
-		return nil, fmt.Errorf("%w in %s: %w", ErrNoCommit, loc.key(""), lastErr)
+		return nil, fmt.Errorf("%w in %v: %w", ErrNoCommit, loc, lastErr)
 	}
-	return nil, fmt.Errorf("%w in %s", ErrNoCommit, loc.key(""))
+	return nil, fmt.Errorf("%w in %v", ErrNoCommit, loc)
+}
+
+// LoadStep loads the committed checkpoint of loc after step, with no fallback: damage and
+// I/O errors are returned as LoadState returns them.
+func LoadStep(ctx context.Context, loc Location, step int, alloc func(*Manifest) (State, error)) (*Manifest, error) {
+	m, err := ReadManifest(ctx, loc, step)
+	if err != nil {
+		return nil, err
+	}
+	st, err := alloc(m)
+	if err != nil {
+		return nil, err
+	}
+	if err := LoadState(ctx, loc, m, st); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func getAll(ctx context.Context, st ObjectStore, key string) ([]byte, error) {

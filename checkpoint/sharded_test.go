@@ -79,9 +79,17 @@ func randomState(rng *rand.Rand, n int) State {
 	return s
 }
 
-// saveWorld writes one checkpoint as world ranks would (each its own Saver) and waits.
+// saveWorld writes one checkpoint as world ranks would (each its own Saver, sharing one
+// attempt) and waits. Unless opts says otherwise, the savers belong to a run that resumed
+// from the step before, so earlier checkpoints are its own history, not an abandoned timeline.
 func saveWorld(t *testing.T, loc Location, st State, step, world int, opts SaverOptions) {
 	t.Helper()
+	if opts.Attempt == "" {
+		opts.Attempt = NewAttempt()
+	}
+	if opts.Base == 0 {
+		opts.Base = step - 1
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, world)
 	for r := 0; r < world; r++ {
@@ -171,7 +179,11 @@ func TestDamagedCommitFallsBack(t *testing.T) {
 		saveWorld(t, loc, old, 10, 2, SaverOptions{})
 		saveWorld(t, loc, cur, 20, 2, SaverOptions{})
 
-		shardKey := key(loc, StepDir(20), ShardKey(1, 2))
+		m20, err := ReadManifest(ctx, loc, 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shardKey := key(loc, StepDir(20), m20.Shards[1].Key)
 		raw, _ := getAll(ctx, store, shardKey)
 		good := append([]byte(nil), raw...)
 		raw[17] ^= 0x40
@@ -222,7 +234,7 @@ func TestUncommittedShardsAreIgnoredThenDeleted(t *testing.T) {
 		saveWorld(t, loc, first, 10, 1, SaverOptions{})
 		// The writer dies at the failpoint: its goroutine ends there, as the process would.
 		died := make(chan struct{})
-		s := NewSaver(loc, SaverOptions{Failpoint: func(name string, step int) {
+		s := NewSaver(loc, SaverOptions{Base: 10, Failpoint: func(name string, step int) {
 			if name == "before-manifest" {
 				close(died)
 				runtime.Goexit()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 )
 
@@ -20,20 +21,64 @@ func OpenStore(ctx context.Context, uri string, s3 S3Config) (ObjectStore, strin
 	if uri == "" {
 		return nil, "", fmt.Errorf("%w: empty URI", ErrUnknownScheme)
 	}
+	dir, isDir, err := dirPath(uri)
+	switch {
+	case err != nil:
+		return nil, "", err
+	case isDir:
+		return openDir(dir)
+	}
+	u, _ := url.Parse(uri)
+	return openS3(ctx, uri, u, s3)
+}
+
+// dirPath returns the directory a URI names, or isDir false for an s3:// URI.
+func dirPath(uri string) (dir string, isDir bool, err error) {
 	u, err := url.Parse(uri)
 	if err != nil || u.Scheme == "" || len(u.Scheme) == 1 { // one letter: a Windows drive
-		return openDir(uri)
+		return uri, true, nil
 	}
 	switch u.Scheme {
 	case "file":
 		if u.Opaque != "" || (u.Host != "" && u.Host != "localhost") || u.Path == "" {
-			return nil, "", fmt.Errorf("%w %q: want file:///absolute/path", ErrUnknownScheme, uri)
+			return "", false, fmt.Errorf("%w %q: want file:///absolute/path", ErrUnknownScheme, uri)
 		}
-		return openDir(u.Path)
+		return u.Path, true, nil
 	case "s3":
-		return openS3(ctx, uri, u, s3)
+		return "", false, nil
 	}
-	return nil, "", fmt.Errorf("%w %q: scheme %q (want file://, s3:// or a directory path)", ErrUnknownScheme, uri, u.Scheme)
+	return "", false, fmt.Errorf("%w %q: scheme %q (want file://, s3:// or a directory path)", ErrUnknownScheme, uri, u.Scheme)
+}
+
+// StoreOptions configures OpenLocation.
+type StoreOptions struct {
+	// S3 supplies endpoint, region, credentials and tuning for s3:// URIs (see OpenStore).
+	S3 S3Config
+	// Retry is applied to every operation (see WithRetries).
+	Retry RetryPolicy
+	// Existing refuses a directory that does not exist instead of creating it: for
+	// locations that are only read (a checkpoint to export or to resume from).
+	Existing bool
+}
+
+// OpenLocation opens the checkpoint location a URI names (see OpenStore for the forms) with
+// o.Retry applied to its store.
+func OpenLocation(ctx context.Context, uri string, o StoreOptions) (Location, error) {
+	if err := o.Retry.Validate(); err != nil {
+		return Location{}, err
+	}
+	if dir, isDir, err := dirPath(uri); err == nil && isDir && o.Existing && dir != "" {
+		if fi, err := os.Stat(dir); err != nil {
+			return Location{}, fmt.Errorf("%w: %s: %w", ErrNoCommit, uri, err)
+		} else if !fi.IsDir() {
+			return Location{}, fmt.Errorf("%w: %s is not a directory", ErrNoCommit, uri)
+		}
+	}
+	st, prefix, err := OpenStore(ctx, uri, o.S3)
+	if err != nil {
+		return Location{}, err
+	}
+	return Location{Store: WithRetries(st, o.Retry), Prefix: prefix}, nil
 }
 
 func openDir(path string) (ObjectStore, string, error) {

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/herd-llm/herd/checkpoint"
@@ -23,7 +25,31 @@ type CheckpointConfig struct {
 	KeepLast  int                  // committed checkpoints to keep (0: all)
 	KeepEvery int                  // also keep those whose step is a multiple of this (0: none)
 	Resume    *checkpoint.Location // nil: start fresh; else continue its newest good commit
+	// FailureLimit is how long checkpoints may keep failing before the run stops. A failed
+	// save is logged and the next checkpoint step saves again; the last one is retried until
+	// it commits. 0 stops the run at the first failure.
+	FailureLimit time.Duration
+	// LeaseTTL is the lifetime of rank 0's lease on Save (checkpoint.DefaultLeaseTTL when 0).
+	LeaseTTL  time.Duration
 	Failpoint func(name string, step int)
+}
+
+// Validate names the first bad field.
+func (c CheckpointConfig) Validate() error {
+	bad := func(f string, a ...any) error { return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(f, a...)) }
+	switch {
+	case c.Every < 0:
+		return bad("--checkpoint-every = %d, must be >= 0 (0: only the last step)", c.Every)
+	case c.KeepLast < 0:
+		return bad("--keep-last = %d, must be >= 0 (0: keep all)", c.KeepLast)
+	case c.KeepEvery < 0:
+		return bad("--keep-every = %d, must be >= 0 (0: none)", c.KeepEvery)
+	case c.FailureLimit < 0:
+		return bad("--checkpoint-failure-limit = %v, must be >= 0", c.FailureLimit)
+	case c.LeaseTTL < 0:
+		return bad("lease TTL %v, must be >= 0", c.LeaseTTL)
+	}
+	return nil
 }
 
 // stateBuffers is the training state as host float32 slices: views of the CPU backend's
@@ -78,21 +104,19 @@ func layoutRanges(l model.Layout) []checkpoint.TensorRange {
 	return out
 }
 
-// resume loads the newest good checkpoint of loc into the model and optimizer and returns its
-// step. The checkpoint must hold the same model (every shape-determining and numeric field of
-// the model config) and tokenizer; a checkpoint of a training run must also have the same
-// sequence length, global batch and seed, so the data stream continues where it stopped (the
-// number of ranks may differ). A step-0 checkpoint (from herd import) only provides weights.
-// Differences in the schedule or optimizer settings are reported: the run then continues,
-// but not as the same run would have.
-func resume(ctx context.Context, cfg TrainConfig, loc *checkpoint.Location, mod *model.Model, opt *model.Optimizer, sb *stateBuffers, tokHash string, log func(string)) (int, error) {
+// checkResume returns the function that checks a checkpoint's manifest against the run
+// before its state is loaded into sb: the checkpoint must hold the same model (every
+// shape-determining and numeric field of the model config) and tokenizer; a checkpoint of a
+// training run must also have the same sequence length, global batch and seed, so the data
+// stream continues where it stopped (the number of ranks may differ). A step-0 checkpoint
+// (from herd import) only provides weights. prev receives the checkpoint's run config.
+func checkResume(cfg TrainConfig, mod *model.Model, sb *stateBuffers, tokHash string, prev *RunConfig) func(*checkpoint.Manifest) (checkpoint.State, error) {
 	want := layoutRanges(mod.Layout)
-	var prev RunConfig
-	man, err := checkpoint.LoadLatest(ctx, *loc, func(m *checkpoint.Manifest) (checkpoint.State, error) {
+	return func(m *checkpoint.Manifest) (checkpoint.State, error) {
 		if fmt.Sprint(m.Layout) != fmt.Sprint(want) {
 			return checkpoint.State{}, fmt.Errorf("worker: checkpoint step %d holds another model (its parameter layout differs from --preset's)", m.Step)
 		}
-		if err := json.Unmarshal(m.Config, &prev); err != nil {
+		if err := json.Unmarshal(m.Config, prev); err != nil {
 			return checkpoint.State{}, fmt.Errorf("%w: checkpoint step %d: config: %v", checkpoint.ErrManifest, m.Step, err)
 		}
 		if d := modelDiff(prev.Model, cfg.Model); d != "" {
@@ -106,13 +130,14 @@ func resume(ctx context.Context, cfg TrainConfig, loc *checkpoint.Location, mod 
 				m.Step, m.Cursor.GlobalBatch, m.Cursor.Seq, m.Cursor.Seed)
 		}
 		return sb.host, nil
-	}, log)
-	if err != nil {
-		return 0, err
 	}
-	sb.push()
-	opt.SetSteps(man.Step)
-	log(fmt.Sprintf("resumed from %s/%s: step %d, written by %d ranks", loc.Prefix, checkpoint.StepDir(man.Step), man.Step, man.World))
+}
+
+// noteResumed logs where a run continues and whether it continues as the interrupted run
+// would have. Differences in the schedule or optimizer settings are reported: the run then
+// continues, but not as the same run would have.
+func noteResumed(cfg TrainConfig, loc *checkpoint.Location, man *checkpoint.Manifest, prev RunConfig, log func(string)) {
+	log(fmt.Sprintf("resumed from %v/%s: step %d, written by %d ranks", loc, checkpoint.StepDir(man.Step), man.Step, man.World))
 	if man.Step > 0 {
 		sched := cfg.schedule()
 		if prev.Schedule != sched || prev.Optim != cfg.Optim {
@@ -120,7 +145,6 @@ func resume(ctx context.Context, cfg TrainConfig, loc *checkpoint.Location, mod 
 				prev.Schedule, prev.Optim, sched, cfg.Optim))
 		}
 	}
-	return man.Step, nil
 }
 
 // modelDiff names the first model field that differs between a checkpoint's config and the
@@ -140,28 +164,81 @@ func modelDiff(ck, run model.Config) string {
 	return ""
 }
 
-// truncateMetrics cuts metrics.jsonl before its first line of a step after step: a resumed
-// run logs those steps again. Lines are in step order, so what stays is a prefix; the file is
-// truncated in place, which also suits a writer that already holds it open for appending.
-func truncateMetrics(path string, step int) error {
+// AbandonedMetricsName holds the metrics lines of steps that a resumed run trains again.
+const AbandonedMetricsName = "metrics.abandoned.jsonl"
+
+// metricsSteps returns the number of step lines in a run directory's metrics.jsonl and the
+// last step logged (0, 0 when there is none).
+func metricsSteps(path string) (lines, last int, err error) {
 	raw, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return 0, 0, nil
 	}
 	if err != nil {
-		return err
+		return 0, 0, err
+	}
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		var rec struct {
+			Step int `json:"step"`
+		}
+		if len(bytes.TrimSpace(line)) > 0 && json.Unmarshal(line, &rec) == nil {
+			lines++
+			last = max(last, rec.Step)
+		}
+	}
+	return lines, last, nil
+}
+
+// setAsideMetrics keeps the lines of metrics.jsonl up to step and moves the rest (the steps
+// a resumed run trains again, and a line cut short by a crash) to metrics.abandoned.jsonl,
+// so the history stays one line per step and nothing of it is lost. The kept prefix replaces
+// the file atomically, after the moved lines are safely appended to the other one.
+func setAsideMetrics(dir string, step int) (moved int, err error) {
+	path := filepath.Join(dir, MetricsName)
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
 	}
 	keep := 0
 	for _, line := range bytes.SplitAfter(raw, []byte("\n")) {
 		var rec struct {
 			Step int `json:"step"`
 		}
-		if json.Unmarshal(line, &rec) != nil || rec.Step > step {
+		if !bytes.HasSuffix(line, []byte("\n")) || json.Unmarshal(line, &rec) != nil || rec.Step > step {
 			break
 		}
 		keep += len(line)
 	}
-	return os.Truncate(path, int64(keep))
+	rest := raw[keep:]
+	if len(rest) == 0 {
+		return 0, nil
+	}
+	if !bytes.HasSuffix(rest, []byte("\n")) {
+		rest = append(rest, '\n')
+	}
+	f, err := os.OpenFile(filepath.Join(dir, AbandonedMetricsName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := f.Write(rest); err != nil {
+		f.Close()
+		return 0, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return 0, err
+	}
+	if err := f.Close(); err != nil {
+		return 0, err
+	}
+	err = checkpoint.WriteFileAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(raw[:keep])
+		return err
+	})
+	return bytes.Count(rest, []byte("\n")), err
 }
 
 // saveCheckpoint starts an asynchronous save of the state after step and returns how long

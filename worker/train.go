@@ -54,6 +54,9 @@ type TrainConfig struct {
 	CheckEvery int
 	// Checkpoint configures periodic sharded checkpoints and resuming.
 	Checkpoint CheckpointConfig
+	// Command describes the run in lock refusals ("herd train --out runs/x"); "" means the
+	// process's command line.
+	Command string
 }
 
 // Validate names the first bad field.

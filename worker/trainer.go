@@ -2,12 +2,15 @@ package worker
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,9 +57,14 @@ type Trainer struct {
 	red  GradReducer
 	dp   *dataParallel
 
-	saver      *checkpoint.Saver
-	saveCtx    context.Context
-	cancelSave context.CancelFunc
+	saver       *checkpoint.Saver
+	saveCtx     context.Context
+	cancelSave  context.CancelFunc
+	attempt     string            // names this run's checkpoint shards; the same on every rank
+	lock        *runLock          // rank 0: the run directory
+	lease       *checkpoint.Lease // rank 0: the checkpoint location
+	saveFailing time.Time         // when checkpoints began failing; zero while they commit
+	begun       bool              // Begin has run
 
 	val, text *EvalSet
 	bar       *progress
@@ -84,11 +92,15 @@ func NewTrainer(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.Checkpoint.Validate(); err != nil {
+		return nil, err
+	}
 	t := &Trainer{cfg: cfg, be: be, log: log, tok: tok, comm: cfg.Comm, red: cfg.Reducer}
 	t.lead = cfg.rank() == 0
 	if !t.lead {
 		t.log = io.Discard
 	}
+	t.bar = newProgress(t.log, 0, cfg.Steps)
 	if t.ds, err = shard.LoadDataset(cfg.Data, tok.Hash()); err != nil {
 		return nil, err
 	}
@@ -97,9 +109,6 @@ func NewTrainer(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io
 	}
 	if t.loader, err = shard.NewLoader(t.ds, t.sampler); err != nil {
 		return nil, err
-	}
-	if _, err := os.Stat(filepath.Join(cfg.Out, WeightsName)); err == nil {
-		return nil, fmt.Errorf("%w: --out %s already holds a finished run", ErrConfig, cfg.Out)
 	}
 	if t.tokJSON, err = tok.Marshal(); err != nil {
 		return nil, err
@@ -116,80 +125,289 @@ func NewTrainer(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io
 	t.sched = cfg.schedule()
 	t.rc = RunConfig{Model: cfg.Model, Optim: cfg.Optim, Schedule: t.sched, Data: abs, TokenizerHash: tok.Hash(),
 		Seed: cfg.Seed, Seq: cfg.Seq, Batch: cfg.Batch, MicroBatch: cfg.MicroBatch, Steps: cfg.Steps, EvalSeqs: cfg.EvalSeqs, World: cfg.world()}
+	t.saveCtx, t.cancelSave = context.Background(), func() {}
+	if t.lead {
+		if err := t.claim(ctx); err != nil {
+			t.releaseClaims(true)
+			return nil, err
+		}
+	}
 	if t.model, err = model.New(cfg.Model, be); err != nil {
+		t.releaseClaims(true)
 		return nil, err
 	}
 	if t.opt, err = model.NewOptimizer(t.model, cfg.Optim); err != nil {
 		t.model.Close()
+		t.releaseClaims(true)
 		return nil, err
 	}
 	t.sb = newStateBuffers(t.model, t.opt)
+	t.setComm(t.comm, t.red)
 	if p, ok := be.(kernels.Peak); ok {
 		t.peak = p.PeakFLOPS()
 	}
-	t.bar = newProgress(t.log, 0, cfg.Steps)
 	t.menc = json.NewEncoder(io.Discard)
-	t.saveCtx, t.cancelSave = context.Background(), func() {}
 	return t, nil
+}
+
+// claim makes rank 0 the only writer of the run directory and of the checkpoint location,
+// then checks what they hold: a finished run is refused, and so is starting afresh over an
+// interrupted one. Nothing is written but the locks.
+func (t *Trainer) claim(ctx context.Context) error {
+	cfg := t.cfg
+	what := cfg.Command
+	if what == "" {
+		what = strings.Join(os.Args, " ")
+	}
+	var err error
+	if t.lock, err = lockRunDir(cfg.Out, what); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Out, WeightsName)); err == nil {
+		return fmt.Errorf("%w: --out %s already holds a finished run", ErrConfig, cfg.Out)
+	}
+	if loc := cfg.Checkpoint.Save; loc != nil {
+		t.lease, err = checkpoint.AcquireLease(ctx, *loc, checkpoint.ThisProcess(what),
+			checkpoint.LeaseOptions{TTL: cfg.Checkpoint.LeaseTTL, Log: t.bar.println})
+		if err != nil {
+			return fmt.Errorf("--checkpoint: %w", err)
+		}
+	}
+	if cfg.Checkpoint.Resume != nil {
+		return t.checkResumeTarget(ctx)
+	}
+	lines, last, err := metricsSteps(filepath.Join(cfg.Out, MetricsName))
+	if err != nil {
+		return err
+	}
+	if lines > 0 {
+		return fmt.Errorf("%w: --out %s holds an interrupted run (metrics.jsonl logs %d steps, up to step %d); continue it with --resume latest, or choose another --out",
+			ErrConfig, cfg.Out, lines, last)
+	}
+	if loc := cfg.Checkpoint.Save; loc != nil {
+		steps, err := checkpoint.ListSteps(ctx, *loc)
+		if err != nil {
+			return err
+		}
+		for _, st := range steps {
+			if st.Committed {
+				return fmt.Errorf("%w: the checkpoint location %v already holds a checkpoint of step %d; continue it with --resume latest, or give another --checkpoint or --out", ErrConfig, loc, st.Step)
+			}
+		}
+	}
+	return nil
+}
+
+// checkResumeTarget refuses to resume from one location into another that already holds
+// checkpoints: the resumed run would delete them as an abandoned timeline.
+func (t *Trainer) checkResumeTarget(ctx context.Context) error {
+	save, from := t.cfg.Checkpoint.Save, t.cfg.Checkpoint.Resume
+	if save == nil || save.String() == from.String() {
+		return nil
+	}
+	steps, err := checkpoint.ListSteps(ctx, *save)
+	if err != nil {
+		return err
+	}
+	for _, st := range steps {
+		if st.Committed {
+			return fmt.Errorf("%w: --checkpoint %v already holds a checkpoint of step %d; resuming from %v into it would mix two runs: give an empty --checkpoint, or resume with --resume latest",
+				ErrConfig, save, st.Step, from)
+		}
+	}
+	return nil
+}
+
+// releaseClaims gives up the locks; with forget, a run directory the lock created is removed.
+func (t *Trainer) releaseClaims(forget bool) {
+	if t.lease != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		t.lease.Release(ctx)
+		cancel()
+		t.lease = nil
+	}
+	t.lock.release(forget)
+	t.lock = nil
 }
 
 // Restore gives the model its starting state: the newest good checkpoint of
 // cfg.Checkpoint.Resume when set, else fresh weights from the seed. It writes nothing.
+//
+// With several ranks, rank 0 alone chooses: it loads the newest checkpoint that verifies
+// (falling back past damaged ones) and sends every rank the step it chose, with the attempt
+// that names this run's checkpoint shards. The others load exactly that step, with no
+// fallback of their own; any rank that fails fails them all, and the ranks then prove that
+// they hold identical parameters before training starts.
 func (t *Trainer) Restore(ctx context.Context) error {
-	cfg := t.cfg
-	if cfg.Checkpoint.Resume == nil {
-		if loc := cfg.Checkpoint.Save; loc != nil {
-			steps, err := checkpoint.ListSteps(ctx, *loc)
-			if err != nil {
-				return err
-			}
-			for _, st := range steps {
-				if st.Committed {
-					return fmt.Errorf("%w: the checkpoint location already holds a checkpoint of step %d; continue it with --resume latest, or give another --checkpoint or --out", ErrConfig, st.Step)
-				}
-			}
+	var step int
+	var err error
+	if t.lead {
+		t.attempt = checkpoint.NewAttempt()
+		step, err = t.restoreLead(ctx)
+	}
+	if t.cfg.world() > 1 {
+		if step, err = t.agree(ctx, step, err); err != nil {
+			return err
 		}
-		t.model.Init(cfg.Seed)
-		return nil
-	}
-	step, err := resume(ctx, cfg, cfg.Checkpoint.Resume, t.model, t.opt, t.sb, t.tok.Hash(), t.bar.println)
-	if err != nil {
+		if !t.lead {
+			err = t.restoreFollower(ctx, step)
+		}
+		if err = t.allOK(ctx, err); err != nil {
+			return err
+		}
+		if err := t.dp.checkParams(step); err != nil {
+			return fmt.Errorf("worker: after restoring step %d: %w", step, err)
+		}
+	} else if err != nil {
 		return err
-	}
-	if step >= cfg.Steps {
-		return fmt.Errorf("%w: the checkpoint is at step %d, --steps is %d: nothing left to train", ErrConfig, step, cfg.Steps)
 	}
 	t.step, t.startStep = step, step
 	return nil
 }
 
-// Begin starts the run: it writes run.json and tokenizer.json, opens metrics.jsonl, drops
-// what a resumed run abandons, and starts the checkpoint saver.
-func (t *Trainer) Begin(ctx context.Context) error {
+// restoreLead is rank 0's part of Restore: it returns the step the run starts at.
+func (t *Trainer) restoreLead(ctx context.Context) (int, error) {
 	cfg := t.cfg
+	if cfg.Checkpoint.Resume == nil {
+		t.model.Init(cfg.Seed)
+		return 0, nil
+	}
+	var prev RunConfig
+	loc := cfg.Checkpoint.Resume
+	man, err := checkpoint.LoadLatest(ctx, *loc, checkResume(cfg, t.model, t.sb, t.tok.Hash(), &prev), t.bar.println)
+	if err != nil {
+		return 0, err
+	}
+	if man.Step >= cfg.Steps {
+		return 0, fmt.Errorf("%w: the checkpoint is at step %d, --steps is %d: nothing left to train", ErrConfig, man.Step, cfg.Steps)
+	}
+	t.sb.push()
+	t.opt.SetSteps(man.Step)
+	noteResumed(cfg, loc, man, prev, t.bar.println)
+	return man.Step, nil
+}
+
+// restoreFollower is the part of Restore of a rank other than 0: it loads the step rank 0
+// chose, or initializes fresh weights when that is 0 and there is nothing to resume.
+func (t *Trainer) restoreFollower(ctx context.Context, step int) error {
+	cfg := t.cfg
+	if cfg.Checkpoint.Resume == nil {
+		t.model.Init(cfg.Seed)
+		return nil
+	}
+	var prev RunConfig
+	if _, err := checkpoint.LoadStep(ctx, *cfg.Checkpoint.Resume, step, checkResume(cfg, t.model, t.sb, t.tok.Hash(), &prev)); err != nil {
+		return fmt.Errorf("rank %d: loading step %d, which rank 0 chose: %w", cfg.rank(), step, err)
+	}
+	t.sb.push()
+	t.opt.SetSteps(step)
+	return nil
+}
+
+// agree sends rank 0's decision (its error, the step, the attempt) to every rank. Integers
+// travel as 16-bit pieces, which float32 holds exactly.
+func (t *Trainer) agree(ctx context.Context, step int, leadErr error) (int, error) {
+	const n = 1 + 4 + 8
+	buf := make([]float32, n)
 	if t.lead {
-		if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		if leadErr != nil {
+			buf[0] = 1
+		}
+		putU64(buf[1:5], uint64(step))
+		var a [8]byte
+		hex.Decode(a[:], []byte(t.attempt))
+		for i := 0; i < 8; i++ {
+			buf[5+i] = float32(a[i])
+		}
+	}
+	if err := t.comm.Broadcast(ctx, buf, 0); err != nil {
+		if leadErr != nil {
+			return 0, leadErr
+		}
+		return 0, fmt.Errorf("worker: waiting for rank 0 to choose the starting step: %w", err)
+	}
+	if t.lead {
+		return step, leadErr
+	}
+	if buf[0] != 0 {
+		return 0, fmt.Errorf("worker: %w", ErrPeerRestore)
+	}
+	var a [8]byte
+	for i := range a {
+		a[i] = byte(buf[5+i])
+	}
+	t.attempt = hex.EncodeToString(a[:])
+	return int(getU64(buf[1:5])), nil
+}
+
+// ErrPeerRestore is the error of a rank whose run stopped because rank 0 could not restore
+// the run; rank 0 reports why.
+var ErrPeerRestore = errors.New("rank 0 could not start the run (its error says why)")
+
+// allOK fails every rank when any rank's err is not nil, naming the ranks that failed.
+func (t *Trainer) allOK(ctx context.Context, err error) error {
+	w, r := t.cfg.world(), t.cfg.rank()
+	flags := make([]float32, w)
+	if err != nil {
+		flags[r] = 1
+	}
+	if aerr := t.comm.AllReduce(ctx, flags, collective.Sum); aerr != nil {
+		if err != nil {
 			return err
 		}
+		return fmt.Errorf("worker: agreeing on the restored state: %w", aerr)
+	}
+	if err != nil {
+		return err
+	}
+	var bad []string
+	for i, f := range flags {
+		if f != 0 {
+			bad = append(bad, strconv.Itoa(i))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("worker: %w: rank %s could not load the chosen checkpoint (their errors say why)", ErrPeerRestore, strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+func putU64(dst []float32, v uint64) {
+	for i := range 4 {
+		dst[i] = float32(uint16(v >> (16 * i)))
+	}
+}
+
+func getU64(src []float32) uint64 {
+	var v uint64
+	for i := range 4 {
+		v |= uint64(uint16(src[i])) << (16 * i)
+	}
+	return v
+}
+
+// Begin starts the run: it writes run.json and tokenizer.json, opens metrics.jsonl (setting
+// aside the lines of steps a resumed run trains again), and starts the checkpoint saver.
+func (t *Trainer) Begin(ctx context.Context) error {
+	cfg := t.cfg
+	t.begun = true
+	if t.lead {
 		if err := writeJSON(filepath.Join(cfg.Out, RunConfigName), t.rc); err != nil {
 			return err
 		}
 		if err := t.tok.Save(filepath.Join(cfg.Out, TokenizerName)); err != nil {
 			return err
 		}
-		flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
 		if cfg.Checkpoint.Resume != nil {
-			flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
-			if loc := cfg.Checkpoint.Save; loc != nil {
-				if err := checkpoint.DropAfter(ctx, *loc, t.step, t.bar.println); err != nil {
-					return err
-				}
-			}
-			if err := truncateMetrics(filepath.Join(cfg.Out, MetricsName), t.step); err != nil {
+			moved, err := setAsideMetrics(cfg.Out, t.step)
+			if err != nil {
 				return err
 			}
+			if moved > 0 {
+				t.bar.println(fmt.Sprintf("metrics: %d lines after step %d set aside in %s", moved, t.step, filepath.Join(cfg.Out, AbandonedMetricsName)))
+			}
 		}
-		f, err := os.OpenFile(filepath.Join(cfg.Out, MetricsName), flags, 0o644)
+		f, err := os.OpenFile(filepath.Join(cfg.Out, MetricsName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			return err
 		}
@@ -197,8 +415,12 @@ func (t *Trainer) Begin(ctx context.Context) error {
 	}
 	t.saveCtx, t.cancelSave = context.WithCancel(ctx)
 	if loc := cfg.Checkpoint.Save; loc != nil {
-		t.saver = checkpoint.NewSaver(*loc, checkpoint.SaverOptions{KeepLast: cfg.Checkpoint.KeepLast,
-			KeepEvery: cfg.Checkpoint.KeepEvery, Failpoint: cfg.Checkpoint.Failpoint, Log: t.bar.println})
+		opts := checkpoint.SaverOptions{KeepLast: cfg.Checkpoint.KeepLast, KeepEvery: cfg.Checkpoint.KeepEvery,
+			Attempt: t.attempt, Base: t.step, Failpoint: cfg.Checkpoint.Failpoint, Log: t.bar.println}
+		if t.lease != nil {
+			opts.Lease = t.lease
+		}
+		t.saver = checkpoint.NewSaver(*loc, opts)
 	}
 	fmt.Fprintf(t.log, "model: %d parameters (d=%d, %d layers, %d heads, vocab %d), remat %s, backend %s\n",
 		model.NumParams(cfg.Model), cfg.Model.Dim, cfg.Model.Layers, cfg.Model.Heads, cfg.Model.Vocab, cfg.Model.Remat, t.be.Name())
@@ -207,7 +429,7 @@ func (t *Trainer) Begin(ctx context.Context) error {
 	if len(t.val.Inputs) == 0 {
 		fmt.Fprintln(t.log, "note: the dataset has no held-out tokens (prepared with --held-out 0): no validation, no baseline")
 	}
-	t.SetComm(t.comm, t.red)
+	t.noteWorld()
 	t.bar.start = t.step
 	t.res = Result{Dir: cfg.Out, ParamsCount: model.NumParams(cfg.Model)}
 	t.began = time.Now()
@@ -218,17 +440,25 @@ func (t *Trainer) Begin(ctx context.Context) error {
 // summing gradients in device memory when set. The global batch stays the same: each rank
 // takes its slice of it. It may be called between steps.
 func (t *Trainer) SetComm(comm collective.Communicator, red GradReducer) {
+	t.setComm(comm, red)
+	t.noteWorld()
+}
+
+func (t *Trainer) setComm(comm collective.Communicator, red GradReducer) {
 	t.comm, t.red = comm, red
 	t.cfg.Comm, t.cfg.Reducer = comm, red
 	world := t.cfg.world()
-	if world > 1 {
-		fmt.Fprintf(t.log, "data parallel: %d processes, %d sequences each per step, gradients summed over the TCP ring\n",
-			world, t.cfg.Batch/world)
-	}
 	t.bar.perDevice = world > 1
 	t.dp = newDataParallel(context.Background(), comm, red, t.model)
 	share := t.cfg.Batch / world
 	t.inputs, t.targets = make([]int32, share*t.cfg.Seq), make([]int32, share*t.cfg.Seq)
+}
+
+func (t *Trainer) noteWorld() {
+	if world := t.cfg.world(); world > 1 {
+		fmt.Fprintf(t.log, "data parallel: %d processes, %d sequences each per step, gradients summed over the TCP ring\n",
+			world, t.cfg.Batch/world)
+	}
 }
 
 // Done reports whether every step has been trained.
@@ -288,11 +518,11 @@ func (t *Trainer) Step(ctx context.Context) error {
 		return fmt.Errorf("worker: loss is %v at step %d", loss, step)
 	}
 	if t.saver != nil && (t.step == cfg.Steps || (cfg.Checkpoint.Every > 0 && t.step%cfg.Checkpoint.Every == 0)) {
-		held, err := saveCheckpoint(t.saveCtx, t.saver, cfg, t.rc, t.model, t.sb, t.tokJSON, t.step)
-		if err != nil {
+		held, prevErr := saveCheckpoint(t.saveCtx, t.saver, cfg, t.rc, t.model, t.sb, t.tokJSON, t.step)
+		stall += held
+		if err := t.saveOutcome(prevErr); err != nil {
 			return err
 		}
-		stall += held
 	}
 	if err := t.logStep(loss, lr, norm, stall); err != nil {
 		return err
@@ -367,10 +597,8 @@ func (t *Trainer) Finish(ctx context.Context) (*Result, error) {
 	if err := t.dp.checkParams(cfg.Steps); err != nil {
 		return nil, err
 	}
-	if t.saver != nil {
-		if err := t.saver.Wait(); err != nil {
-			return nil, err
-		}
+	if err := t.finalSave(ctx); err != nil {
+		return nil, err
 	}
 	if !t.lead {
 		return res, nil
@@ -409,8 +637,71 @@ func (t *Trainer) Finish(ctx context.Context) (*Result, error) {
 	return res, nil
 }
 
+// saveOutcome applies the failure policy to the error of the last save (nil: it committed).
+// A failed save is logged and training goes on, the next checkpoint saving again, until
+// checkpoints have kept failing for Checkpoint.FailureLimit; a lost lease stops at once.
+func (t *Trainer) saveOutcome(err error) error {
+	if err == nil {
+		if !t.saveFailing.IsZero() {
+			t.bar.println(fmt.Sprintf("checkpoint: saving works again after failing for %v", time.Since(t.saveFailing).Round(time.Second)))
+		}
+		t.saveFailing = time.Time{}
+		return nil
+	}
+	limit := t.cfg.Checkpoint.FailureLimit
+	if errors.Is(err, checkpoint.ErrLeaseLost) || errors.Is(err, context.Canceled) || limit == 0 {
+		return err
+	}
+	if t.saveFailing.IsZero() {
+		t.saveFailing = time.Now()
+	}
+	if failing := time.Since(t.saveFailing); failing > limit {
+		return fmt.Errorf("worker: checkpoints have failed for %v, past --checkpoint-failure-limit %v: %w", failing.Round(time.Second), limit, err)
+	}
+	t.bar.println(fmt.Sprintf("checkpoint: a save failed (%v); training goes on and the next checkpoint saves again (the run stops if checkpoints keep failing for %v)", err, limit))
+	return nil
+}
+
+// finalSave waits for the checkpoint of the last step and, while the failure policy allows,
+// saves it again until it commits: a run does not end without its final checkpoint.
+func (t *Trainer) finalSave(ctx context.Context) error {
+	if t.saver == nil {
+		return nil
+	}
+	backoff := time.Second
+	for {
+		err := t.saver.Wait()
+		if err == nil {
+			return t.saveOutcome(nil)
+		}
+		if err := t.saveOutcome(err); err != nil {
+			return err
+		}
+		t.bar.println(fmt.Sprintf("checkpoint: saving step %d again in %v", t.step, backoff))
+		if err := sleepCtx(ctx, backoff); err != nil {
+			return err
+		}
+		backoff = min(2*backoff, 30*time.Second)
+		if _, err := saveCheckpoint(t.saveCtx, t.saver, t.cfg, t.rc, t.model, t.sb, t.tokJSON, t.step); err != nil {
+			return err
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Close stops a save still in flight (a run that failed does not wait for a save that
-// cannot commit), then frees the model, optimizer and files.
+// cannot commit), frees the model, optimizer and files, and gives up the locks. A run
+// directory that a refused run created is removed again.
 func (t *Trainer) Close() error {
 	t.cancelSave()
 	if t.saver != nil {
@@ -418,8 +709,10 @@ func (t *Trainer) Close() error {
 	}
 	t.opt.Close()
 	t.model.Close()
+	var err error
 	if t.metrics != nil {
-		return t.metrics.Close()
+		err = t.metrics.Close()
 	}
-	return nil
+	t.releaseClaims(!t.begun)
+	return err
 }

@@ -171,14 +171,14 @@ func runKilledBeforeManifest(t *testing.T, e *ckptEnv, list func(run string) []s
 		t.Fatalf("no shards of step 20 were left behind: %s", got)
 	}
 	// Starting afresh over existing checkpoints is refused, never mixed with them.
-	if out, ok := e.train(t, run, nil, "--steps", "30"); ok || !strings.Contains(out, "already holds a checkpoint of step 10") {
+	if out, ok := e.train(t, run, nil, "--steps", "30"); ok || !strings.Contains(out, "holds an interrupted run") {
 		t.Fatalf("a fresh run over existing checkpoints was not refused:\n%s", out)
 	}
 	out, ok := e.train(t, run, nil, "--steps", "30", "--checkpoint-every", "15", "--resume", "latest")
 	if !ok || !strings.Contains(out, "step 10, written by 1 ranks") {
 		t.Fatalf("resume did not take the commit of step 10:\n%s", out)
 	}
-	if !strings.Contains(out, "step-00000020, newer than the resumed step 10") {
+	if !strings.Contains(out, "step-00000020, left by an abandoned run after the resumed step 10") {
 		t.Errorf("the orphan shards of step 20 were not reported deleted:\n%s", out)
 	}
 	if got := strings.Join(list(run), " "); strings.Contains(got, "step-00000020") {

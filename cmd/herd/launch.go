@@ -5,11 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,25 +20,44 @@ import (
 	"time"
 
 	"github.com/herd-llm/herd/collective"
+	"github.com/herd-llm/herd/worker"
 	"go.uber.org/zap"
 )
 
 // Environment of a rank started by `herd train --nproc N`. The parent binds every rank's
 // listening socket on 127.0.0.1 before starting them and hands it down as file descriptor 3,
 // so no port can be taken in between; the ring secret travels in the environment, never on
-// a command line.
+// a command line. File descriptor 4 is the write end of a pipe on which a failing rank tells
+// the launcher, in one JSON line, which rank its failure is attributed to.
 const (
-	envRank   = "HERD_RANK"
-	envWorld  = "HERD_WORLD"
-	envPeers  = "HERD_PEERS"
-	envJob    = "HERD_JOB_ID"
-	envSecret = "HERD_RING_SECRET"
-	listenFD  = 3
+	envRank     = "HERD_RANK"
+	envWorld    = "HERD_WORLD"
+	envPeers    = "HERD_PEERS"
+	envJob      = "HERD_JOB_ID"
+	envSecret   = "HERD_RING_SECRET"
+	envLauncher = "HERD_LAUNCHER_PID"
+	listenFD    = 3
+	statusFD    = 4
 )
 
+// rankStatus is what a failing rank reports to the launcher.
+type rankStatus struct {
+	Rank    int    `json:"rank"`
+	Culprit int    `json:"culprit"` // the rank the failure is attributed to
+	Error   string `json:"error"`
+}
+
 // launchLocal runs `herd <args>` as n rank processes on this machine and waits for them.
-// When one fails, the others are stopped and the error names the rank.
+// The ranks form one process group and die with the launcher: each gets SIGTERM when the
+// launcher exits however it exits (Linux's parent-death signal, and a rank that finds its
+// launcher gone stops too), so a killed launcher never leaves ranks training on their own.
+// When one rank fails, the others are stopped, and the error names the rank the failure is
+// attributed to: the one that died or did not answer, not the first to notice.
 func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Writer) error {
+	// The parent-death signal fires when the thread that started a child exits: keep this
+	// goroutine on one thread until every rank has been waited for.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -55,6 +77,13 @@ func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Wr
 		lns = append(lns, l)
 		peers = append(peers, l.Addr().String())
 	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer statusR.Close()
+	statuses := make(chan []rankStatus, 1)
+	go func() { statuses <- readStatuses(statusR) }()
 	job, secret := randomHex(8), randomHex(32)
 	type exit struct {
 		rank int
@@ -62,24 +91,26 @@ func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Wr
 	}
 	exits := make(chan exit, n)
 	procs := make([]*exec.Cmd, n)
+	pgid := 0
 	var outMu sync.Mutex
-	killStarted := func() {
-		for _, p := range procs {
-			if p != nil {
-				p.Process.Kill()
-			}
+	signalAll := func(sig syscall.Signal) {
+		if pgid != 0 {
+			syscall.Kill(-pgid, sig)
 		}
 	}
 	for r := 0; r < n; r++ {
 		f, err := lns[r].File()
 		if err != nil {
-			killStarted()
+			signalAll(syscall.SIGKILL)
+			statusW.Close()
 			return err
 		}
 		cmd := exec.Command(self, args...)
-		cmd.ExtraFiles = []*os.File{f} // fd 3
+		cmd.ExtraFiles = []*os.File{f, statusW} // fds 3 and 4
 		cmd.Env = append(os.Environ(), envRank+"="+strconv.Itoa(r), envWorld+"="+strconv.Itoa(n),
-			envPeers+"="+strings.Join(peers, ","), envJob+"="+job, envSecret+"="+secret)
+			envPeers+"="+strings.Join(peers, ","), envJob+"="+job, envSecret+"="+secret,
+			envLauncher+"="+strconv.Itoa(os.Getpid()))
+		cmd.SysProcAttr = rankProcAttr(pgid)
 		var lines io.Reader
 		if r == 0 {
 			cmd.Stdout, cmd.Stderr = stdout, stderr
@@ -87,16 +118,21 @@ func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Wr
 			cmd.Stdout = io.Discard
 			if lines, err = cmd.StderrPipe(); err != nil {
 				f.Close()
-				killStarted()
+				signalAll(syscall.SIGKILL)
+				statusW.Close()
 				return err
 			}
 		}
 		if err := cmd.Start(); err != nil {
 			f.Close()
-			killStarted()
+			signalAll(syscall.SIGKILL)
+			statusW.Close()
 			return fmt.Errorf("starting rank %d: %w", r, err)
 		}
 		f.Close()
+		if pgid == 0 {
+			pgid = cmd.Process.Pid
+		}
 		procs[r] = cmd
 		go func(r int) {
 			if lines != nil {
@@ -105,43 +141,119 @@ func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Wr
 			exits <- exit{r, cmd.Wait()}
 		}(r)
 	}
+	statusW.Close() // the ranks hold the write end now
 	for _, l := range lns {
 		l.Close()
 	}
 	lns = nil
-	var failed *exit
-	exited := make([]bool, n)
-	stop := func(sig os.Signal) {
-		for r, p := range procs {
-			if !exited[r] {
-				p.Process.Signal(sig)
-			}
-		}
-	}
+	var first *exit
+	exitErr := make([]error, n)
+	stopped := false // the launcher itself stopped the ranks
 	done := 0
 	var grace <-chan time.Time
 	for done < n {
 		select {
 		case e := <-exits:
 			done++
-			exited[e.rank] = true
-			if e.err != nil && failed == nil {
-				failed = &e
-				stop(syscall.SIGTERM)
-				grace = time.After(10 * time.Second)
+			exitErr[e.rank] = e.err
+			if e.err != nil && first == nil {
+				first = &e
+				if !stopped {
+					signalAll(syscall.SIGTERM)
+					grace = time.After(10 * time.Second)
+				}
+				stopped = true
 			}
 		case <-ctx.Done():
-			stop(syscall.SIGTERM)
+			signalAll(syscall.SIGTERM)
 			grace = time.After(10 * time.Second)
 			ctx = context.Background()
+			stopped = true
 		case <-grace:
-			stop(syscall.SIGKILL)
+			signalAll(syscall.SIGCONT) // a stopped rank cannot act on SIGTERM
+			signalAll(syscall.SIGKILL)
 		}
 	}
-	if failed != nil {
-		return fmt.Errorf("rank %d of %d failed: %v", failed.rank, n, failed.err)
+	if first == nil {
+		return nil
 	}
-	return nil
+	return failureReport(n, first.rank, exitErr, <-statuses)
+}
+
+// failureReport says why a local run failed. The rank blamed is the one the ranks' own
+// reports attribute the failure to (the first report wins), or the first rank to exit when
+// none reported.
+func failureReport(n, firstExit int, exitErr []error, st []rankStatus) error {
+	if len(st) == 0 {
+		return fmt.Errorf("rank %d of %d failed: %v", firstExit, n, exitErr[firstExit])
+	}
+	culprit := st[0].Culprit
+	for _, s := range st {
+		if s.Rank == culprit {
+			return fmt.Errorf("rank %d of %d failed: %s", culprit, n, s.Error)
+		}
+	}
+	if culprit >= 0 && culprit < n && exitErr[culprit] != nil {
+		if ee, ok := exitErr[culprit].(*exec.ExitError); ok && !ee.Exited() {
+			return fmt.Errorf("rank %d of %d failed (%v): rank %d reported: %s", culprit, n, exitErr[culprit], st[0].Rank, st[0].Error)
+		}
+	}
+	return fmt.Errorf("rank %d of %d failed: rank %d reported: %s", culprit, n, st[0].Rank, st[0].Error)
+}
+
+func readStatuses(r io.Reader) []rankStatus {
+	var out []rankStatus
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var s rankStatus
+		if json.Unmarshal(sc.Bytes(), &s) == nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// reportFailure tells the launcher, when there is one, which rank err is attributed to.
+func reportFailure(rank int, err error) {
+	if os.Getenv(envRank) == "" {
+		return
+	}
+	s := rankStatus{Rank: rank, Culprit: rank, Error: err.Error()}
+	var pe *collective.PeerError
+	if errors.As(err, &pe) {
+		s.Culprit = pe.Rank
+	}
+	if errors.Is(err, worker.ErrPeerRestore) {
+		s.Culprit = 0
+	}
+	line, _ := json.Marshal(s)
+	f := os.NewFile(statusFD, "status")
+	f.Write(append(line, '\n'))
+	f.Close()
+}
+
+// watchLauncher cancels a rank's work when its launcher is gone: the parent-death signal
+// covers most exits, and this covers a launcher that died before the rank could ask for it.
+func watchLauncher(cancel context.CancelFunc) {
+	want, err := strconv.Atoi(os.Getenv(envLauncher))
+	if err != nil {
+		return
+	}
+	if os.Getppid() != want {
+		fmt.Fprintf(os.Stderr, "herd: launcher %d is gone; stopping\n", want)
+		cancel()
+		return
+	}
+	go func() {
+		for range time.Tick(time.Second) {
+			if os.Getppid() != want {
+				fmt.Fprintf(os.Stderr, "herd: launcher %d is gone; stopping\n", want)
+				cancel()
+				return
+			}
+		}
+	}()
 }
 
 // joinRing builds this process's ring from the environment set by launchLocal; it returns

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -46,13 +47,16 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	device := fs.Int("device", 0, "cuda: GPU ordinal; with --nproc, rank r uses GPU (device + r) mod the GPU count")
 	pureGo := fs.Bool("pure-go", false, "cpu: use the pure-Go matmul even when a BLAS library is installed")
 	nproc := fs.Int("nproc", 1, "data-parallel processes on this machine; each takes its slice of every global batch and gradients are summed over a TCP ring on 127.0.0.1")
-	collTimeout := fs.Duration("collective-timeout", 5*time.Minute, "deadline of one collective operation (a rank that waits longer fails the run); it must also cover rank 0's validations, which the other ranks wait for")
+	collTimeout := fs.Duration("collective-timeout", 5*time.Minute, "deadline of one collective operation: a rank that waits longer fails the run, naming the rank that did not answer; it must also cover rank 0's validations, which the other ranks wait for (> 0)")
 	checkEvery := fs.Int("check-every", 50, "steps between checks that all processes hold identical parameters (0: only at the end)")
 	ckptURI := fs.String("checkpoint", "", "where to write sharded checkpoints: a directory, file:///path or s3://bucket/prefix (default: DIR/checkpoints of --out)")
 	ckptEvery := fs.Int("checkpoint-every", 500, "steps between checkpoints, written in the background; the last step always saves (0: only the last)")
 	keepLast := fs.Int("keep-last", 3, "committed checkpoints to keep (0: all)")
 	keepEvery := fs.Int("keep-every", 0, "also keep every checkpoint whose step is a multiple of this (0: none)")
 	resumeFrom := fs.String("resume", "", "continue from a checkpoint: 'latest' (the newest good commit under --checkpoint) or a checkpoint location URI")
+	failLimit := fs.Duration("checkpoint-failure-limit", 30*time.Minute, "how long checkpoints may keep failing before the run stops; a failed save is logged and the next checkpoint step saves again, and the last step's is retried until it commits (0: stop at the first failure)")
+	storeRetry := fs.Duration("store-retry-for", checkpoint.DefaultRetryFor, "how long one checkpoint store operation retries transient failures (connection refused or reset, timeouts, 5xx) before it fails")
+	storeStall := fs.Duration("store-stall-timeout", checkpoint.DefaultStall, "abandon and retry a checkpoint read or write that makes no progress for this long (> 0)")
 	s3 := s3Flags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: herd train --out DIR [--preset NAME] [--data DIR] [flags]")
@@ -75,6 +79,16 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if *nproc < 1 {
 		return fmt.Errorf("--nproc = %d, must be >= 1", *nproc)
 	}
+	if *collTimeout <= 0 {
+		return fmt.Errorf("--collective-timeout = %v, must be > 0: it is how a hung rank is found", *collTimeout)
+	}
+	if *storeStall <= 0 || *storeRetry < 0 {
+		return fmt.Errorf("--store-stall-timeout = %v must be > 0 and --store-retry-for = %v >= 0", *storeStall, *storeRetry)
+	}
+	ck := worker.CheckpointConfig{Every: *ckptEvery, KeepLast: *keepLast, KeepEvery: *keepEvery, FailureLimit: *failLimit}
+	if err := ck.Validate(); err != nil {
+		return err
+	}
 	if err := checkBackend(*backend); err != nil {
 		return err
 	}
@@ -92,6 +106,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watchLauncher(cancel)
 	ring, err := joinRing(ctx, *collTimeout, stderr)
 	if err != nil {
 		return err
@@ -110,23 +127,34 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if *ckptURI == "" {
 		*ckptURI = filepath.Join(*out, "checkpoints")
 	}
-	s3cfg := s3.config()
-	store, prefix, err := checkpoint.OpenStore(ctx, *ckptURI, s3cfg)
+	storeOpts := checkpoint.StoreOptions{S3: s3.config(), Retry: checkpoint.RetryPolicy{For: *storeRetry, Stall: *storeStall,
+		Log: func(line string) { fmt.Fprintln(stderr, line) }}}
+	if *storeRetry == 0 {
+		storeOpts.Retry.For = -1 // no retries
+	}
+	// A location that is only resumed from must exist: it is never created.
+	resumeOpts := storeOpts
+	resumeOpts.Existing = true
+	saveOpts := storeOpts
+	saveOpts.Existing = *resumeFrom == "latest"
+	save, err := checkpoint.OpenLocation(ctx, *ckptURI, saveOpts)
 	if err != nil {
+		if *resumeFrom == "latest" && errors.Is(err, checkpoint.ErrNoCommit) {
+			return fmt.Errorf("--resume latest: %w", err)
+		}
 		return fmt.Errorf("--checkpoint: %w", err)
 	}
-	ck := worker.CheckpointConfig{Save: &checkpoint.Location{Store: store, Prefix: prefix}, Every: *ckptEvery,
-		KeepLast: *keepLast, KeepEvery: *keepEvery, Failpoint: failpointFromEnv()}
+	ck.Save, ck.Failpoint = &save, failpointFromEnv()
 	switch *resumeFrom {
 	case "":
 	case "latest":
 		ck.Resume = ck.Save
 	default:
-		rs, rp, err := checkpoint.OpenStore(ctx, *resumeFrom, s3cfg)
+		from, err := checkpoint.OpenLocation(ctx, *resumeFrom, resumeOpts)
 		if err != nil {
 			return fmt.Errorf("--resume: %w", err)
 		}
-		ck.Resume = &checkpoint.Location{Store: rs, Prefix: rp}
+		ck.Resume = &from
 	}
 	optim := model.DefaultOptim()
 	optim.WeightDecay, optim.ClipNorm = *wd, *clip
@@ -134,7 +162,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		Model: c, Optim: optim, PeakLR: *lr, WarmupSteps: *warmup, Data: *data, Out: *out, Seed: *seed,
 		Seq: *seq, Batch: *batch, MicroBatch: *micro, Steps: *steps, EvalEvery: *evalEvery, EvalSeqs: *evalSeqs,
 		EvalText: *evalText, SampleEvery: *sampleEvery, SampleTokens: *sampleTokens, Baseline: *baseline,
-		CheckEvery: *checkEvery, Checkpoint: ck,
+		CheckEvery: *checkEvery, Checkpoint: ck, Command: "herd train --out " + *out,
 	}
 	if ring != nil {
 		cfg.Comm = ring
@@ -161,6 +189,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		cfg.Reducer = red
 	}
 	_, err = worker.Train(ctx, cfg, be, stderr)
+	if err != nil && ring != nil {
+		reportFailure(ring.Rank(), err)
+	}
 	return err
 }
 
