@@ -176,12 +176,14 @@ func (s *retryStore) doSince(ctx context.Context, start time.Time, what string, 
 		if !replayable || s.p.For < 0 {
 			return err
 		}
-		if time.Since(start)+backoff > s.p.For {
+		left := s.p.For - time.Since(start)
+		if left <= 0 {
 			s.logf("checkpoint: %s: giving up after %d attempts in %v: %v", what, n, time.Since(start).Round(time.Millisecond), err)
 			return fmt.Errorf("%w: %s: %d attempts in %v: %w", ErrUnavailable, what, n, time.Since(start).Round(time.Millisecond), err)
 		}
-		s.logf("checkpoint: %s failed (%v); retrying in %v (attempt %d)", what, err, backoff, n+1)
-		if err := sleepCtx(ctx, backoff); err != nil {
+		wait := min(backoff, left)
+		s.logf("checkpoint: %s failed (%v); retrying in %v (attempt %d)", what, err, wait.Round(time.Millisecond), n+1)
+		if err := sleepCtx(ctx, wait); err != nil {
 			return err
 		}
 		backoff = min(2*backoff, s.p.MaxBackoff)

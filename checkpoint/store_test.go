@@ -39,3 +39,10 @@ func TestCheckKey(t *testing.T) {
 		}
 	}
 }
+
+// The retrying wrapper passes the whole suite too, Swapper included.
+func TestRetryingStoreConformance(t *testing.T) {
+	objectstoretest.RunAll(t, func(t *testing.T) checkpoint.ObjectStore {
+		return checkpoint.WithRetries(newDirStore(t), checkpoint.RetryPolicy{})
+	})
+}

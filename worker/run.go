@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -125,6 +126,10 @@ func LoadWeights(m *model.Model, path string) error {
 		if fmt.Sprint(t.Shape) != fmt.Sprint(s.Shape) {
 			return fmt.Errorf("%w: %s: tensor %s has shape %v, the model needs %v", ErrRun, path, s.Name, t.Shape, s.Shape)
 		}
+		if bad, first := nonFinite(t.Data); bad > 0 {
+			return fmt.Errorf("%w: %s: tensor %s holds %d values that are NaN or infinite (the first is %v at index %d): the weights are unusable, as those of a run that diverged",
+				ErrRun, path, s.Name, bad, t.Data[first], first)
+		}
 		copy(host[s.Offset:], t.Data)
 	}
 	m.Backend().Write32(m.Params(), host)
@@ -138,4 +143,18 @@ func writeJSON(path string, v any) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
 	})
+}
+
+// nonFinite counts the NaN and infinite values of v and returns the index of the first.
+func nonFinite(v []float32) (n, first int) {
+	first = -1
+	for i, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			if first < 0 {
+				first = i
+			}
+			n++
+		}
+	}
+	return n, first
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/herd-llm/herd/checkpoint"
@@ -46,6 +47,8 @@ func RunAll(t *testing.T, newStore func(t *testing.T) checkpoint.ObjectStore) {
 		{"ConcurrentPuts", testConcurrentPuts},
 		{"ContextCanceled", testContextCanceled},
 		{"CanceledMidPut", testCanceledMidPut},
+		{"Swap", testSwap},
+		{"ConcurrentSwaps", testConcurrentSwaps},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newStore(t)) })
@@ -597,6 +600,73 @@ func wantInfos(t testing.TB, got, want []checkpoint.ObjectInfo) {
 	for i := range got {
 		if got[i] != want[i] {
 			t.Fatalf("List = %v, want %v (first difference at %d)", got, want, i)
+		}
+	}
+}
+
+// testSwap checks compare-and-swap for stores that implement checkpoint.Swapper (and that
+// the retrying wrapper keeps it): create only if absent, replace only the version read.
+func testSwap(t *testing.T, s checkpoint.ObjectStore) {
+	sw, ok := s.(checkpoint.Swapper)
+	if !ok {
+		t.Skipf("%T does not implement Swapper", s)
+	}
+	ctx := context.Background()
+	v1, err := sw.Swap(ctx, "lease", "", []byte("one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sw.Swap(ctx, "lease", "", []byte("two")); !errors.Is(err, checkpoint.ErrConflict) {
+		t.Fatalf("create over an existing object: %v, want ErrConflict", err)
+	}
+	data, v, err := sw.ReadVersion(ctx, "lease")
+	if err != nil || string(data) != "one" || v != v1 {
+		t.Fatalf("ReadVersion = %q, %q, %v; want one, %q", data, v, err, v1)
+	}
+	v2, err := sw.Swap(ctx, "lease", v1, []byte("two"))
+	if err != nil || v2 == v1 {
+		t.Fatalf("swap from the version read: %q, %v", v2, err)
+	}
+	if _, err := sw.Swap(ctx, "lease", v1, []byte("three")); !errors.Is(err, checkpoint.ErrConflict) {
+		t.Fatalf("swap from a stale version: %v, want ErrConflict", err)
+	}
+	if got := Get(t, s, "lease", 0, -1); string(got) != "two" {
+		t.Fatalf("after a refused swap the object is %q, want two", got)
+	}
+	if _, _, err := sw.ReadVersion(ctx, "absent"); !errors.Is(err, checkpoint.ErrNotFound) {
+		t.Errorf("ReadVersion of a missing key: %v, want ErrNotFound", err)
+	}
+}
+
+// testConcurrentSwaps races writers from the same version: exactly one wins.
+func testConcurrentSwaps(t *testing.T, s checkpoint.ObjectStore) {
+	sw, ok := s.(checkpoint.Swapper)
+	if !ok {
+		t.Skipf("%T does not implement Swapper", s)
+	}
+	ctx := context.Background()
+	for round, old := 0, ""; round < 3; round++ {
+		const writers = 8
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for w := 0; w < writers; w++ {
+			wg.Go(func() {
+				_, err := sw.Swap(ctx, "race", old, []byte(fmt.Sprintf("round %d writer %d", round, w)))
+				switch {
+				case err == nil:
+					wins.Add(1)
+				case !errors.Is(err, checkpoint.ErrConflict):
+					t.Errorf("writer %d: %v", w, err)
+				}
+			})
+		}
+		wg.Wait()
+		if wins.Load() != 1 {
+			t.Fatalf("round %d: %d writers won, want exactly 1", round, wins.Load())
+		}
+		var err error
+		if _, old, err = sw.ReadVersion(ctx, "race"); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

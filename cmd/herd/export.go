@@ -38,12 +38,15 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 	case *format != "hf":
 		return fmt.Errorf("--format %q: the only format is hf", *format)
 	}
+	if err := checkEmptyOrAbsent(*out); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
 	ctx := context.Background()
-	store, prefix, err := checkpoint.OpenStore(ctx, *uri, s3.config())
+	loc, err := checkpoint.OpenLocation(ctx, *uri, checkpoint.StoreOptions{S3: s3.config(), Existing: true,
+		Retry: checkpoint.RetryPolicy{Log: func(line string) { fmt.Fprintln(stderr, line) }}})
 	if err != nil {
 		return fmt.Errorf("--checkpoint: %w", err)
 	}
-	loc := checkpoint.Location{Store: store, Prefix: prefix}
 	var st checkpoint.State
 	man, err := checkpoint.LoadLatest(ctx, loc, func(m *checkpoint.Manifest) (checkpoint.State, error) {
 		st = checkpoint.State{Params: make([]float32, m.Elems), M: make([]float32, m.Elems), V: make([]float32, m.Elems)}
@@ -61,7 +64,10 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("checkpoint step %d: %d parameters, its config describes %d", man.Step, man.Elems, layout.Size)
 	}
 	params := func(s model.ParamSpec) ([]float32, error) { return st.Params[s.Offset : s.Offset+s.Size], nil }
-	if err := hf.Export(*out, rc.Model, params, tok, hf.ExportOptions{MaxShardBytes: *shardBytes}); err != nil {
+	err = commitDir(*out, "export", func(tmp string) error {
+		return hf.Export(tmp, rc.Model, params, tok, hf.ExportOptions{MaxShardBytes: *shardBytes})
+	})
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "exported step %d of %s (%d parameters) to %s\n", man.Step, *uri, man.Elems, *out)

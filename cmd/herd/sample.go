@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 
 	"github.com/herd-llm/herd/model"
@@ -63,6 +64,9 @@ func runSample(args []string, stdout, stderr io.Writer) error {
 	rng := rand.New(rand.NewPCG(*seed, 0x5a))
 	fmt.Fprint(stdout, *prompt)
 	for i := 0; i < *tokens; i++ {
+		if err := checkLogits(logits); err != nil {
+			return fmt.Errorf("after %d generated tokens: %w", i, err)
+		}
 		id := model.SampleToken(logits, *temp, *topP, rng)
 		stdout.Write(r.Tokenizer.Decode([]int32{id}))
 		if i+1 < *tokens {
@@ -72,5 +76,16 @@ func runSample(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	fmt.Fprintln(stdout)
+	return nil
+}
+
+// checkLogits refuses to sample from logits that are not all finite: the model's output is
+// then meaningless, and a token drawn from it would be garbage presented as text.
+func checkLogits(logits []float32) error {
+	for i, x := range logits {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return fmt.Errorf("the model produced a non-finite logit (%v for token %d): its weights are unusable", x, i)
+		}
+	}
 	return nil
 }
