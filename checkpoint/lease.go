@@ -49,7 +49,8 @@ type Holder struct {
 	Acquired time.Time `json:"acquired"`
 	Renewed  time.Time `json:"renewed"`
 	TTL      float64   `json:"ttl_s"`
-	Seq      uint64    `json:"seq"` // renewals so far
+	Seq      uint64    `json:"seq"`                // renewals so far
+	Released bool      `json:"released,omitempty"` // the holder let go
 }
 
 // String describes the holder for messages.
@@ -80,6 +81,9 @@ func (h Holder) Gone() bool {
 
 // stale returns why a lease held by h may be taken over at now, or "" when it may not.
 func (h Holder) stale(now time.Time) string {
+	if h.Released {
+		return "released"
+	}
 	if h.Gone() {
 		return fmt.Sprintf("its process %d on this machine has ended", h.PID)
 	}
@@ -154,7 +158,9 @@ func AcquireLease(ctx context.Context, loc Location, me Holder, opts LeaseOption
 			var cur Holder
 			if jerr := json.Unmarshal(raw, &cur); jerr != nil {
 				l.logf("checkpoint: the lease %s of %v is unreadable (%v); taking it over", LeaseName, loc, jerr)
-			} else if why := cur.stale(time.Now()); why == "" {
+			} else if why := cur.stale(time.Now()); why == "released" {
+				// free
+			} else if why == "" {
 				return nil, fmt.Errorf("%w: %v is held by %v, last renewed %v ago; stop that job first (a lease whose holder died is taken over after %v, or at once on the machine it ran on)",
 					ErrLocked, loc, cur, time.Since(cur.Renewed).Round(time.Second), 2*time.Duration(cur.TTL*float64(time.Second)))
 			} else {
@@ -271,8 +277,7 @@ func (l *Lease) Release(ctx context.Context) error {
 	// Replace it by a released record rather than deleting it unconditionally: a writer that
 	// took it over between the read and now keeps its lease.
 	rel := l.me
-	rel.Renewed = time.Time{}
-	rel.PID = 0
+	rel.Released = true
 	data, _ := json.Marshal(rel)
 	_, err = l.sw.Swap(ctx, l.key, ver, data)
 	if errors.Is(err, ErrConflict) {

@@ -29,6 +29,7 @@ const (
 	DefaultStall      = time.Minute
 	DefaultMaxBackoff = 10 * time.Second
 	firstBackoff      = 250 * time.Millisecond
+	streakBreak       = 1 << 20 // bytes an attempt must deliver to count as a success
 )
 
 // Errors of retried operations.
@@ -264,7 +265,12 @@ type retryReader struct {
 	cur    io.ReadCloser
 	cancel context.CancelCauseFunc
 	watch  *watch
-	last   time.Time // when the last byte arrived (or the read began)
+	// failing is when the current streak of failed attempts began (zero: none). An attempt
+	// ends a streak only by delivering streakBreak bytes, so a connection that dies every
+	// few bytes still exhausts the retry budget.
+	failing time.Time
+	backoff time.Duration // wait before the next resumption of the streak
+	got     int64         // bytes the current attempt delivered
 	closed bool
 	eof    bool
 }
@@ -285,7 +291,7 @@ func (r *retryReader) open(since time.Time) error {
 			return err
 		}
 		w.progress()
-		r.cur, r.cancel, r.watch, r.last = body, cancel, w, time.Now()
+		r.cur, r.cancel, r.watch, r.got = body, cancel, w, 0
 		return nil
 	})
 }
@@ -312,7 +318,11 @@ func (r *retryReader) Read(p []byte) (int, error) {
 	}
 	for {
 		if r.cur == nil {
-			if err := r.open(r.last); err != nil {
+			since := r.failing
+			if since.IsZero() {
+				since = time.Now()
+			}
+			if err := r.open(since); err != nil {
 				return 0, err
 			}
 		}
@@ -322,7 +332,10 @@ func (r *retryReader) Read(p []byte) (int, error) {
 			if r.left > 0 {
 				r.left -= int64(k)
 			}
-			r.last = time.Now()
+			r.got += int64(k)
+			if r.got >= streakBreak {
+				r.failing = time.Time{}
+			}
 			r.watch.progress()
 		}
 		if err == nil {
@@ -346,6 +359,17 @@ func (r *retryReader) Read(p []byte) (int, error) {
 		if r.ctx.Err() != nil || !Transient(err) || r.s.p.For < 0 {
 			return k, err
 		}
+		if r.failing.IsZero() {
+			r.failing, r.backoff = time.Now(), firstBackoff
+		}
+		if time.Since(r.failing) > r.s.p.For {
+			r.s.logf("checkpoint: reading %s: giving up at byte %d after failing for %v: %v", r.key, r.off, time.Since(r.failing).Round(time.Millisecond), err)
+			return k, fmt.Errorf("%w: get %s: failing for %v at byte %d: %w", ErrUnavailable, r.key, time.Since(r.failing).Round(time.Millisecond), r.off, err)
+		}
+		if serr := sleepCtx(r.ctx, r.backoff); serr != nil {
+			return k, serr
+		}
+		r.backoff = min(2*r.backoff, r.s.p.MaxBackoff)
 		r.s.logf("checkpoint: reading %s failed at byte %d (%v); resuming", r.key, r.off, err)
 		if k > 0 {
 			return k, nil // the next Read resumes

@@ -367,3 +367,37 @@ func TestS3StoreCredentialsFromEnv(t *testing.T) {
 		t.Fatalf("Get = %q", got)
 	}
 }
+
+// Reads from a real S3 server through a proxy that cuts one response short and stalls
+// another: the retrying store returns every byte, and the faults really happened.
+func TestS3RetriesCutAndStalledResponses(t *testing.T) {
+	gw := objectstoretest.StartVersityGW(t)
+	proxy := objectstoretest.StartFaultProxy(t, gw.Endpoint)
+	cfg := gw.Config("faults")
+	cfg.Endpoint = proxy.Endpoint
+	raw := newS3Store(t, cfg)
+	var log strings.Builder
+	var mu sync.Mutex
+	s := checkpoint.WithRetries(raw, checkpoint.RetryPolicy{For: 20 * time.Second, Stall: 500 * time.Millisecond,
+		Log: func(l string) { mu.Lock(); log.WriteString(l + "\n"); mu.Unlock() }})
+	data := objectstoretest.Pattern(3, 0, 6<<20)
+	objectstoretest.Put(t, s, "step-1/shard.bin", data)
+
+	proxy.Add(objectstoretest.FaultRule{Method: "GET", PathContains: "shard.bin", Fault: objectstoretest.Truncate, After: 1 << 20, Count: 1})
+	if got := objectstoretest.Get(t, s, "step-1/shard.bin", 0, int64(len(data))); !bytes.Equal(got, data) {
+		t.Fatalf("cut response: read %d bytes, not the object", len(got))
+	}
+	proxy.Add(objectstoretest.FaultRule{Method: "GET", PathContains: "shard.bin", Fault: objectstoretest.Stall, After: 100 << 10, Count: 1})
+	start := time.Now()
+	if got := objectstoretest.Get(t, s, "step-1/shard.bin", 0, int64(len(data))); !bytes.Equal(got, data) {
+		t.Fatalf("stalled response: read %d bytes, not the object", len(got))
+	}
+	if proxy.Hits() != 2 {
+		t.Fatalf("the proxy damaged %d responses, want 2", proxy.Hits())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(log.String(), "resuming") || !strings.Contains(log.String(), "stalled") || time.Since(start) > 10*time.Second {
+		t.Errorf("after %v, log:\n%s", time.Since(start), log.String())
+	}
+}

@@ -2,7 +2,9 @@ package checkpoint
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"strings"
@@ -68,10 +70,12 @@ func OpenLocation(ctx context.Context, uri string, o StoreOptions) (Location, er
 		return Location{}, err
 	}
 	if dir, isDir, err := dirPath(uri); err == nil && isDir && o.Existing && dir != "" {
-		if fi, err := os.Stat(dir); err != nil {
-			return Location{}, fmt.Errorf("%w: %s: %w", ErrNoCommit, uri, err)
+		if fi, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			return Location{}, fmt.Errorf("%w in %s: it does not exist", ErrNoCommit, dir)
+		} else if err != nil {
+			return Location{}, fmt.Errorf("%w in %s: %w", ErrNoCommit, dir, err)
 		} else if !fi.IsDir() {
-			return Location{}, fmt.Errorf("%w: %s is not a directory", ErrNoCommit, uri)
+			return Location{}, fmt.Errorf("%w in %s: it is not a directory", ErrNoCommit, dir)
 		}
 	}
 	st, prefix, err := OpenStore(ctx, uri, o.S3)

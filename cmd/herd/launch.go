@@ -98,6 +98,11 @@ func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Wr
 			syscall.Kill(-pgid, sig)
 		}
 	}
+	// stopAll asks every rank to stop; a stopped (SIGSTOP) rank is continued so that it can.
+	stopAll := func() {
+		signalAll(syscall.SIGTERM)
+		signalAll(syscall.SIGCONT)
+	}
 	for r := 0; r < n; r++ {
 		f, err := lns[r].File()
 		if err != nil {
@@ -159,18 +164,17 @@ func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Wr
 			if e.err != nil && first == nil {
 				first = &e
 				if !stopped {
-					signalAll(syscall.SIGTERM)
+					stopAll()
 					grace = time.After(10 * time.Second)
 				}
 				stopped = true
 			}
 		case <-ctx.Done():
-			signalAll(syscall.SIGTERM)
+			stopAll()
 			grace = time.After(10 * time.Second)
 			ctx = context.Background()
 			stopped = true
 		case <-grace:
-			signalAll(syscall.SIGCONT) // a stopped rank cannot act on SIGTERM
 			signalAll(syscall.SIGKILL)
 		}
 	}
@@ -216,8 +220,8 @@ func readStatuses(r io.Reader) []rankStatus {
 
 // reportFailure tells the launcher, when there is one, which rank err is attributed to.
 func reportFailure(rank int, err error) {
-	if os.Getenv(envRank) == "" {
-		return
+	if os.Getenv(envRank) == "" || errors.Is(err, context.Canceled) {
+		return // a rank told to stop by the launcher is not a cause
 	}
 	s := rankStatus{Rank: rank, Culprit: rank, Error: err.Error()}
 	var pe *collective.PeerError

@@ -36,7 +36,9 @@ func (o *s3Options) config() checkpoint.S3Config {
 	} else if rest, ok := strings.CutPrefix(ep, "https://"); ok {
 		ep = rest
 	}
-	return checkpoint.S3Config{Endpoint: ep, Region: *o.region, Secure: secure,
+	// A few quick retries inside the S3 client ride out a dropped connection; longer outages
+	// are the retry policy's (--store-retry-for), which logs them.
+	return checkpoint.S3Config{Endpoint: ep, Region: *o.region, Secure: secure, MaxRetries: 3,
 		AccessKey: os.Getenv("AWS_ACCESS_KEY_ID"), SecretKey: os.Getenv("AWS_SECRET_ACCESS_KEY"), SessionToken: os.Getenv("AWS_SESSION_TOKEN")}
 }
 

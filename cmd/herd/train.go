@@ -98,6 +98,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if *micro == 0 {
 		*micro = max(1, *batch / *nproc)
 	}
+	if *batch <= 0 || *micro <= 0 || *batch%(*micro**nproc) != 0 {
+		return fmt.Errorf("--batch = %d must be a positive multiple of --micro-batch = %d times --nproc = %d", *batch, *micro, *nproc)
+	}
 	if *lr == 0 {
 		*lr = c.PeakLR
 	}
