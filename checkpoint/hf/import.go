@@ -41,8 +41,8 @@ type ImportOptions struct {
 // Import reads a LlamaForCausalLM directory written by Export or by transformers'
 // save_pretrained: config.json (transformers 5.x "rope_parameters" or 4.x "rope_theta"),
 // model.safetensors or the shards listed by model.safetensors.index.json (F32, BF16 or F16,
-// widened to float32 exactly), and tokenizer.json. The rows of every q and k projection are
-// put back into Meta's RoPE layout.
+// widened to float32 exactly), tokenizer.json, and tokenizer_config.json when present. The
+// rows of every q and k projection are put back into Meta's RoPE layout.
 //
 // Everything is checked before the parameter buffer is allocated: config.json's values, every
 // tensor's presence, dtype, shape and byte range against the files, and the memory the import
@@ -60,6 +60,9 @@ func Import(dir string, opts ImportOptions) (*Imported, error) {
 		return nil, fmt.Errorf("hf: %w", err)
 	}
 	if err := checkTokenizer(cfgPath, cfg, ids, tok); err != nil {
+		return nil, err
+	}
+	if err := checkTokenizerConfig(filepath.Join(dir, TokenizerConfigFile), tok); err != nil {
 		return nil, err
 	}
 	w, err := openWeights(dir)

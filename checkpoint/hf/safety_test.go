@@ -1,11 +1,13 @@
 package hf
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"sort"
 	"strconv"
@@ -220,5 +222,121 @@ func TestFormatBytes(t *testing.T) {
 		if got := formatBytes(n); got != want {
 			t.Errorf("formatBytes(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+// ---- tokenizer_config.json ----
+
+func TestTokenizerConfigJSON(t *testing.T) {
+	tok := trainTokenizer(t)
+	cfg := wideHeadConfig() // max_seq 256, not transformers' default
+	dir := export(t, cfg, randomParams(cfg, 14), tok, ExportOptions{})
+	got := readJSONMap(t, filepath.Join(dir, TokenizerConfigFile))
+
+	// The special tokens as tokenizer.json, read here on its own, defines them.
+	var tj struct {
+		AddedTokens []struct {
+			ID      int    `json:"id"`
+			Content string `json:"content"`
+			Special bool   `json:"special"`
+		} `json:"added_tokens"`
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, TokenizerFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &tj); err != nil {
+		t.Fatal(err)
+	}
+	content := map[int32]string{}
+	decoder := map[string]any{}
+	for _, a := range tj.AddedTokens {
+		content[int32(a.ID)] = a.Content
+		decoder[strconv.Itoa(a.ID)] = map[string]any{"content": a.Content, "lstrip": false, "normalized": false,
+			"rstrip": false, "single_word": false, "special": a.Special}
+	}
+	want := map[string]any{
+		"tokenizer_class":              "PreTrainedTokenizerFast",
+		"add_bos_token":                false,
+		"add_eos_token":                false,
+		"add_prefix_space":             false,
+		"added_tokens_decoder":         decoder,
+		"bos_token":                    content[tok.BOS()],
+		"eos_token":                    content[tok.EOS()],
+		"pad_token":                    content[tok.PAD()],
+		"clean_up_tokenization_spaces": false,
+		"split_special_tokens":         true,
+		"model_input_names":            []any{"input_ids", "attention_mask"},
+		"model_max_length":             float64(cfg.MaxSeq),
+	}
+	if want["bos_token"] != "<s>" || want["eos_token"] != "</s>" || want["pad_token"] != "<pad>" {
+		t.Fatalf("tokenizer.json special tokens %v, want <s>, </s>, <pad> at BOS, EOS, PAD", content)
+	}
+	for k, v := range want {
+		if !reflect.DeepEqual(got[k], v) {
+			t.Errorf("tokenizer_config.json %q = %#v, want %#v", k, got[k], v)
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("tokenizer_config.json has unexpected key %q", k)
+		}
+	}
+}
+
+func TestImportChecksTokenizerConfig(t *testing.T) {
+	tok := trainTokenizer(t)
+	cfg := layoutConfig()
+	base := export(t, cfg, randomParams(cfg, 15), tok, ExportOptions{})
+	edit := func(t *testing.T, dir string, f func(m map[string]any)) {
+		t.Helper()
+		path := filepath.Join(dir, TokenizerConfigFile)
+		m := readJSONMap(t, path)
+		f(m)
+		b, _ := json.Marshal(m)
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	accepted := []struct {
+		name string
+		edit func(t *testing.T, dir string)
+	}{
+		{"as exported", func(t *testing.T, dir string) {}},
+		{"absent", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, TokenizerConfigFile)) }},
+		{"AddedToken objects", func(t *testing.T, dir string) {
+			edit(t, dir, func(m map[string]any) { m["bos_token"] = map[string]any{"__type": "AddedToken", "content": "<s>"} })
+		}},
+		{"add_eos_token true", func(t *testing.T, dir string) { edit(t, dir, func(m map[string]any) { m["add_eos_token"] = true }) }},
+	}
+	for _, c := range accepted {
+		t.Run(c.name, func(t *testing.T) {
+			dir := copyDir(t, base)
+			c.edit(t, dir)
+			if _, err := Import(dir, ImportOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	rejected := []struct {
+		key      string
+		sentinel error
+		edit     func(m map[string]any)
+	}{
+		{"add_bos_token", ErrUnsupported, func(m map[string]any) { m["add_bos_token"] = true }},
+		{"add_eos_token", ErrFormat, func(m map[string]any) { m["add_eos_token"] = "no" }},
+		{"bos_token", ErrFormat, func(m map[string]any) { m["bos_token"] = "<|begin_of_text|>" }},
+		{"eos_token", ErrFormat, func(m map[string]any) { m["eos_token"] = "<s>" }},
+		{"pad_token", ErrFormat, func(m map[string]any) { m["pad_token"] = 0 }},
+	}
+	for _, c := range rejected {
+		t.Run(c.key, func(t *testing.T) {
+			dir := copyDir(t, base)
+			edit(t, dir, c.edit)
+			_, err := Import(dir, ImportOptions{})
+			if !errors.Is(err, c.sentinel) || !strings.Contains(err.Error(), `"`+c.key+`"`) || !strings.Contains(err.Error(), filepath.Join(dir, TokenizerConfigFile)) {
+				t.Fatalf("Import: %v; want %v naming key %q and the file", err, c.sentinel, c.key)
+			}
+		})
 	}
 }
