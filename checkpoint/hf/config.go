@@ -131,8 +131,11 @@ func (r configReader) integer(key string, def int, required bool) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if v != math.Trunc(v) || math.Abs(v) > 1<<31 {
+	if v != math.Trunc(v) {
 		return 0, r.errf(ErrFormat, key, "= %g is not an integer", v)
+	}
+	if math.Abs(v) > math.MaxInt32 {
+		return 0, r.errf(ErrFormat, key, "= %g is out of range (at most %d)", v, math.MaxInt32)
 	}
 	return int(v), nil
 }
@@ -233,14 +236,23 @@ func (r configReader) shape() (model.Config, error) {
 		if err != nil {
 			return c, err
 		}
+		if v <= 0 {
+			return c, r.errf(ErrFormat, f.key, "= %d, must be > 0", v)
+		}
 		*f.dst = v
 	}
 	var err error
 	if c.NormEps, err = r.number("rms_norm_eps", defaultNormEps, false); err != nil {
 		return c, err
 	}
-	if c.Heads <= 0 || c.Dim%c.Heads != 0 {
+	if !(c.NormEps > 0) {
+		return c, r.errf(ErrFormat, "rms_norm_eps", "= %g, must be > 0", c.NormEps)
+	}
+	if c.Dim%c.Heads != 0 {
 		return c, r.errf(ErrFormat, "num_attention_heads", "= %d does not divide hidden_size = %d", c.Heads, c.Dim)
+	}
+	if c.HeadDim()%2 != 0 {
+		return c, r.errf(ErrFormat, "num_attention_heads", "= %d gives an odd head dimension hidden_size/num_attention_heads = %d; rotary embeddings rotate pairs", c.Heads, c.HeadDim())
 	}
 	if kv, err := r.integer("num_key_value_heads", c.Heads, false); err != nil || kv != c.Heads {
 		return c, firstErr(err, r.errf(ErrUnsupported, "num_key_value_heads", "= %d, herd needs num_attention_heads = %d (no grouped-query attention)", kv, c.Heads))
@@ -252,31 +264,42 @@ func (r configReader) shape() (model.Config, error) {
 }
 
 // ropeTheta reads the rotary base from rope_parameters (transformers 5.x) or from the
-// top-level rope_theta (4.x), and rejects any RoPE scaling.
+// top-level rope_theta (4.x), and rejects any RoPE scaling and a base that is not positive.
 func (r configReader) ropeTheta() (float64, error) {
+	theta, key, err := r.ropeThetaKey()
+	if err == nil && !(theta > 0) {
+		err = r.errf(ErrFormat, key, "= %g, must be > 0", theta)
+	}
+	return theta, err
+}
+
+// ropeThetaKey returns the rotary base and the key it was read from.
+func (r configReader) ropeThetaKey() (float64, string, error) {
 	for _, key := range []string{"rope_parameters", "rope_scaling"} {
 		if !r.has(key) {
 			continue
 		}
 		var p map[string]json.RawMessage
 		if err := json.Unmarshal(r.m[key], &p); err != nil {
-			return 0, r.errf(ErrFormat, key, "= %s is not an object", r.m[key])
+			return 0, key, r.errf(ErrFormat, key, "= %s is not an object", r.m[key])
 		}
 		sub := configReader{path: r.path, m: p}
 		for _, typeKey := range []string{"rope_type", "type"} {
 			if t, err := sub.str(typeKey, "default"); err != nil || t != "default" {
-				return 0, firstErr(err, r.errf(ErrUnsupported, key+"."+typeKey, "= %q, herd supports only \"default\" (no RoPE scaling)", t))
+				return 0, key, firstErr(err, r.errf(ErrUnsupported, key+"."+typeKey, "= %q, herd supports only \"default\" (no RoPE scaling)", t))
 			}
 		}
 		if key == "rope_parameters" && sub.has("rope_theta") {
+			key += ".rope_theta"
 			v, err := sub.number("rope_theta", 0, true)
 			if err != nil {
-				return 0, r.errf(ErrFormat, key+".rope_theta", "= %s is not a number", p["rope_theta"])
+				return 0, key, r.errf(ErrFormat, key, "= %s is not a number", p["rope_theta"])
 			}
-			return v, nil
+			return v, key, nil
 		}
 	}
-	return r.number("rope_theta", defaultRopeTheta, false)
+	v, err := r.number("rope_theta", defaultRopeTheta, false)
+	return v, "rope_theta", err
 }
 
 // specialIDs reads bos_token_id and eos_token_id (eos may be a list).

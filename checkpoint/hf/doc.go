@@ -1,7 +1,8 @@
 // Package hf converts herd's weights to and from a Hugging Face LlamaForCausalLM directory:
 // config.json, generation_config.json, model.safetensors (or a sharded set listed by
-// model.safetensors.index.json) and tokenizer.json, as transformers 5.17 writes and reads
-// them (shared/hf/LAYOUT.md records the measured format).
+// model.safetensors.index.json), tokenizer.json and tokenizer_config.json, as transformers
+// 5.17 writes and reads them (shared/hf/LAYOUT.md records the measured format;
+// docs/huggingface.md explains tokenizer_config.json and the checks Import makes).
 //
 // herd names its tensors as Meta's LLaMA release does and rotates adjacent pairs
 // (2j, 2j+1) of each head with RoPE. LlamaForCausalLM uses its own names and rotate_half,

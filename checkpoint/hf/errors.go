@@ -13,4 +13,7 @@ var (
 	// grouped-query attention, tied embeddings, biases, another activation, RoPE scaling,
 	// or a tensor dtype other than F32, BF16 and F16.
 	ErrUnsupported = errors.New("hf: unsupported model")
+	// ErrMemory reports an import refused before it allocated anything of the model's size,
+	// because the memory it needs exceeds the memory available.
+	ErrMemory = errors.New("hf: not enough memory")
 )

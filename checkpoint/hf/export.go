@@ -20,6 +20,7 @@ const (
 	WeightsFile          = "model.safetensors"
 	WeightsIndexFile     = "model.safetensors.index.json"
 	TokenizerFile        = "tokenizer.json"
+	TokenizerConfigFile  = "tokenizer_config.json"
 )
 
 // ExportOptions tune Export. The zero value writes one model.safetensors.
@@ -42,11 +43,12 @@ type tensor struct {
 }
 
 // Export writes a Hugging Face LlamaForCausalLM directory for cfg into dir (created if
-// needed): tokenizer.json, generation_config.json, the F32 weights, and config.json last,
-// so a directory without config.json is an unfinished export. The weights are streamed:
-// every header is computed from the spec table first, then each tensor is fetched through
-// params, permuted if it is a q or k projection, and written, so at most one tensor is held
-// beyond what params holds. Every file is written to a temporary name and renamed.
+// needed): tokenizer.json, tokenizer_config.json, generation_config.json, the F32 weights,
+// and config.json last, so a directory without config.json is an unfinished export. The
+// weights are streamed: every header is computed from the spec table first, then each tensor
+// is fetched through params, permuted if it is a q or k projection, and written, so at most
+// one tensor is held beyond what params holds. Every file is written to a temporary name and
+// renamed.
 func Export(dir string, cfg model.Config, params Params, tok *tokenizer.Tokenizer, opts ExportOptions) error {
 	if err := checkExport(cfg, params, tok); err != nil {
 		return err
@@ -60,6 +62,9 @@ func Export(dir string, cfg model.Config, params Params, tok *tokenizer.Tokenize
 	}
 	if err := tok.Save(filepath.Join(dir, TokenizerFile)); err != nil {
 		return fmt.Errorf("hf: %w", err)
+	}
+	if err := writeJSON(filepath.Join(dir, TokenizerConfigFile), tokenizerConfigJSON(cfg, tok)); err != nil {
+		return err
 	}
 	if err := writeJSON(filepath.Join(dir, GenerationConfigFile), generationConfigJSON(tok)); err != nil {
 		return err

@@ -296,7 +296,7 @@ func TestRoundTrip(t *testing.T) {
 			if !slices.Equal(asked, want) {
 				t.Fatalf("params fetched %v, want each tensor once in layout order %v", asked, want)
 			}
-			imp, err := Import(dir)
+			imp, err := Import(dir, ImportOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -605,12 +605,25 @@ func TestImportRejectsConfig(t *testing.T) {
 		{"vocab_size", ErrFormat, func(m map[string]any) { m["vocab_size"] = 200 }},
 		{"bos_token_id", ErrFormat, func(m map[string]any) { m["bos_token_id"] = 7 }},
 		{"eos_token_id", ErrFormat, func(m map[string]any) { m["eos_token_id"] = []int{5, 6} }},
+		{"hidden_size", ErrFormat, func(m map[string]any) { m["hidden_size"] = 0 }},
+		{"num_hidden_layers", ErrFormat, func(m map[string]any) { m["num_hidden_layers"] = -2 }},
+		{"intermediate_size", ErrFormat, func(m map[string]any) { m["intermediate_size"] = 0 }},
+		{"vocab_size", ErrFormat, func(m map[string]any) { m["vocab_size"] = 1e12 }},
+		{"max_position_embeddings", ErrFormat, func(m map[string]any) { m["max_position_embeddings"] = 0 }},
+		{"num_attention_heads", ErrFormat, func(m map[string]any) { m["num_attention_heads"] = 0 }},
+		{"num_attention_heads", ErrFormat, func(m map[string]any) { m["num_attention_heads"] = 3 }},
+		{"num_attention_heads", ErrFormat, func(m map[string]any) { m["num_attention_heads"] = 64 }}, // head dim 1
+		{"rms_norm_eps", ErrFormat, func(m map[string]any) { m["rms_norm_eps"] = 0 }},
+		{"rope_parameters.rope_theta", ErrFormat, func(m map[string]any) {
+			m["rope_parameters"] = map[string]any{"rope_theta": -1.0, "rope_type": "default"}
+		}},
+		{"rope_theta", ErrFormat, func(m map[string]any) { delete(m, "rope_parameters"); m["rope_theta"] = 0 }},
 	}
 	for _, c := range cases {
 		t.Run(c.key, func(t *testing.T) {
 			dir := copyDir(t, base)
 			editConfig(t, dir, c.edit)
-			_, err := Import(dir)
+			_, err := Import(dir, ImportOptions{})
 			if !errors.Is(err, c.sentinel) {
 				t.Fatalf("Import: %v, want an error wrapping %v", err, c.sentinel)
 			}
@@ -641,7 +654,7 @@ func TestImportRopeThetaKeys(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := copyDir(t, base)
 			editConfig(t, dir, c.edit)
-			imp, err := Import(dir)
+			imp, err := Import(dir, ImportOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -715,7 +728,7 @@ func TestImportRejectsWeights(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := copyDir(t, base)
 			rewriteWeights(t, dir, c.edit)
-			_, err := Import(dir)
+			_, err := Import(dir, ImportOptions{})
 			if !errors.Is(err, c.sentinel) || !strings.Contains(err.Error(), c.mention) || !strings.Contains(err.Error(), WeightsFile) {
 				t.Fatalf("Import: %v; want %v naming %s and the file", err, c.sentinel, c.mention)
 			}
@@ -728,7 +741,7 @@ func TestImportRejectsWeights(t *testing.T) {
 		if err := os.Truncate(path, st.Size()-4); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Import(dir); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), path) {
+		if _, err := Import(dir, ImportOptions{}); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), path) {
 			t.Fatalf("Import of a truncated file: %v", err)
 		}
 	})
@@ -737,7 +750,7 @@ func TestImportRejectsWeights(t *testing.T) {
 		rewriteWeights(t, dir, func(ts []rawTensor) []rawTensor {
 			return append(ts, rawTensor{"model.layers.0.self_attn.rotary_emb.inv_freq", "F32", []int{8}, make([]byte, 32)})
 		})
-		if _, err := Import(dir); err != nil {
+		if _, err := Import(dir, ImportOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -777,7 +790,7 @@ func TestImportHalfPrecision(t *testing.T) {
 		}
 		return ts
 	})
-	imp, err := Import(dir)
+	imp, err := Import(dir, ImportOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

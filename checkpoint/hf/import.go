@@ -27,13 +27,29 @@ type Imported struct {
 	Tokenizer *tokenizer.Tokenizer
 }
 
+// ImportOptions tune Import. The zero value checks the memory for Imported.Params alone
+// against MemAvailable.
+type ImportOptions struct {
+	// ExtraBuffers is how many more buffers of Params' size (float32 per parameter) the
+	// caller holds at once after Import returns, so that the memory check covers them too.
+	ExtraBuffers int
+	// Available reports the bytes of memory available to the import; ok false skips the
+	// check. Nil reads MemAvailable from /proc/meminfo (skipped where that is unreadable).
+	Available func() (bytes int64, ok bool)
+}
+
 // Import reads a LlamaForCausalLM directory written by Export or by transformers'
 // save_pretrained: config.json (transformers 5.x "rope_parameters" or 4.x "rope_theta"),
 // model.safetensors or the shards listed by model.safetensors.index.json (F32, BF16 or F16,
-// widened to float32 exactly), and tokenizer.json. The rows of every q and k projection are
-// put back into Meta's RoPE layout. Errors wrap ErrFormat or ErrUnsupported (or the
-// tokenizer's errors) and name the file and the key or tensor at fault.
-func Import(dir string) (*Imported, error) {
+// widened to float32 exactly), tokenizer.json, and tokenizer_config.json when present. The
+// rows of every q and k projection are put back into Meta's RoPE layout.
+//
+// Everything is checked before the parameter buffer is allocated: config.json's values, every
+// tensor's presence, dtype, shape and byte range against the files, and the memory the import
+// needs (see ImportOptions) against the memory available. Errors wrap ErrFormat,
+// ErrUnsupported or ErrMemory (or the tokenizer's errors) and name the file and the key or
+// tensor at fault.
+func Import(dir string, opts ImportOptions) (*Imported, error) {
 	cfgPath := filepath.Join(dir, ConfigFile)
 	cfg, ids, err := readConfig(cfgPath)
 	if err != nil {
@@ -46,12 +62,22 @@ func Import(dir string) (*Imported, error) {
 	if err := checkTokenizer(cfgPath, cfg, ids, tok); err != nil {
 		return nil, err
 	}
+	if err := checkTokenizerConfig(filepath.Join(dir, TokenizerConfigFile), tok); err != nil {
+		return nil, err
+	}
 	w, err := openWeights(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer w.close()
-	params, err := w.load(cfg)
+	layout, err := w.check(cfgPath, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := opts.checkMemory(dir, layout); err != nil {
+		return nil, err
+	}
+	params, err := w.load(cfg, layout)
 	if err != nil {
 		return nil, err
 	}
@@ -156,12 +182,78 @@ func (w *weights) close() {
 	}
 }
 
-// load reads every tensor of cfg's layout into one flat buffer, undoing the q/k row
-// permutation, and rejects tensors that herd's network has no place for.
-func (w *weights) load(cfg model.Config) ([]float32, error) {
-	layout := model.NewLayout(cfg)
-	params := make([]float32, layout.Size)
+// check compares every tensor of cfg's layout with the headers of the files: presence, dtype,
+// shape, and so byte size (the headers' byte ranges were checked against the files when they
+// were opened). It allocates nothing in proportion to the model config.json describes, so a
+// config.json that claims a far larger model than the files hold fails here, naming the
+// first tensor that disagrees. cfgPath names config.json in errors. It returns the layout.
+func (w *weights) check(cfgPath string, cfg model.Config) (model.Layout, error) {
+	// Build the spec table for at most one block more than the files could hold, so that a
+	// config.json claiming millions of blocks costs nothing: the extra block cannot be
+	// complete, so checking that table already fails on a missing tensor.
+	probe := cfg
+	probe.Layers = min(cfg.Layers, len(w.where)/len(blockNames)+1)
+	layout := model.NewLayout(probe)
 	used := map[string]bool{}
+	for _, s := range layout.Specs {
+		name, rope, err := hfName(s.Name)
+		if err != nil {
+			return model.Layout{}, err
+		}
+		f := w.where[name]
+		if f == nil {
+			return model.Layout{}, w.missing(name, s.Layer, cfgPath, cfg.Layers)
+		}
+		used[name] = true
+		e := f.tensors[name]
+		if !slices.Equal(e.Shape, s.Shape) {
+			return model.Layout{}, fmt.Errorf("%w: %s: tensor %s has shape %v, but %s expects %v = %s", ErrFormat, f.path, name, e.Shape, cfgPath, s.Shape, shapeKeys(s))
+		}
+		if _, ok := decoders[e.DType]; !ok {
+			return model.Layout{}, fmt.Errorf("%w: %s: tensor %s has dtype %s; F32, BF16 or F16 is needed", ErrUnsupported, f.path, name, e.DType)
+		}
+		if rope && (len(s.Shape) != 2 || s.Shape[0]%cfg.HeadDim() != 0) {
+			return model.Layout{}, fmt.Errorf("%w: %s: tensor %s has shape %v, not whole heads of %d rows", ErrFormat, f.path, name, s.Shape, cfg.HeadDim())
+		}
+	}
+	if probe.Layers != cfg.Layers {
+		// Unreachable: the probe's last block cannot be complete. Kept so that a change to
+		// the bound above fails loudly instead of returning a truncated layout.
+		return model.Layout{}, fmt.Errorf("%w: %s: num_hidden_layers = %d, the files hold fewer blocks", ErrFormat, cfgPath, cfg.Layers)
+	}
+	return layout, w.checkUnused(used)
+}
+
+// missing reports that tensor name of block layer (-1 outside the blocks) is in no file.
+func (w *weights) missing(name string, layer int, cfgPath string, layers int) error {
+	if layer < 0 {
+		return fmt.Errorf("%w: %s: tensor %s is missing", ErrFormat, w.source, name)
+	}
+	return fmt.Errorf("%w: %s: tensor %s is missing, and %s gives num_hidden_layers = %d", ErrFormat, w.source, name, cfgPath, layers)
+}
+
+// shapeKeys names the config.json keys that give the shape of s.
+func shapeKeys(s model.ParamSpec) string {
+	switch {
+	case s.Name == "tok_embeddings.weight" || s.Name == "output.weight":
+		return "[vocab_size, hidden_size]"
+	case len(s.Shape) == 1:
+		return "[hidden_size]"
+	case strings.HasSuffix(s.Name, ".w1.weight") || strings.HasSuffix(s.Name, ".w3.weight"):
+		return "[intermediate_size, hidden_size]"
+	case strings.HasSuffix(s.Name, ".w2.weight"):
+		return "[hidden_size, intermediate_size]"
+	case strings.HasSuffix(s.Name, ".wo.weight"):
+		return "[hidden_size, num_attention_heads*head_dim]"
+	default:
+		return "[num_attention_heads*head_dim, hidden_size]"
+	}
+}
+
+// load reads every tensor of layout (which check returned) into one flat buffer, undoing
+// the q/k row permutation.
+func (w *weights) load(cfg model.Config, layout model.Layout) ([]float32, error) {
+	params := make([]float32, layout.Size)
 	var scratch []float32
 	for _, s := range layout.Specs {
 		name, rope, err := hfName(s.Name)
@@ -169,14 +261,7 @@ func (w *weights) load(cfg model.Config) ([]float32, error) {
 			return nil, err
 		}
 		f := w.where[name]
-		if f == nil {
-			return nil, fmt.Errorf("%w: %s: tensor %s is missing", ErrFormat, w.source, name)
-		}
-		used[name] = true
 		e := f.tensors[name]
-		if !slices.Equal(e.Shape, s.Shape) {
-			return nil, fmt.Errorf("%w: %s: tensor %s has shape %v, config.json gives %v", ErrFormat, f.path, name, e.Shape, s.Shape)
-		}
 		dst := params[s.Offset : s.Offset+s.Size]
 		if !rope {
 			if err := f.read(name, e, dst); err != nil {
@@ -184,16 +269,13 @@ func (w *weights) load(cfg model.Config) ([]float32, error) {
 			}
 			continue
 		}
-		if len(s.Shape) != 2 || s.Shape[0]%cfg.HeadDim() != 0 {
-			return nil, fmt.Errorf("%w: %s: tensor %s has shape %v, not whole heads of %d rows", ErrFormat, f.path, name, s.Shape, cfg.HeadDim())
-		}
 		scratch = slices.Grow(scratch[:0], s.Size)[:s.Size]
 		if err := f.read(name, e, scratch); err != nil {
 			return nil, err
 		}
 		fromHF(dst, scratch, s.Shape[1], cfg.HeadDim())
 	}
-	return params, w.checkUnused(used)
+	return params, nil
 }
 
 // checkUnused rejects tensors outside herd's layout. Rotary inverse frequencies, which old

@@ -89,6 +89,19 @@ func writeF32(w *bufio.Writer, v []float32, buf []byte) ([]byte, error) {
 	return buf, nil
 }
 
+// tensorBytes returns the bytes of a tensor of shape with elements of size bytes, and false
+// when that does not fit in an int64 (a header claiming more than any file can hold).
+func tensorBytes(shape []int, size int64) (int64, bool) {
+	n := size
+	for _, d := range shape {
+		if d != 0 && n > math.MaxInt64/int64(d) {
+			return 0, false
+		}
+		n *= int64(d)
+	}
+	return n, true
+}
+
 // stFile is an open safetensors file whose header has been checked.
 type stFile struct {
 	path      string
@@ -98,7 +111,8 @@ type stFile struct {
 }
 
 // openSafetensors opens path and checks its header: a JSON object whose tensors have known
-// dtypes, non-negative shapes and byte ranges that match them and cover the data exactly.
+// dtypes, non-negative shapes and byte ranges that match them, lie inside the file and
+// cover its data exactly. Nothing in the header is trusted before it is checked.
 func openSafetensors(path string) (*stFile, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -137,6 +151,7 @@ func checkHeader(f *os.File, path string) (*stFile, error) {
 		return nil, bad("header is not a JSON object: %v", err)
 	}
 	s := &stFile{path: path, f: f, dataStart: 8 + int64(hlen), tensors: map[string]stEntry{}}
+	dataLen := st.Size() - s.dataStart
 	names := make([]string, 0, len(raw))
 	for name, v := range raw {
 		if name == "__metadata__" {
@@ -155,9 +170,16 @@ func checkHeader(f *os.File, path string) (*stFile, error) {
 				return nil, bad("tensor %s: negative dimension in shape %v", name, e.Shape)
 			}
 		}
-		if e.Offsets[1]-e.Offsets[0] != size*numel(e.Shape) {
+		want, ok := tensorBytes(e.Shape, size)
+		if !ok {
+			return nil, bad("tensor %s: shape %v of %s overflows a 64-bit byte count", name, e.Shape, e.DType)
+		}
+		if e.Offsets[0] < 0 || e.Offsets[1] < e.Offsets[0] {
+			return nil, bad("tensor %s: data_offsets %v are not an increasing pair of byte offsets", name, e.Offsets)
+		}
+		if e.Offsets[1]-e.Offsets[0] != want {
 			return nil, bad("tensor %s: data_offsets %v hold %d bytes, shape %v of %s needs %d",
-				name, e.Offsets, e.Offsets[1]-e.Offsets[0], e.Shape, e.DType, size*numel(e.Shape))
+				name, e.Offsets, e.Offsets[1]-e.Offsets[0], e.Shape, e.DType, want)
 		}
 		s.tensors[name] = e
 		names = append(names, name)
@@ -171,29 +193,36 @@ func checkHeader(f *os.File, path string) (*stFile, error) {
 		if e.Offsets[0] != next {
 			return nil, bad("tensor %s: data starts at byte %d, expected %d (ranges must be contiguous)", name, e.Offsets[0], next)
 		}
+		if e.Offsets[1] > dataLen {
+			return nil, bad("tensor %s: data_offsets %v end past the data, which holds %d bytes (file truncated?)",
+				name, e.Offsets, dataLen)
+		}
 		next = e.Offsets[1]
 	}
-	if dataLen := st.Size() - s.dataStart; next != dataLen {
+	if next != dataLen {
 		return nil, bad("tensors cover %d data bytes, file holds %d", next, dataLen)
 	}
 	return s, nil
 }
 
+// decoders widen one little-endian element of each dtype Import reads to float32.
+var decoders = map[string]func(b []byte) float32{
+	"F32":  func(b []byte) float32 { return math.Float32frombits(binary.LittleEndian.Uint32(b)) },
+	"BF16": func(b []byte) float32 { return bf16to32(binary.LittleEndian.Uint16(b)) },
+	"F16":  func(b []byte) float32 { return f16to32(binary.LittleEndian.Uint16(b)) },
+}
+
+// readChunk bounds the bytes read holds at a time.
+const readChunk = 1 << 20
+
 // read converts tensor name (entry e) to float32 into dst, which has its element count.
 func (s *stFile) read(name string, e stEntry, dst []float32) error {
-	var decode func(b []byte) float32
-	switch e.DType {
-	case "F32":
-		decode = func(b []byte) float32 { return math.Float32frombits(binary.LittleEndian.Uint32(b)) }
-	case "BF16":
-		decode = func(b []byte) float32 { return bf16to32(binary.LittleEndian.Uint16(b)) }
-	case "F16":
-		decode = func(b []byte) float32 { return f16to32(binary.LittleEndian.Uint16(b)) }
-	default:
+	decode, ok := decoders[e.DType]
+	if !ok {
 		return fmt.Errorf("%w: %s: tensor %s has dtype %s; F32, BF16 or F16 is needed", ErrUnsupported, s.path, name, e.DType)
 	}
 	size := dtypeSize[e.DType]
-	buf := make([]byte, min(int64(len(dst))*size, 1<<20))
+	buf := make([]byte, min(int64(len(dst))*size, readChunk))
 	per := int64(len(buf)) / size
 	off := s.dataStart + e.Offsets[0]
 	for done := int64(0); done < int64(len(dst)); {

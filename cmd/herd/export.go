@@ -91,7 +91,11 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 	if *from == "" || *out == "" {
 		return fmt.Errorf("--from and --out are required")
 	}
-	im, err := hf.Import(*from)
+	// At its peak the import holds the parameters, one zero buffer that serves as both AdamW
+	// moments, and the saver's staging copy of params, m and v: four buffers of the
+	// parameters' size beside them, which hf.Import counts in its memory check before it
+	// allocates anything of that size.
+	im, err := hf.Import(*from, hf.ImportOptions{ExtraBuffers: 4})
 	if err != nil {
 		return err
 	}
@@ -114,13 +118,14 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	n := len(im.Params)
+	zeros := make([]float32, n) // both moments: Save only reads the state
 	ranges := make([]checkpoint.TensorRange, len(layout.Specs))
 	for i, s := range layout.Specs {
 		ranges[i] = checkpoint.TensorRange{Name: s.Name, Shape: s.Shape, Offset: int64(s.Offset), Size: int64(s.Size)}
 	}
 	saver := checkpoint.NewSaver(loc, checkpoint.SaverOptions{})
 	if _, err := saver.Save(ctx, checkpoint.SaveRequest{Step: 0, Rank: 0, World: 1,
-		State:  checkpoint.State{Params: im.Params, M: make([]float32, n), V: make([]float32, n)},
+		State:  checkpoint.State{Params: im.Params, M: zeros, V: zeros},
 		Config: raw, TokenizerHash: im.Tokenizer.Hash(), Layout: ranges,
 		Extra: map[string][]byte{worker.TokenizerName: tokJSON}}); err != nil {
 		return err
