@@ -271,8 +271,8 @@ type retryReader struct {
 	failing time.Time
 	backoff time.Duration // wait before the next resumption of the streak
 	got     int64         // bytes the current attempt delivered
-	closed bool
-	eof    bool
+	closed  bool
+	eof     bool
 }
 
 // open starts a request for the bytes still missing, retrying transient failures for up to

@@ -195,7 +195,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 	}
 	hfDir, back := filepath.Join(e.dir, "hf"), filepath.Join(e.dir, "imported")
 	runBin(t, e.bin, "export", "--checkpoint", filepath.Join(run, "checkpoints"), "--out", hfDir)
-	for _, f := range []string{"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"} {
+	for _, f := range []string{"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} {
 		if _, err := os.Stat(filepath.Join(hfDir, f)); err != nil {
 			t.Errorf("export lacks %s", f)
 		}

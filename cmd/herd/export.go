@@ -18,7 +18,7 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	uri := fs.String("checkpoint", "", "checkpoint location (directory, file:///path or s3://bucket/prefix) whose newest good commit to export (required)")
 	format := fs.String("format", "hf", "output format: hf (Hugging Face LlamaForCausalLM directory)")
-	out := fs.String("out", "", "directory to write config.json, generation_config.json, model.safetensors and tokenizer.json into (required)")
+	out := fs.String("out", "", "directory to create, absent or empty, with config.json, generation_config.json, model.safetensors, tokenizer.json and tokenizer_config.json (required)")
 	shardBytes := fs.Int64("max-shard-bytes", 0, "split model.safetensors into files of at most this many bytes with an index (0: one file)")
 	s3 := s3Flags(fs)
 	fs.Usage = func() {
@@ -91,6 +91,20 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 	if *from == "" || *out == "" {
 		return fmt.Errorf("--from and --out are required")
 	}
+	// Check the destination first, and hold it while writing: a location that already holds
+	// checkpoints is refused before the weights are read, one that another job writes before
+	// anything is written.
+	ctx := context.Background()
+	loc, err := checkpoint.OpenLocation(ctx, *out, checkpoint.StoreOptions{S3: s3.config(),
+		Retry: checkpoint.RetryPolicy{Log: func(line string) { fmt.Fprintln(stderr, line) }}})
+	if err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	if steps, err := checkpoint.ListSteps(ctx, loc); err != nil {
+		return err
+	} else if len(steps) > 0 {
+		return fmt.Errorf("--out %s already holds checkpoints (step %d and more): import into an empty location", *out, steps[0].Step)
+	}
 	// At its peak the import holds the parameters, one zero buffer that serves as both AdamW
 	// moments, and the saver's staging copy of params, m and v: four buffers of the
 	// parameters' size beside them, which hf.Import counts in its memory check before it
@@ -99,17 +113,11 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx := context.Background()
-	store, prefix, err := checkpoint.OpenStore(ctx, *out, s3.config())
+	lease, err := checkpoint.AcquireLease(ctx, loc, checkpoint.ThisProcess("herd import --out "+*out), checkpoint.LeaseOptions{})
 	if err != nil {
 		return fmt.Errorf("--out: %w", err)
 	}
-	loc := checkpoint.Location{Store: store, Prefix: prefix}
-	if steps, err := checkpoint.ListSteps(ctx, loc); err != nil {
-		return err
-	} else if len(steps) > 0 {
-		return fmt.Errorf("--out %s already holds checkpoints", *out)
-	}
+	defer lease.Release(ctx)
 	layout := model.NewLayout(im.Config)
 	rc := worker.RunConfig{Model: im.Config, TokenizerHash: im.Tokenizer.Hash(), World: 1}
 	raw, _ := json.Marshal(rc)
@@ -123,7 +131,7 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 	for i, s := range layout.Specs {
 		ranges[i] = checkpoint.TensorRange{Name: s.Name, Shape: s.Shape, Offset: int64(s.Offset), Size: int64(s.Size)}
 	}
-	saver := checkpoint.NewSaver(loc, checkpoint.SaverOptions{})
+	saver := checkpoint.NewSaver(loc, checkpoint.SaverOptions{Lease: lease})
 	if _, err := saver.Save(ctx, checkpoint.SaveRequest{Step: 0, Rank: 0, World: 1,
 		State:  checkpoint.State{Params: im.Params, M: zeros, V: zeros},
 		Config: raw, TokenizerHash: im.Tokenizer.Hash(), Layout: ranges,

@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -264,8 +265,12 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // waitFor polls until cond holds or the timeout passes.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
@@ -438,4 +443,149 @@ func TestSavesRideOutS3Outages(t *testing.T) {
 	if el := time.Since(start); el > 60*time.Second {
 		t.Errorf("the run took %v to give up on a 6 s failure limit", el)
 	}
+}
+
+// Issue item 8: bad input is refused clearly and changes nothing.
+func TestBadInputRefused(t *testing.T) {
+	e := newCkptEnv(t)
+	run := filepath.Join(e.dir, "run")
+	if out, ok := e.train(t, run, nil, "--steps", "4"); !ok {
+		t.Fatal(out)
+	}
+	ck := filepath.Join(run, "checkpoints")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--checkpoint-every", "-1"}, "--checkpoint-every = -1, must be >= 0"},
+		{[]string{"--keep-last", "-1"}, "--keep-last = -1, must be >= 0"},
+		{[]string{"--keep-every", "-2"}, "--keep-every = -2, must be >= 0"},
+		{[]string{"--checkpoint-failure-limit", "-1s"}, "--checkpoint-failure-limit = -1s, must be >= 0"},
+		{[]string{"--collective-timeout", "0s"}, "--collective-timeout = 0s, must be > 0"},
+		{[]string{"--store-stall-timeout", "0s"}, "--store-stall-timeout = 0s must be > 0"},
+	} {
+		out, ok := e.train(t, filepath.Join(e.dir, "never"), nil, append([]string{"--steps", "4"}, c.args...)...)
+		if ok || !strings.Contains(out, c.want) {
+			t.Errorf("%v: want a refusal saying %q:\n%s", c.args, c.want, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "never")); err == nil {
+		t.Error("a refused run created its --out")
+	}
+
+	// export into a directory that holds something: refused, and the directory unchanged.
+	full := filepath.Join(e.dir, "full")
+	os.MkdirAll(full, 0o755)
+	os.WriteFile(filepath.Join(full, "notes.txt"), []byte("mine"), 0o644)
+	before := treeSums(t, full)
+	if out, err := exec.Command(e.bin, "export", "--checkpoint", ck, "--out", full).CombinedOutput(); err == nil || !strings.Contains(string(out), "is not empty (it holds notes.txt)") {
+		t.Errorf("export into a non-empty directory: %v\n%s", err, out)
+	}
+	sameSums(t, "export target", before, treeSums(t, full), nil)
+	// export from a location that does not exist: named, and not created.
+	missing := filepath.Join(e.dir, "no-such-checkpoints")
+	out, err := exec.Command(e.bin, "export", "--checkpoint", missing, "--out", filepath.Join(e.dir, "hf")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no committed checkpoint in "+missing) {
+		t.Errorf("export of a missing location: %v\n%s", err, out)
+	}
+	for _, p := range []string{missing, filepath.Join(e.dir, "hf")} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("the failed export created %s", p)
+		}
+	}
+	// export into an empty directory works and fills it.
+	empty := filepath.Join(e.dir, "empty")
+	os.MkdirAll(empty, 0o755)
+	runBin(t, e.bin, "export", "--checkpoint", ck, "--out", empty)
+	if _, err := os.Stat(filepath.Join(empty, "config.json")); err != nil {
+		t.Errorf("export into an empty directory: %v", err)
+	}
+
+	// sample from weights that hold NaN: a clear error, not text.
+	bad := filepath.Join(e.dir, "nan-run")
+	copyDir(t, run, bad)
+	ts, meta, err := checkpoint.ReadSafetensors(filepath.Join(bad, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts[3].Data[5] = float32(math.NaN())
+	f, err := os.Create(filepath.Join(bad, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkpoint.WriteSafetensors(f, ts, meta); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	cmd := exec.Command(e.bin, "sample", "--run", bad, "--tokens", "5")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), "NaN or infinite") || !strings.Contains(stderr.String(), ts[3].Name) {
+		t.Errorf("sample from NaN weights: %v, stdout %q, stderr:\n%s", err, stdout.String(), stderr.String())
+	}
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	err := filepath.WalkDir(from, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, path)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(to, rel), 0o755)
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(to, rel), raw, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Issue item 6: a rank stopped with SIGSTOP (alive, silent) is named as the rank that did not
+// answer, whichever rank it is, and the run ends within the collective timeout plus seconds.
+func TestStoppedRankIsNamed(t *testing.T) {
+	e := newCkptEnv(t)
+	for _, victim := range []int{1, 0} {
+		run := filepath.Join(e.dir, fmt.Sprintf("stop%d", victim))
+		cmd, out := e.startTrain(t, run, "--nproc", "3", "--steps", "100000", "--checkpoint-every", "0", "--collective-timeout", "3s")
+		waitFor(t, "training", 60*time.Second, func() bool { return strings.Contains(out.String(), "step ") })
+		ranks := childPIDs(cmd.Process.Pid)
+		if len(ranks) != 3 {
+			t.Fatalf("%d rank processes, want 3", len(ranks))
+		}
+		syscall.Kill(ranks[victim], syscall.SIGSTOP)
+		stopped := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatalf("rank %d stopped: the run succeeded", victim)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("rank %d stopped: the run still going after 30 s:\n%s", victim, tail(out.String(), 2000))
+		}
+		el := time.Since(stopped)
+		summary := lastLine(out.String())
+		want := fmt.Sprintf("rank %d of 3 failed", victim)
+		if !strings.Contains(summary, want) {
+			t.Errorf("rank %d stopped: the run's last line does not blame it:\n%s\n(whole output:\n%s)", victim, summary, tail(out.String(), 3000))
+		}
+		t.Logf("rank %d stopped: run ended after %.1fs: %s", victim, el.Seconds(), summary)
+		for _, pid := range ranks {
+			if alive(pid) {
+				t.Errorf("rank process %d still alive after the run ended", pid)
+			}
+		}
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }

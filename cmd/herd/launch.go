@@ -283,6 +283,9 @@ func joinRing(ctx context.Context, timeout time.Duration, stderr io.Writer) (*co
 	logCfg := zap.NewProductionConfig()
 	logCfg.Level = zap.NewAtomicLevelAt(zap.WarnLevel)
 	logCfg.OutputPaths = []string{"stderr"}
+	logCfg.Encoding = "console" // read by people, beside the progress lines
+	logCfg.EncoderConfig = zap.NewDevelopmentEncoderConfig()
+	logCfg.DisableCaller, logCfg.DisableStacktrace = true, true
 	if logger, err := logCfg.Build(); err == nil {
 		cfg.Logger = logger.With(zap.Int("rank", rank))
 	}

@@ -55,7 +55,8 @@ func commitDir(dir, what string, write func(tmp string) error) error {
 		os.RemoveAll(tmp)
 		return err
 	}
-	if err := os.Rename(tmp, dir); err != nil { // replaces an empty directory
+	os.Remove(dir) // an empty directory gives way (os.Rename refuses to replace one)
+	if err := os.Rename(tmp, dir); err != nil {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("%s: %w", dir, err)
 	}
