@@ -31,7 +31,7 @@ type Manifest struct {
 type SourceManifest struct {
 	Name          string       `json:"name"`
 	Weight        float64      `json:"weight"`
-	Input         string       `json:"input"` // the path documents were read from
+	Input         string       `json:"input"` // the path documents were read from; relative to the dataset when inside it
 	TrainFiles    []FileEntry  `json:"train_files"`
 	HeldOutFiles  []FileEntry  `json:"held_out_files"`
 	TrainTokens   int64        `json:"train_tokens"`

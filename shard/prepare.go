@@ -128,7 +128,13 @@ func checkEncoder(e Encoder) error {
 // Nothing is lost on failure: shard files appear only whole (temp, fsync,
 // rename), the manifest is written last and commits the dataset, Prepare
 // refuses a directory that already holds a manifest, and on error it removes
-// the shard files it wrote.
+// the shard files it wrote. A source with no document left after cleaning
+// fails with an *EmptySourceError.
+//
+// Paths inside Out that the manifest records (a source copied into the
+// dataset directory, its skipped files and bad lines) are recorded relative
+// to Out, so the dataset can be prepared in a staging directory and renamed
+// into place.
 func Prepare(ctx context.Context, cfg PrepareConfig) (*Manifest, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -355,9 +361,13 @@ func (p *preparer) finishSource(sp *splitter) error {
 
 func (p *preparer) sourceManifest(spec SourceSpec, sp *splitter, read ReadReport, filt FilterReport) (SourceManifest, error) {
 	if sp.trainDocs == 0 {
-		return SourceManifest{}, fmt.Errorf("%w: %s (%s): %d files, %d documents read; dropped %d too short, %d non-text, %d duplicate; %d bad lines, %d files skipped",
-			ErrEmptySource, spec.Name, spec.Path, read.Files, read.Docs,
-			filt.TooShort.Docs, filt.NonText.Docs, filt.Duplicate.Docs, read.BadLines, read.SkippedFiles)
+		return SourceManifest{}, &EmptySourceError{Name: spec.Name, Path: spec.Path, Read: read, Filter: filt, Limits: p.cfg.Filter}
+	}
+	for i := range read.Skipped {
+		read.Skipped[i].File = p.recordedPath(read.Skipped[i].File)
+	}
+	for i := range read.BadLineSamples {
+		read.BadLineSamples[i].File = p.recordedPath(read.BadLineSamples[i].File)
 	}
 	nonNil := func(f []FileEntry) []FileEntry {
 		if f == nil {
@@ -368,7 +378,7 @@ func (p *preparer) sourceManifest(spec SourceSpec, sp *splitter, read ReadReport
 	return SourceManifest{
 		Name:          spec.Name,
 		Weight:        spec.Weight,
-		Input:         spec.Path,
+		Input:         p.recordedPath(spec.Path),
 		TrainFiles:    sp.train.files,
 		HeldOutFiles:  nonNil(sp.held.files),
 		TrainTokens:   sp.train.tokens,
@@ -378,4 +388,20 @@ func (p *preparer) sourceManifest(spec SourceSpec, sp *splitter, read ReadReport
 		Read:          read,
 		Filter:        filt,
 	}, nil
+}
+
+// recordedPath is how the manifest names a path that documents were read
+// from: relative to the dataset directory, with '/' separators, when it lies
+// inside it (a corpus copied into the dataset), so the manifest stays true
+// when the directory is renamed or moved; as given otherwise.
+func (p *preparer) recordedPath(path string) string {
+	out, err1 := filepath.Abs(p.cfg.Out)
+	abs, err2 := filepath.Abs(path)
+	if err1 != nil || err2 != nil {
+		return path
+	}
+	if rel, err := filepath.Rel(out, abs); err == nil && filepath.IsLocal(rel) {
+		return filepath.ToSlash(rel)
+	}
+	return path
 }

@@ -434,7 +434,107 @@ func TestPrepareEmptySource(t *testing.T) {
 	cfg := testConfig(corpus{}, filepath.Join(t.TempDir(), "ds"))
 	cfg.Sources = []SourceSpec{{"tiny", root, 1}}
 	_, err := Prepare(context.Background(), cfg)
-	wantErr(t, err, []error{ErrEmptySource}, "tiny", root, "2 too short")
+	wantErr(t, err, []error{ErrEmptySource}, "tiny", root, "2 files read", "2 documents dropped as too short (< 32 bytes)")
+	var e *EmptySourceError
+	if !errors.As(err, &e) || e.Name != "tiny" || e.Path != root || e.Filter.TooShort.Docs != 2 || e.Read.Files != 2 {
+		t.Errorf("error %#v, want an *EmptySourceError with the source's counts", err)
+	}
+}
+
+// Every kind of rejection is counted and named, with samples of the files
+// and lines, relative to the source.
+func TestEmptySourceReasons(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "a.bin"), []byte("weights"))
+	writeFile(t, filepath.Join(root, "b/blob.dat"), []byte("abc\x00def"))
+	writeFile(t, filepath.Join(root, "empty.txt"), nil)
+	writeFile(t, filepath.Join(root, "noise.txt"), []byte(strings.Repeat("\x01\x02\x03 text ", 10)))
+	writeFile(t, filepath.Join(root, "rows.jsonl"), []byte("{oops\n\n"+`{"id":1}`+"\n"))
+	cfg := testConfig(corpus{}, filepath.Join(t.TempDir(), "ds"))
+	cfg.Sources = []SourceSpec{{"junk", root, 1}}
+	_, err := Prepare(context.Background(), cfg)
+	wantErr(t, err, []error{ErrEmptySource}, "junk ("+root+"): ",
+		"5 files read",
+		"2 skipped (a.bin: binary extension .bin; b/blob.dat: NUL byte in the first 8000 bytes)",
+		"2 JSONL lines without a document (rows.jsonl:1: invalid JSON",
+		`rows.jsonl:3: no "text" field)`,
+		"1 blank JSONL line",
+		"1 document dropped as too short (< 32 bytes)",
+		"1 document dropped as non-text (over 10% control bytes or invalid UTF-8)")
+	if strings.Contains(err.Error(), "duplicate") {
+		t.Errorf("error %q reports duplicates, there are none", err)
+	}
+
+	// Duplicates of an earlier source, and samples beyond the first few.
+	for i := range 5 {
+		writeFile(t, filepath.Join(root, fmt.Sprintf("more/%d.png", i)), []byte("png"))
+	}
+	dup := filepath.Join(t.TempDir(), "dup.txt")
+	writeFile(t, dup, []byte(doc("one", 0)))
+	first := filepath.Join(t.TempDir(), "first.txt")
+	writeFile(t, first, []byte(doc("one", 0)))
+	cfg.Sources = []SourceSpec{{"first", first, 1}, {"dup", dup, 1}}
+	_, err = Prepare(context.Background(), cfg)
+	wantErr(t, err, []error{ErrEmptySource}, "dup ("+dup+"): 1 file read, 1 document dropped as duplicates of documents kept before")
+	cfg.Sources = []SourceSpec{{"junk", root, 1}}
+	_, err = Prepare(context.Background(), cfg)
+	wantErr(t, err, []error{ErrEmptySource}, "7 skipped (", "; 4 more)")
+}
+
+// A source inside the dataset directory (a corpus copied there) is recorded
+// relative to it, with its skipped files and bad lines, so the dataset is the
+// same wherever it ends up; a source outside keeps the path it was given.
+func TestPrepareRecordsPathsInsideOut(t *testing.T) {
+	stage := filepath.Join(t.TempDir(), ".ds.stage")
+	inside := filepath.Join(stage, "corpus", "web")
+	for i := range 4 {
+		writeFile(t, filepath.Join(inside, fmt.Sprintf("%d.txt", i)), []byte(doc("web", i)))
+	}
+	writeFile(t, filepath.Join(inside, "x.png"), []byte("png"))
+	writeFile(t, filepath.Join(inside, "rows.jsonl"), []byte(fmt.Sprintf("{oops\n{\"text\":%q}\n", doc("rows", 1))))
+	outside := filepath.Join(t.TempDir(), "one.txt")
+	writeFile(t, outside, []byte(doc("one", 0)))
+	cfg := testConfig(corpus{}, stage)
+	cfg.Sources = []SourceSpec{{"web", inside, 1}, {"one", outside, 1}}
+	m, err := Prepare(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := m.Sources[0].Read
+	if got := m.Sources[0].Input; got != "corpus/web" {
+		t.Errorf("input of a source inside the dataset: %q, want corpus/web", got)
+	}
+	if len(web.Skipped) != 1 || web.Skipped[0].File != "corpus/web/x.png" {
+		t.Errorf("skipped files %+v, want corpus/web/x.png", web.Skipped)
+	}
+	if len(web.BadLineSamples) != 1 || web.BadLineSamples[0].File != "corpus/web/rows.jsonl" {
+		t.Errorf("bad lines %+v, want in corpus/web/rows.jsonl", web.BadLineSamples)
+	}
+	if got := m.Sources[1].Input; got != outside {
+		t.Errorf("input of a source outside the dataset: %q, want %q", got, outside)
+	}
+	raw, err := os.ReadFile(filepath.Join(stage, ManifestName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte(stage)) {
+		t.Errorf("manifest names the directory it was written in, %s:\n%s", stage, raw)
+	}
+	// Renamed into place, the dataset loads and reads its sources there.
+	final := filepath.Join(filepath.Dir(stage), "ds")
+	if err := os.Rename(stage, final); err != nil {
+		t.Fatal(err)
+	}
+	m2, err := LoadManifest(final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(final, filepath.FromSlash(m2.Sources[0].Input))); err != nil {
+		t.Errorf("recorded input is not inside the renamed dataset: %v", err)
+	}
+	if _, err := LoadDataset(final, "bytes-v1"); err != nil {
+		t.Errorf("renamed dataset: %v", err)
+	}
 }
 
 func TestPrepareConfigValidate(t *testing.T) {

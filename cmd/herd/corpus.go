@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -37,8 +40,48 @@ func goroot() (string, error) {
 	return "", fmt.Errorf("cannot find the Go toolchain's GOROOT for the built-in corpus; pass --source instead")
 }
 
+// builtinDataset returns the directory of the built-in corpus prepared with the given vocab,
+// preparing it into the user cache directory the first time.
+func builtinDataset(ctx context.Context, vocab int, log io.Writer) (string, error) {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	dir := filepath.Join(base, "herd", fmt.Sprintf("builtin-%s-vocab%d", builtinVersion, vocab))
+	o := prepareOptions{builtin: true, out: dir, vocab: vocab, heldOut: 0.01,
+		minBytes: 32, maxNonText: 0.1, sampleMB: 16, maxShardToks: 1 << 28}
+	err = ensureDataset(ctx, o, "built-in corpus", log)
+	if errors.Is(err, errNotEmpty) {
+		// herd prepares into a staging directory and renames it into place, so only
+		// an earlier version, interrupted, leaves a partial dataset here.
+		return "", fmt.Errorf("preparing the built-in corpus in %s: %w; it is what remains of an interrupted preparation by an earlier herd: remove it", dir, err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("preparing the built-in corpus in %s: %w", dir, err)
+	}
+	return dir, nil
+}
+
+// ensureDataset prepares o.out unless it already holds a dataset. Processes
+// that start at once each prepare their own copy; the first to finish renames
+// it into place and the others use that one.
+func ensureDataset(ctx context.Context, o prepareOptions, what string, log io.Writer) error {
+	if _, err := shard.LoadManifest(o.out); err == nil {
+		fmt.Fprintf(log, "data: %s, prepared in %s\n", what, o.out)
+		return nil
+	}
+	_, err := prepareDataset(ctx, o, log)
+	if errors.Is(err, errHoldsDataset) {
+		if _, lerr := shard.LoadManifest(o.out); lerr == nil {
+			fmt.Fprintf(log, "data: %s, prepared in %s by another process\n", what, o.out)
+			return nil
+		}
+	}
+	return err
+}
+
 // materializeBuiltin writes the built-in corpus under dir and returns its sources.
-func materializeBuiltin(dir string) ([]shard.SourceSpec, error) {
+func materializeBuiltin(ctx context.Context, dir string) ([]shard.SourceSpec, error) {
 	root, err := goroot()
 	if err != nil {
 		return nil, err
@@ -55,6 +98,9 @@ func materializeBuiltin(dir string) ([]shard.SourceSpec, error) {
 	texts = append(append(texts, docs...), mds...)
 	n := 0
 	for _, p := range texts {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		raw, err := os.ReadFile(p)
 		if err != nil {
 			return nil, fmt.Errorf("built-in corpus: %w", err)
@@ -70,6 +116,9 @@ func materializeBuiltin(dir string) ([]shard.SourceSpec, error) {
 	src := filepath.Join(root, "src")
 	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(src, p)

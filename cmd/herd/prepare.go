@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/herd-llm/herd/shard"
@@ -42,18 +44,20 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&srcs, "source", "a source as NAME=PATH:WEIGHT (repeatable); PATH is a text file, directory, .gz or .jsonl[.gz] with a \"text\" field")
 	o := prepareOptions{}
 	fs.BoolVar(&o.builtin, "builtin", false, "use the built-in corpus (English text and Go source shipped with the Go toolchain) instead of --source")
-	fs.StringVar(&o.out, "out", "", "dataset directory to create (required)")
+	fs.StringVar(&o.out, "out", "", "dataset directory to create; it must not exist or be empty (required)")
 	fs.IntVar(&o.vocab, "vocab", 4096, "vocabulary size of the byte-level BPE tokenizer to train")
 	fs.StringVar(&o.tokenizer, "tokenizer", "", "reuse this tokenizer.json instead of training one")
 	fs.Float64Var(&o.heldOut, "held-out", 0.01, "share of each source's documents kept out of training for validation (0..0.5)")
-	fs.IntVar(&o.minBytes, "min-bytes", 32, "drop documents shorter than this many bytes")
-	fs.Float64Var(&o.maxNonText, "max-nontext", 0.1, "drop documents whose share of control bytes and invalid UTF-8 exceeds this")
+	fs.IntVar(&o.minBytes, "min-bytes", 32, "drop documents shorter than this many bytes (>= 1)")
+	fs.Float64Var(&o.maxNonText, "max-nontext", 0.1, "drop documents whose share of control bytes and invalid UTF-8 exceeds this (0..1)")
 	fs.IntVar(&o.sampleMB, "tokenizer-sample-mb", 16, "MiB of text, split across sources by weight, to train the tokenizer on")
 	fs.Int64Var(&o.maxShardToks, "max-shard-tokens", 1<<28, "most tokens in one shard file")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: herd prepare (--source NAME=PATH:WEIGHT ... | --builtin) --out DIR [flags]")
 		fmt.Fprintln(stderr, "\nReads the sources, removes exact duplicates, filters short and binary-looking documents,")
-		fmt.Fprintln(stderr, "trains (or reuses) a tokenizer, and writes token shards, tokenizer.json and manifest.json.\n\nFlags:")
+		fmt.Fprintln(stderr, "trains (or reuses) a tokenizer, and writes token shards, tokenizer.json and manifest.json.")
+		fmt.Fprintln(stderr, "The dataset is written into a hidden directory beside --out and moved into place when whole:")
+		fmt.Fprintln(stderr, "a preparation that fails or is interrupted leaves --out as it was.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -63,6 +67,18 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 	if o.sources, err = shard.ParseSourceSpecs(srcs); err != nil {
 		return err
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	_, err = prepareDataset(ctx, o, stderr)
+	return err
+}
+
+// maxSampleMB bounds --tokenizer-sample-mb (1 TiB); the sample is held in memory.
+const maxSampleMB = 1 << 20
+
+// validate checks the options before anything is read or written. Errors name
+// the flag and its allowed range.
+func (o prepareOptions) validate() error {
 	switch {
 	case o.out == "":
 		return fmt.Errorf("--out: a dataset directory is required")
@@ -70,34 +86,109 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--builtin and --source exclude each other")
 	case !o.builtin && len(o.sources) == 0:
 		return fmt.Errorf("no data: give --source NAME=PATH:WEIGHT (repeatable) or --builtin")
+	case o.vocab < tokenizer.MinVocabSize || o.vocab > tokenizer.MaxVocabSize:
+		return fmt.Errorf("--vocab = %d, must be in %d..%d", o.vocab, tokenizer.MinVocabSize, tokenizer.MaxVocabSize)
+	case !(o.heldOut >= 0 && o.heldOut <= 0.5):
+		return fmt.Errorf("--held-out = %v, must be in 0..0.5", o.heldOut)
+	case o.minBytes < 1:
+		return fmt.Errorf("--min-bytes = %d, must be >= 1", o.minBytes)
+	case !(o.maxNonText >= 0 && o.maxNonText <= 1):
+		return fmt.Errorf("--max-nontext = %v, must be in 0..1", o.maxNonText)
+	case o.sampleMB < 1 || o.sampleMB > maxSampleMB:
+		return fmt.Errorf("--tokenizer-sample-mb = %d, must be in 1..%d", o.sampleMB, maxSampleMB)
+	case o.maxShardToks < 1:
+		return fmt.Errorf("--max-shard-tokens = %d, must be >= 1", o.maxShardToks)
 	}
-	_, err = prepareDataset(context.Background(), o, stderr)
-	return err
+	return nil
 }
 
-// prepareDataset builds a dataset in o.out and returns its manifest.
+// prepareDataset builds a dataset in o.out and returns its manifest. It refuses
+// at once an o.out that is anything but absent or an empty directory, writes
+// everything into a staging directory beside it and renames that into place
+// last: when it fails or ctx ends, o.out is as it was and the staging
+// directory is gone.
 func prepareDataset(ctx context.Context, o prepareOptions, log io.Writer) (*shard.Manifest, error) {
-	if err := os.MkdirAll(o.out, 0o755); err != nil {
+	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	if o.builtin {
-		fmt.Fprintln(log, "prepare: copying the built-in corpus from the Go toolchain")
-		var err error
-		if o.sources, err = materializeBuiltin(filepath.Join(o.out, "corpus")); err != nil {
-			return nil, err
-		}
+	o.out = filepath.Clean(o.out)
+	if err := checkOut(o.out); err != nil {
+		return nil, err
 	}
 	var tok *tokenizer.Tokenizer
-	var err error
 	if o.tokenizer != "" {
+		var err error
 		if tok, err = tokenizer.Load(o.tokenizer); err != nil {
 			return nil, fmt.Errorf("--tokenizer: %w", err)
 		}
-	} else if tok, err = trainTokenizer(ctx, o, log); err != nil {
+	}
+	st, err := newStaging(o.out, log)
+	if err != nil {
 		return nil, err
 	}
+	defer st.discard()
+	man, err := prepareStaged(ctx, o, tok, st, log)
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("interrupted; --out %s is as it was: %w", o.out, err)
+	}
+	return man, err
+}
+
+// prepareStaged writes the dataset into st and commits it.
+func prepareStaged(ctx context.Context, o prepareOptions, tok *tokenizer.Tokenizer, st *staging, log io.Writer) (*shard.Manifest, error) {
+	failpoint := prepareFailpoint(ctx)
+	if o.builtin {
+		fmt.Fprintln(log, "prepare: copying the built-in corpus from the Go toolchain")
+		var err error
+		if o.sources, err = materializeBuiltin(ctx, filepath.Join(st.dir, "corpus")); err != nil {
+			return nil, err
+		}
+	}
+	tok, err := sourceTokenizer(ctx, o, tok, failpoint, log)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	man, err := writeShards(ctx, o, tok, st.dir, failpoint, log)
+	if err != nil {
+		return nil, err
+	}
+	failpoint("before-commit")
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := st.commit(); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "prepare: dataset written to %s in %s\n", o.out, time.Since(start).Round(time.Millisecond))
+	return man, nil
+}
+
+// sourceTokenizer returns tok, or when it is nil one trained on a sample of the
+// sources. Either way it first checks that every source has a usable document.
+func sourceTokenizer(ctx context.Context, o prepareOptions, tok *tokenizer.Tokenizer, failpoint func(string), log io.Writer) (*tokenizer.Tokenizer, error) {
+	budget := int64(1) // nothing to train: stop at each source's first usable document
+	if tok == nil {
+		budget = int64(o.sampleMB) << 20
+		fmt.Fprintf(log, "prepare: reading a tokenizer sample of up to %d MiB from %s\n", o.sampleMB, plural(len(o.sources), "source"))
+	} else {
+		fmt.Fprintf(log, "prepare: checking that each of %s has a usable document\n", plural(len(o.sources), "source"))
+	}
+	sample, err := sampleSources(ctx, o, budget)
+	if err != nil {
+		return nil, err
+	}
+	failpoint("sampled")
+	if tok != nil {
+		return tok, nil
+	}
+	return trainTokenizer(ctx, o, sample, log)
+}
+
+// writeShards writes tokenizer.json, the token shards and the manifest into dir.
+func writeShards(ctx context.Context, o prepareOptions, tok *tokenizer.Tokenizer, dir string, failpoint func(string), log io.Writer) (*shard.Manifest, error) {
 	cfg := shard.DefaultPrepareConfig()
-	cfg.Sources, cfg.Out, cfg.Encoder = o.sources, o.out, tok
+	cfg.Sources, cfg.Out, cfg.Encoder = o.sources, dir, tok
 	cfg.HeldOutFraction = o.heldOut
 	cfg.Filter.MinBytes, cfg.Filter.MaxNonText = o.minBytes, o.maxNonText
 	cfg.MaxShardTokens = o.maxShardToks
@@ -105,16 +196,21 @@ func prepareDataset(ctx context.Context, o prepareOptions, log io.Writer) (*shar
 	cfg.Progress = func(ev shard.ProgressEvent) {
 		if ev.Done {
 			fmt.Fprintf(log, "prepare: %s: %d documents, %.1f MiB, %d tokens\n", ev.Source, ev.Docs, float64(ev.Bytes)/(1<<20), ev.Tokens)
+			failpoint("source-done")
 		} else {
 			fmt.Fprintf(log, "prepare: %s: %d documents, %.1f MiB, %d tokens (%.0fs)\n", ev.Source, ev.Docs, float64(ev.Bytes)/(1<<20), ev.Tokens, time.Since(start).Seconds())
 		}
 	}
-	if err := tok.Save(filepath.Join(o.out, worker.TokenizerName)); err != nil {
+	tokPath := filepath.Join(dir, worker.TokenizerName)
+	if err := tok.Save(tokPath); err != nil {
 		return nil, err
+	}
+	if err := syncPath(tokPath); err != nil {
+		return nil, fmt.Errorf("%s: %w", tokPath, err)
 	}
 	man, err := shard.Prepare(ctx, cfg)
 	if err != nil {
-		return nil, err
+		return nil, sourceError(err)
 	}
 	for _, s := range man.Sources {
 		f := s.Filter
@@ -124,48 +220,151 @@ func prepareDataset(ctx context.Context, o prepareOptions, log io.Writer) (*shar
 			fmt.Fprintf(log, "prepare: %s: bad line %s\n", s.Name, b)
 		}
 	}
-	fmt.Fprintf(log, "prepare: dataset written to %s in %s\n", o.out, time.Since(start).Round(time.Millisecond))
 	return man, nil
 }
 
-// trainTokenizer trains a BPE vocabulary on a sample of the sources, each contributing in
-// proportion to its weight.
-func trainTokenizer(ctx context.Context, o prepareOptions, log io.Writer) (*tokenizer.Tokenizer, error) {
+// sourceError restates a source without usable documents in the terms of the --source flag.
+func sourceError(err error) error {
+	var e *shard.EmptySourceError
+	if errors.As(err, &e) {
+		return fmt.Errorf("--source %s (%s): no usable documents: %s", e.Name, e.Path, e.Reasons())
+	}
+	return err
+}
+
+// tokenizerSample holds the documents the tokenizer learns from.
+type tokenizerSample struct {
+	docs    [][]byte
+	bytes   int64
+	sources int
+	cut     bool // some source held more than its share of the budget
+}
+
+// sampleSources reads each source until its documents that pass the dataset's
+// quality filter (and are not duplicates) add up to its share of budget bytes,
+// by weight, so that the tokenizer never learns from text the dataset drops.
+// A source with no usable document fails, with what was rejected and why.
+func sampleSources(ctx context.Context, o prepareOptions, budget int64) (*tokenizerSample, error) {
 	var total float64
 	for _, s := range o.sources {
 		total += s.Weight
 	}
-	var docs [][]byte
-	var sampled int64
-	errFull := errors.New("budget reached")
+	limits := shard.Filter{MinBytes: o.minBytes, MaxNonText: o.maxNonText}
+	cleaner := shard.NewCleaner(limits)
+	smp := &tokenizerSample{sources: len(o.sources)}
+	var empty []error
 	for _, s := range o.sources {
-		budget := int64(float64(o.sampleMB<<20) * s.Weight / total)
-		var got int64
-		_, err := shard.ReadDocuments(ctx, s.Path, shard.ReadOptions{}, func(doc []byte) error {
-			docs = append(docs, doc)
-			got += int64(len(doc))
-			if got >= budget {
-				return errFull
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, errFull) {
+		read, filt, err := smp.add(ctx, s, max(1, int64(float64(budget)*s.Weight/total)), cleaner)
+		if err != nil {
 			return nil, fmt.Errorf("--source %s: %w", s.Name, err)
 		}
-		sampled += got
-	}
-	fmt.Fprintf(log, "prepare: training a %d-token tokenizer on %.1f MiB\n", o.vocab, float64(sampled)/(1<<20))
-	start := time.Now()
-	last := time.Now()
-	tok, err := tokenizer.TrainDocs(docs, o.vocab, tokenizer.Options{Progress: func(done, total int) {
-		if time.Since(last) > 2*time.Second {
-			fmt.Fprintf(log, "prepare: tokenizer merges %d/%d\n", done, total)
-			last = time.Now()
+		if filt.Kept.Docs == 0 {
+			empty = append(empty, sourceError(&shard.EmptySourceError{Name: s.Name, Path: s.Path, Read: read, Filter: filt, Limits: limits}))
 		}
-	}})
-	if err != nil {
-		return nil, err
+	}
+	if len(empty) > 0 {
+		return nil, errors.Join(empty...)
+	}
+	return smp, nil
+}
+
+// errSampleFull stops reading a source whose share of the sample is full.
+var errSampleFull = errors.New("sample share reached")
+
+// add reads documents of s that the cleaner keeps until they reach share bytes.
+func (smp *tokenizerSample) add(ctx context.Context, s shard.SourceSpec, share int64, cleaner *shard.Cleaner) (shard.ReadReport, shard.FilterReport, error) {
+	var got int64
+	var filt shard.FilterReport
+	read, err := shard.ReadDocuments(ctx, s.Path, shard.ReadOptions{}, func(doc []byte) error {
+		v, _ := cleaner.Check(doc)
+		filt.Add(v, len(doc))
+		if v != shard.Keep {
+			return nil
+		}
+		smp.docs = append(smp.docs, doc)
+		if got += int64(len(doc)); got >= share {
+			return errSampleFull
+		}
+		return nil
+	})
+	smp.bytes += got
+	if errors.Is(err, errSampleFull) {
+		smp.cut, err = true, nil
+	}
+	return read, filt, err
+}
+
+// trainTokenizer trains a BPE vocabulary on the sample. When ctx ends it
+// returns at once, leaving the training goroutine to end with the process.
+func trainTokenizer(ctx context.Context, o prepareOptions, smp *tokenizerSample, log io.Writer) (*tokenizer.Tokenizer, error) {
+	fmt.Fprintf(log, "prepare: training a %d-token tokenizer on %.1f MiB\n", o.vocab, float64(smp.bytes)/(1<<20))
+	start := time.Now()
+	type result struct {
+		tok *tokenizer.Tokenizer
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		last := time.Now()
+		tok, err := tokenizer.TrainDocs(smp.docs, o.vocab, tokenizer.Options{Progress: func(n, total int) {
+			if time.Since(last) > 2*time.Second && ctx.Err() == nil {
+				fmt.Fprintf(log, "prepare: tokenizer merges %d/%d\n", n, total)
+				last = time.Now()
+			}
+		}})
+		done <- result{tok, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if errors.Is(r.err, tokenizer.ErrSmallCorpus) {
+		what, fix := "the sources hold", "give a smaller --vocab, or more text"
+		if smp.cut {
+			what, fix = fmt.Sprintf("the tokenizer sample (--tokenizer-sample-mb %d) holds", o.sampleMB), "give a smaller --vocab or a larger --tokenizer-sample-mb"
+		}
+		return nil, fmt.Errorf("--vocab %d is more than this text can train: %s %s of usable text in %s from %s (%v); %s",
+			o.vocab, what, humanBytes(smp.bytes), plural(len(smp.docs), "document"), plural(smp.sources, "source"), r.err, fix)
+	}
+	if r.err != nil {
+		return nil, r.err
 	}
 	fmt.Fprintf(log, "prepare: tokenizer trained in %s\n", time.Since(start).Round(time.Millisecond))
-	return tok, nil
+	return r.tok, nil
+}
+
+// plural is "1 source", "2 sources".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// prepareFailpoint returns the failure point named by HERD_PREPARE_FAILPOINT,
+// as POINT or POINT:interrupt. At that point the process kills itself with
+// SIGKILL, as a crash or the out-of-memory killer would, or with :interrupt
+// sends itself SIGINT, as Ctrl-C would, and waits for ctx to end. The points:
+// sampled (the tokenizer sample is read), source-done (the first source's
+// shards are written) and before-commit (the dataset is whole in its staging
+// directory). Tests use it to check that nothing is lost.
+func prepareFailpoint(ctx context.Context) func(point string) {
+	spec := os.Getenv("HERD_PREPARE_FAILPOINT")
+	if spec == "" {
+		return func(string) {}
+	}
+	name, action, _ := strings.Cut(spec, ":")
+	return func(point string) {
+		if point != name {
+			return
+		}
+		if action == "interrupt" {
+			syscall.Kill(os.Getpid(), syscall.SIGINT)
+			<-ctx.Done()
+			return
+		}
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/herd-llm/herd/checkpoint"
 	"github.com/herd-llm/herd/model"
-	"github.com/herd-llm/herd/shard"
 	"github.com/herd-llm/herd/worker"
 )
 
@@ -196,24 +195,4 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		reportFailure(ring.Rank(), err)
 	}
 	return err
-}
-
-// builtinDataset returns the directory of the built-in corpus prepared with the given vocab,
-// preparing it on first use into the user cache directory.
-func builtinDataset(ctx context.Context, vocab int, log io.Writer) (string, error) {
-	base, err := os.UserCacheDir()
-	if err != nil {
-		base = os.TempDir()
-	}
-	dir := filepath.Join(base, "herd", fmt.Sprintf("builtin-%s-vocab%d", builtinVersion, vocab))
-	if _, err := os.Stat(filepath.Join(dir, shard.ManifestName)); err == nil {
-		fmt.Fprintf(log, "data: built-in corpus, prepared in %s\n", dir)
-		return dir, nil
-	}
-	os.RemoveAll(dir) // an earlier preparation that did not finish
-	if _, err := prepareDataset(ctx, prepareOptions{builtin: true, out: dir, vocab: vocab, heldOut: 0.01,
-		minBytes: 32, maxNonText: 0.1, sampleMB: 16, maxShardToks: 1 << 28}, log); err != nil {
-		return "", fmt.Errorf("preparing the built-in corpus in %s: %w", dir, err)
-	}
-	return dir, nil
 }
