@@ -38,8 +38,8 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 	case *format != "hf":
 		return fmt.Errorf("--format %q: the only format is hf", *format)
 	}
-	if err := checkEmptyOrAbsent(*out); err != nil {
-		return fmt.Errorf("--out: %w", err)
+	if err := checkOut(*out); err != nil {
+		return err
 	}
 	ctx := context.Background()
 	loc, err := checkpoint.OpenLocation(ctx, *uri, checkpoint.StoreOptions{S3: s3.config(), Existing: true,
@@ -64,10 +64,15 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("checkpoint step %d: %d parameters, its config describes %d", man.Step, man.Elems, layout.Size)
 	}
 	params := func(s model.ParamSpec) ([]float32, error) { return st.Params[s.Offset : s.Offset+s.Size], nil }
-	err = commitDir(*out, "export", func(tmp string) error {
-		return hf.Export(tmp, rc.Model, params, tok, hf.ExportOptions{MaxShardBytes: *shardBytes})
-	})
+	stage, err := newStaging(*out, "export", stderr)
 	if err != nil {
+		return err
+	}
+	defer stage.discard()
+	if err := hf.Export(stage.dir, rc.Model, params, tok, hf.ExportOptions{MaxShardBytes: *shardBytes}); err != nil {
+		return err
+	}
+	if err := stage.commit(); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "exported step %d of %s (%d parameters) to %s\n", man.Step, *uri, man.Elems, *out)

@@ -478,7 +478,7 @@ func TestBadInputRefused(t *testing.T) {
 	os.MkdirAll(full, 0o755)
 	os.WriteFile(filepath.Join(full, "notes.txt"), []byte("mine"), 0o644)
 	before := treeSums(t, full)
-	if out, err := exec.Command(e.bin, "export", "--checkpoint", ck, "--out", full).CombinedOutput(); err == nil || !strings.Contains(string(out), "is not empty (it holds notes.txt)") {
+	if out, err := exec.Command(e.bin, "export", "--checkpoint", ck, "--out", full).CombinedOutput(); err == nil || !strings.Contains(string(out), "is not empty (notes.txt)") {
 		t.Errorf("export into a non-empty directory: %v\n%s", err, out)
 	}
 	sameSums(t, "export target", before, treeSums(t, full), nil)

@@ -122,7 +122,7 @@ func prepareDataset(ctx context.Context, o prepareOptions, log io.Writer) (*shar
 			return nil, fmt.Errorf("--tokenizer: %w", err)
 		}
 	}
-	st, err := newStaging(o.out, log)
+	st, err := newStaging(o.out, "prepare", log)
 	if err != nil {
 		return nil, err
 	}

@@ -534,11 +534,11 @@ func TestSampleSourcesFilters(t *testing.T) {
 func TestStagingCommitRace(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "ds")
-	a, err := newStaging(out, io.Discard)
+	a, err := newStaging(out, "prepare", io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := newStaging(out, io.Discard)
+	b, err := newStaging(out, "prepare", io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

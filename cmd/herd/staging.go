@@ -15,12 +15,13 @@ import (
 	"github.com/herd-llm/herd/shard"
 )
 
-// A dataset is prepared in a staging directory beside --out, on the same file
-// system, and renamed into place as the last step, so --out is either absent
-// (or the empty directory it was) or holds a whole dataset. The staging
-// directory is hidden and names the process that owns it:
+// A command that writes a directory of files (herd prepare a dataset, herd export a model)
+// writes it in a staging directory beside --out, on the same file system, and renames it
+// into place as the last step, so --out is either absent (or the empty directory it was) or
+// holds the whole result. The staging directory is hidden and names the command and the
+// process that owns it:
 //
-//	.NAME.prepare-PID-HOST-RANDOM
+//	.NAME.WHAT-PID-HOST-RANDOM
 //
 // where HOST is a hash of the host name. A run that dies without cleaning up
 // (killed, power cut) leaves it behind; the next preparation of the same
@@ -69,14 +70,15 @@ func checkOut(out string) error {
 	return fmt.Errorf("--out %s %w (%s); nothing was changed: give a new or empty directory", out, errNotEmpty, what)
 }
 
-// staging is a directory a dataset is written into before it is renamed to out.
+// staging is a directory a command's output is written into before it is renamed to out.
 type staging struct {
-	dir, out  string
-	committed bool
+	dir, out, what string
+	committed      bool
 }
 
-// newStaging removes the staging directories of dead runs for out and makes a new one.
-func newStaging(out string, log io.Writer) (*staging, error) {
+// newStaging removes the staging directories that dead runs of the command what ("prepare",
+// "export") left for out, and makes a new one.
+func newStaging(out, what string, log io.Writer) (*staging, error) {
 	parent, base := filepath.Split(filepath.Clean(out))
 	if parent == "" {
 		parent = "."
@@ -85,8 +87,8 @@ func newStaging(out string, log io.Writer) (*staging, error) {
 		return nil, fmt.Errorf("--out %s: %w", out, err)
 	}
 	host := hostTag()
-	removeDeadStaging(parent, base, host, log)
-	dir, err := os.MkdirTemp(parent, fmt.Sprintf("%s%d-%s-*", stagingPrefix(base), os.Getpid(), host))
+	removeDeadStaging(parent, base, what, host, log)
+	dir, err := os.MkdirTemp(parent, fmt.Sprintf("%s%d-%s-*", stagingPrefix(base, what), os.Getpid(), host))
 	if err != nil {
 		return nil, fmt.Errorf("--out %s: staging directory: %w", out, err)
 	}
@@ -98,10 +100,10 @@ func newStaging(out string, log io.Writer) (*staging, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("--out %s: staging directory: %w", out, err)
 	}
-	return &staging{dir: dir, out: out}, nil
+	return &staging{dir: dir, out: out, what: what}, nil
 }
 
-func stagingPrefix(base string) string { return "." + base + ".prepare-" }
+func stagingPrefix(base, what string) string { return "." + base + "." + what + "-" }
 
 // hostTag names this host in staging directory names: 8 hex digits of a hash
 // of the host name, or "nohost" when it is unknown.
@@ -117,13 +119,13 @@ func hostTag() string {
 
 // removeDeadStaging removes the staging directories for base in parent whose
 // owner ran on this host and no longer runs. Anything it cannot attribute is left.
-func removeDeadStaging(parent, base, host string, log io.Writer) {
+func removeDeadStaging(parent, base, what, host string, log io.Writer) {
 	entries, err := os.ReadDir(parent)
 	if err != nil || host == "nohost" {
 		return
 	}
 	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), stagingPrefix(base))
+		rest, ok := strings.CutPrefix(e.Name(), stagingPrefix(base, what))
 		if !ok || !e.IsDir() {
 			continue
 		}
@@ -134,7 +136,7 @@ func removeDeadStaging(parent, base, host string, log io.Writer) {
 		}
 		p := filepath.Join(parent, e.Name())
 		if err := os.RemoveAll(p); err == nil {
-			fmt.Fprintf(log, "prepare: removed %s, left by an earlier preparation (process %d, no longer running)\n", p, pid)
+			fmt.Fprintf(log, "%s: removed %s, left by an earlier run (process %d, no longer running)\n", what, p, pid)
 		}
 	}
 }
@@ -155,14 +157,14 @@ func (s *staging) commit() error {
 		err = &os.LinkError{Op: "rename", Old: s.dir, New: s.out, Err: err}
 		if _, serr := os.Lstat(s.out); serr == nil {
 			if cerr := checkOut(s.out); cerr != nil {
-				return fmt.Errorf("another process filled --out while this one prepared; this preparation is discarded: %w", cerr)
+				return fmt.Errorf("another process filled --out meanwhile; this %s is discarded: %w", s.what, cerr)
 			}
 		}
-		return fmt.Errorf("--out %s: moving the prepared dataset into place: %w", s.out, err)
+		return fmt.Errorf("--out %s: moving the result into place: %w", s.out, err)
 	}
 	s.committed = true
 	if err := syncPath(filepath.Dir(s.out)); err != nil {
-		return fmt.Errorf("--out %s: the dataset is in place, but flushing its parent directory failed: %w", s.out, err)
+		return fmt.Errorf("--out %s: the result is in place, but flushing its parent directory failed: %w", s.out, err)
 	}
 	return nil
 }
