@@ -31,6 +31,17 @@ type Config struct {
 	DialTimeout time.Duration
 	// OpTimeout, when positive, is the deadline of every call whose ctx has none.
 	OpTimeout time.Duration
+	// HeartbeatInterval is how often a member tells its left neighbour that it is alive
+	// (see heartbeat.go): 0 means DefaultHeartbeatInterval, otherwise at least 10ms.
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout is how long a right neighbour may send nothing before this member
+	// considers it silent; when a call's deadline passes, the member silent longest is
+	// blamed. 0 means DefaultHeartbeatTimeout, otherwise at least 2*HeartbeatInterval. With
+	// a positive OpTimeout shorter than twice this, the threshold becomes half of OpTimeout
+	// and the interval shrinks by the same factor (to no less than 10ms), so that silence
+	// is noticed before the deadline. A call whose own ctx deadline is shorter than the
+	// threshold blames the neighbour it waited for, as it would without heartbeats.
+	HeartbeatTimeout time.Duration
 	// SegmentBytes is the payload size of one data frame. A step of the ring moves one chunk
 	// (about 1/Size() of the buffer) as several segments, so sending, receiving and reducing
 	// overlap.
@@ -42,11 +53,24 @@ type Config struct {
 	Logger *zap.Logger
 }
 
+// Heartbeat defaults: a silent member is one that missed about five beats.
+const (
+	// DefaultHeartbeatInterval is the default of Config.HeartbeatInterval.
+	DefaultHeartbeatInterval = time.Second
+	// DefaultHeartbeatTimeout is the default of Config.HeartbeatTimeout.
+	DefaultHeartbeatTimeout = 5 * time.Second
+	// minHeartbeatInterval is the shortest Config.HeartbeatInterval, and the shortest
+	// interval that a short OpTimeout shrinks it to.
+	minHeartbeatInterval = 10 * time.Millisecond
+)
+
 // DefaultConfig returns a Config with every tunable set; fill in Rank, Peers and JobID.
 func DefaultConfig() Config {
 	return Config{
-		DialTimeout:  30 * time.Second,
-		SegmentBytes: 1 << 20,
+		DialTimeout:       30 * time.Second,
+		SegmentBytes:      1 << 20,
+		HeartbeatInterval: DefaultHeartbeatInterval,
+		HeartbeatTimeout:  DefaultHeartbeatTimeout,
 	}
 }
 
@@ -69,6 +93,16 @@ func (c *Config) Validate() error {
 			ErrInvalidConfig, c.SegmentBytes, 4<<10, maxDataPayload)
 	case c.SocketBuffer < 0:
 		return fmt.Errorf("%w: SocketBuffer %d, want >= 0", ErrInvalidConfig, c.SocketBuffer)
+	case c.HeartbeatInterval != 0 && c.HeartbeatInterval < minHeartbeatInterval:
+		return fmt.Errorf("%w: HeartbeatInterval %v, want 0 (the default, %v) or at least %v",
+			ErrInvalidConfig, c.HeartbeatInterval, DefaultHeartbeatInterval, minHeartbeatInterval)
+	case c.HeartbeatTimeout < 0:
+		return fmt.Errorf("%w: HeartbeatTimeout %v, want 0 (the default, %v) or at least 2*HeartbeatInterval",
+			ErrInvalidConfig, c.HeartbeatTimeout, DefaultHeartbeatTimeout)
+	}
+	if iv, to := c.heartbeatSettings(); to < 2*iv {
+		return fmt.Errorf("%w: HeartbeatTimeout %v, want at least 2*HeartbeatInterval (%v): a neighbour must be able to miss a beat",
+			ErrInvalidConfig, to, 2*iv)
 	}
 	for i, p := range c.Peers {
 		if p == "" {
@@ -76,4 +110,16 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// heartbeatSettings returns HeartbeatInterval and HeartbeatTimeout with defaults for zeros.
+func (c *Config) heartbeatSettings() (interval, timeout time.Duration) {
+	interval, timeout = c.HeartbeatInterval, c.HeartbeatTimeout
+	if interval == 0 {
+		interval = DefaultHeartbeatInterval
+	}
+	if timeout == 0 {
+		timeout = DefaultHeartbeatTimeout
+	}
+	return interval, timeout
 }

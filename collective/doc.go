@@ -41,4 +41,10 @@
 // failure is attributed to, and wraps one of the sentinel errors below. Buffer contents are
 // unspecified after a failed call. A failed communicator is not reused: the caller builds a
 // new one for the next round.
+//
+// A rank that is alive but stops answering (a stopped process, a paused machine) breaks no
+// connection; the other ranks fail when their calls' deadlines pass. The ring names that
+// rank rather than whichever neighbour each rank was waiting for: every member sends
+// heartbeats to its left neighbour, and news of a member gone silent travels around the
+// ring (heartbeat.go).
 package collective

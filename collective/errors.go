@@ -23,8 +23,9 @@ var (
 // PeerError is the failure of a group, attributed to one rank.
 type PeerError struct {
 	// Rank and Addr name the rank the failure is attributed to: the dead or closing peer,
-	// the neighbour that was being waited on when a deadline passed, or the rank that
-	// called Abort.
+	// the rank that had stopped answering when a deadline passed (for the TCP ring, the one
+	// whose heartbeats stopped longest ago; failing that, the neighbour that was being
+	// waited on), or the rank that called Abort.
 	Rank int
 	Addr string
 	// Reporter is the rank that observed the failure first; other ranks learn of it from

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -66,6 +67,57 @@ func TestRingKillMember(t *testing.T) {
 	}
 }
 
+// TestRingStoppedMember stops one member of a ring of processes with SIGSTOP: its kernel
+// still acknowledges TCP, so no connection breaks, but it sends nothing. Every other member's
+// call must fail once its deadline (Config.OpTimeout) passes, and both the call's error and
+// Ring.Err must blame the stopped member by rank and address, say that it sent nothing, and
+// wrap ErrDeadline, whatever the stopped member's position (first, middle, last) and the
+// world size. The cases run in parallel.
+func TestRingStoppedMember(t *testing.T) {
+	const opTimeout = 3 * time.Second
+	// Failing takes the deadline itself plus the failing member's abortGrace at most; the
+	// rest is slack for a loaded machine.
+	const within = opTimeout + 4*time.Second
+	cases := []struct{ n, victim int }{{3, 0}, {3, 1}, {3, 2}, {4, 1}, {4, 3}}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("world=%d/stop=%d", c.n, c.victim), func(t *testing.T) {
+			t.Parallel()
+			kids := startChildren(t, c.n, 4096, childEnv+"_ROUNDS=1000000",
+				childEnv+"_OPTIMEOUT="+opTimeout.String(), childEnv+"_PAUSE=10ms")
+			victim := kids.cmds[c.victim].Process
+			t.Cleanup(func() {
+				// Before startChildren's cleanup reaps the children: a stopped child never exits.
+				victim.Signal(syscall.SIGCONT)
+				victim.Kill()
+			})
+			kids.waitAll(t, "READY", 30*time.Second)
+			kids.wait(t, c.victim, "END 20", 30*time.Second) // the ring runs
+			if err := victim.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			stopped := time.Now()
+			for r := range c.n {
+				if r == c.victim {
+					continue
+				}
+				at, line := kids.waitPrefix(t, r, "FAIL ", within+time.Second)
+				_, ringErr := kids.waitPrefix(t, r, "RINGERR ", time.Second)
+				want := fmt.Sprintf("rank=%d addr=%s peer_failed=false deadline=true ", c.victim, kids.peers[c.victim])
+				for _, got := range []string{line, ringErr} {
+					if !strings.Contains(got, want) || !strings.Contains(got, "sent nothing for") {
+						t.Errorf("rank %d reported %q, want %q and that rank %d sent nothing", r, got, want, c.victim)
+					}
+				}
+				if d := at.Sub(stopped); d > within {
+					t.Errorf("rank %d failed %v after the stop, want within %v", r, d, within)
+				} else {
+					t.Logf("rank %d failed %v after the stop: %s", r, d.Round(time.Millisecond), line)
+				}
+			}
+		})
+	}
+}
+
 // children are ring members running in processes of their own.
 type children struct {
 	cmds   []*exec.Cmd
@@ -99,8 +151,8 @@ func (l *lockedBuffer) String() string {
 }
 
 // startChildren binds n loopback listeners here, so every port is known before any member
-// starts, and hands listener i to child i as fd 3.
-func startChildren(t *testing.T, n, elems int) *children {
+// starts, and hands listener i to child i as fd 3. env adds settings (see childOptions).
+func startChildren(t *testing.T, n, elems int, env ...string) *children {
 	files := make([]*os.File, n)
 	k := &children{peers: make([]string, n), lines: make([][]event, n), more: make(chan struct{}, 1)}
 	for i := range n {
@@ -119,6 +171,7 @@ func startChildren(t *testing.T, n, elems int) *children {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), childEnv+"=1", fmt.Sprintf("%s_RANK=%d", childEnv, i),
 			fmt.Sprintf("%s_ELEMS=%d", childEnv, elems), childEnv+"_PEERS="+strings.Join(k.peers, ","))
+		cmd.Env = append(cmd.Env, env...)
 		cmd.ExtraFiles = []*os.File{files[i]}
 		stderr := &lockedBuffer{}
 		cmd.Stderr = stderr

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
+	"time"
 )
 
 // Every message between ring members is a frame: a fixed header followed by a payload.
@@ -22,11 +24,13 @@ import (
 //	24     4    count: the collective's buffer length in elements, modulo 2^32
 //	28     4    length of the payload in bytes
 //
-// All integers are little-endian. Data payloads are little-endian float32s.
+// All integers are little-endian. Data payloads are little-endian float32s. Members of a
+// ring run the same build, so a change of the format bumps frameVersion and members of
+// different versions refuse each other at the handshake. Version 2 added heartbeat frames.
 const (
 	headerSize   = 32
 	frameMagic   = "HRDC"
-	frameVersion = 1
+	frameVersion = 2
 
 	// maxDataPayload bounds a data frame; SegmentBytes may not exceed it.
 	maxDataPayload = 64 << 20
@@ -44,11 +48,12 @@ const (
 	kindRefuse                         // acceptor -> dialer: refused, with the reason
 	kindData                           // a segment of a collective
 	kindAbort                          // the group failed: the cause, to be passed on
-	kindLast      = kindAbort
+	kindHeartbeat                      // to the left neighbour: alive, and who is silent
+	kindLast      = kindHeartbeat
 )
 
 func (k frameKind) String() string {
-	names := [...]string{"", "hello", "challenge", "auth", "welcome", "refuse", "data", "abort"}
+	names := [...]string{"", "hello", "challenge", "auth", "welcome", "refuse", "data", "abort", "heartbeat"}
 	if k >= 1 && k <= kindLast {
 		return names[k]
 	}
@@ -176,12 +181,18 @@ func writeControl(w io.Writer, kind frameKind, payload []byte) error {
 	if len(payload) > maxControlPayload {
 		return fmt.Errorf("collective: %v payload of %d bytes exceeds %d", kind, len(payload), maxControlPayload)
 	}
+	_, err := w.Write(encodeControl(kind, payload))
+	return err
+}
+
+// encodeControl returns the bytes of one control frame; payload must not exceed
+// maxControlPayload.
+func encodeControl(kind frameKind, payload []byte) []byte {
 	b := make([]byte, headerSize+len(payload))
 	h := header{kind: kind, length: uint32(len(payload))}
 	h.encode(b)
 	copy(b[headerSize:], payload)
-	_, err := w.Write(b)
-	return err
+	return b
 }
 
 // frameWriter writes data frames with one writev per frame and no allocation.
@@ -223,7 +234,9 @@ func (p *payloadReader) take(n int) []byte {
 }
 
 func (p *payloadReader) u8() uint8   { return p.take(1)[0] }
+func (p *payloadReader) u16() uint16 { return binary.LittleEndian.Uint16(p.take(2)) }
 func (p *payloadReader) u32() uint32 { return binary.LittleEndian.Uint32(p.take(4)) }
+func (p *payloadReader) u64() uint64 { return binary.LittleEndian.Uint64(p.take(8)) }
 
 func (p *payloadReader) str() string {
 	n := int(binary.LittleEndian.Uint16(p.take(2)))
@@ -241,7 +254,9 @@ func (p *payloadReader) done() error {
 type payloadWriter struct{ b []byte }
 
 func (p *payloadWriter) u8(v uint8)     { p.b = append(p.b, v) }
+func (p *payloadWriter) u16(v uint16)   { p.b = binary.LittleEndian.AppendUint16(p.b, v) }
 func (p *payloadWriter) u32(v uint32)   { p.b = binary.LittleEndian.AppendUint32(p.b, v) }
+func (p *payloadWriter) u64(v uint64)   { p.b = binary.LittleEndian.AppendUint64(p.b, v) }
 func (p *payloadWriter) bytes(v []byte) { p.b = append(p.b, v...) }
 
 // str appends a string of at most 1 KiB, cutting longer ones.
@@ -272,6 +287,55 @@ func decodeAbort(b []byte) (*PeerError, error) {
 		return nil, err
 	}
 	return &PeerError{Rank: rank, Addr: addr, Reporter: reporter, Err: fromWire(code, msg)}, nil
+}
+
+// A heartbeat frame's payload lists the members that the sender knows to be silent, at most
+// maxSilentReported of them, longest silent first:
+//
+//	u16 count, then count times: u32 rank, u64 nanoseconds since that rank was last heard
+//
+// An empty list (count 0) is the usual beat: the sender is alive and knows of no silence.
+const maxSilentReported = 256
+
+func encodeHeartbeat(silent []silence) []byte {
+	silent = silent[:min(len(silent), maxSilentReported)]
+	w := payloadWriter{b: make([]byte, 0, 2+12*len(silent))}
+	w.u16(uint16(len(silent)))
+	for _, s := range silent {
+		w.u32(uint32(s.rank))
+		w.u64(uint64(s.d))
+	}
+	return w.b
+}
+
+// decodeHeartbeat parses a heartbeat payload. Ranks are checked against the world size by
+// the caller; here only the format is: the count, no duplicate rank, durations in range.
+func decodeHeartbeat(b []byte) ([]silence, error) {
+	p := payloadReader{b: b}
+	n := int(p.u16())
+	if n > maxSilentReported {
+		return nil, badFrame("heartbeat lists %d silent ranks, at most %d allowed", n, maxSilentReported)
+	}
+	silent := make([]silence, 0, min(n, len(b)/12))
+	for range n {
+		rank, d := p.u32(), p.u64()
+		if p.err != nil {
+			break
+		}
+		if rank > math.MaxInt32 || d > math.MaxInt64 {
+			return nil, badFrame("heartbeat entry rank %d silent %dns out of range", rank, d)
+		}
+		for _, s := range silent {
+			if s.rank == int(rank) {
+				return nil, badFrame("heartbeat lists rank %d twice", rank)
+			}
+		}
+		silent = append(silent, silence{rank: int(rank), d: time.Duration(d)})
+	}
+	if err := p.done(); err != nil {
+		return nil, err
+	}
+	return silent, nil
 }
 
 // isTimeout reports whether err is a network timeout, as set by a deadline.

@@ -2,9 +2,13 @@ package collective
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
+	"math"
+	"slices"
 	"testing"
+	"time"
 )
 
 func dataFrame(t testing.TB, seg []float32) []byte {
@@ -66,12 +70,59 @@ func TestAbortRoundTrip(t *testing.T) {
 	}
 }
 
+func TestHeartbeatRoundTrip(t *testing.T) {
+	for _, sent := range [][]silence{
+		nil,
+		{{rank: 1, d: 5200 * time.Millisecond}},
+		{{rank: 7, d: time.Hour}, {rank: 0, d: 1}, {rank: math.MaxInt32, d: math.MaxInt64}},
+	} {
+		b := controlFrame(t, kindHeartbeat, encodeHeartbeat(sent))
+		h, payload, n, err := decodeFrame(b)
+		if err != nil || h.kind != kindHeartbeat || n != len(b) {
+			t.Fatalf("frame of %v: %+v (%d of %d bytes), %v", sent, h, n, len(b), err)
+		}
+		got, err := decodeHeartbeat(payload)
+		if err != nil || !slices.Equal(got, sent) {
+			t.Fatalf("decoded %v (%v), want %v", got, err, sent)
+		}
+	}
+	many := make([]silence, maxSilentReported+10)
+	for i := range many {
+		many[i] = silence{rank: i, d: time.Duration(len(many) - i)}
+	}
+	got, err := decodeHeartbeat(encodeHeartbeat(many))
+	if err != nil || !slices.Equal(got, many[:maxSilentReported]) {
+		t.Fatalf("%d silent ranks: decoded %d (%v), want the first %d", len(many), len(got), err, maxSilentReported)
+	}
+}
+
+// TestHeartbeatRejects checks that malformed heartbeat payloads are ErrBadFrame errors.
+func TestHeartbeatRejects(t *testing.T) {
+	valid := encodeHeartbeat([]silence{{rank: 1, d: time.Second}, {rank: 2, d: time.Millisecond}})
+	bad := map[string][]byte{
+		"empty":         {},
+		"count too big": binary.LittleEndian.AppendUint16(nil, maxSilentReported+1),
+		"short entry":   valid[:len(valid)-1],
+		"trailing":      append(slices.Clone(valid), 0),
+		"count high":    append([]byte{3, 0}, valid[2:]...),
+		"duplicate":     encodeHeartbeat([]silence{{rank: 4, d: 1}, {rank: 4, d: 2}}),
+		"rank range":    encodeHeartbeat([]silence{{rank: -1, d: 1}}),
+		"negative":      encodeHeartbeat([]silence{{rank: 1, d: -time.Second}}),
+	}
+	for name, b := range bad {
+		if got, err := decodeHeartbeat(b); !errors.Is(err, ErrBadFrame) {
+			t.Errorf("%s: decoded %v, %v; want ErrBadFrame", name, got, err)
+		}
+	}
+}
+
 // TestDecodeRejects feeds the decoder every truncation of valid frames and a set of
 // corruptions; each must be an ErrBadFrame error, not a panic or a success.
 func TestDecodeRejects(t *testing.T) {
 	frames := [][]byte{
 		dataFrame(t, []float32{1, 2, 3}),
 		controlFrame(t, kindAbort, encodeAbort(&PeerError{Rank: 1, Addr: "x", Err: ErrAborted})),
+		controlFrame(t, kindHeartbeat, encodeHeartbeat([]silence{{rank: 3, d: time.Second}})),
 	}
 	for _, f := range frames {
 		for cut := range len(f) {
@@ -120,7 +171,8 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Add(controlFrame(f, kindAbort, encodeAbort(&PeerError{Rank: 1, Addr: "127.0.0.1:1", Err: ErrPeerFailed})))
 	h := hello{job: "job", from: 1, to: 2, world: 3}
 	f.Add(controlFrame(f, kindHello, h.encode()))
-	f.Add([]byte("HRDC\x01garbage"))
+	f.Add(controlFrame(f, kindHeartbeat, encodeHeartbeat([]silence{{rank: 2, d: time.Second}})))
+	f.Add([]byte("HRDC\x02garbage"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, payload, n, err := decodeFrame(b)
 		var hb [headerSize]byte
@@ -148,6 +200,10 @@ func FuzzDecodeFrame(f *testing.F) {
 			decodeAbort(payload)
 		case kindHello:
 			decodeHello(payload)
+		case kindHeartbeat:
+			if silent, err := decodeHeartbeat(payload); err == nil && !bytes.Equal(encodeHeartbeat(silent), payload) {
+				t.Fatalf("heartbeat %v re-encodes to %x, want %x", silent, encodeHeartbeat(silent), payload)
+			}
 		case kindRefuse:
 			p := payloadReader{b: payload}
 			p.str()

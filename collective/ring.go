@@ -29,12 +29,13 @@ const (
 // Ring is one member of a TCP ring. Start it on every member; it is ready once it has
 // connected to both neighbours. Calls made before that wait for it.
 //
-// Failure detection: the ring always reads the connection to its right neighbour (which only
-// ever carries an abort frame back) and, during a collective, the one from its left, so a
-// dead neighbour is noticed on both sides as soon as its kernel closes the sockets. The
-// member that notices sends the cause (a *PeerError naming the dead peer) to both neighbours,
-// which pass it on, so every member fails with the same cause. A neighbour that is alive but
-// stuck is caught by the call's deadline.
+// Failure detection: the ring always reads the connection to its right neighbour (which
+// carries heartbeats and at most one abort frame back) and, during a collective, the one
+// from its left, so a dead neighbour is noticed on both sides as soon as its kernel closes
+// the sockets. The member that notices sends the cause (a *PeerError naming the dead peer)
+// to both neighbours, which pass it on, so every member fails with the same cause. A member
+// that is alive but stuck is caught by the call's deadline, and blamed by name when it has
+// stopped sending heartbeats (heartbeat.go).
 type Ring struct {
 	cfg         Config
 	log         *zap.Logger
@@ -66,6 +67,11 @@ type Ring struct {
 	sendQ, recvQ opQueue
 	wmu          sync.Mutex // one frame at a time on rightConn
 	rightDirty   bool       // a frame on rightConn was cut short; nothing may follow it
+
+	hb       beats
+	lmu      sync.Mutex // one frame at a time on leftConn: heartbeats, then the abort
+	leftRest []byte     // the unsent end of a heartbeat cut short; sent before the next frame
+	leftShut bool       // leftConn takes no more frames: it broke, or the abort was sent
 
 	wg      sync.WaitGroup // every goroutine of the ring
 	readers sync.WaitGroup // the goroutines that read the connections
@@ -99,6 +105,7 @@ func Start(ctx context.Context, cfg Config) (*Ring, error) {
 	}
 	r.sendQ.init()
 	r.recvQ.init()
+	r.hb.init(&cfg, cfg.Rank, n)
 	if n == 1 {
 		if cfg.Listener != nil {
 			cfg.Listener.Close()
@@ -232,8 +239,9 @@ func (r *Ring) shutdown(pe *PeerError) {
 	now := time.Now()
 	for _, c := range []net.Conn{left, right} {
 		c.SetReadDeadline(now)
-		c.SetWriteDeadline(now.Add(abortGrace))
 	}
+	right.SetWriteDeadline(now.Add(abortGrace)) // a data frame in flight may finish
+	left.SetWriteDeadline(now)                  // a heartbeat in flight stops; its rest goes below
 	r.readers.Wait()
 	msg := encodeAbort(pe)
 	r.wmu.Lock()
@@ -242,13 +250,30 @@ func (r *Ring) shutdown(pe *PeerError) {
 	}
 	r.rightDirty = true
 	r.wmu.Unlock()
-	_ = writeControl(left, kindAbort, msg)
+	r.lmu.Lock()
+	left.SetWriteDeadline(now.Add(abortGrace))
+	if !r.leftShut && r.finishLeftRest(left) == nil {
+		_ = writeControl(left, kindAbort, msg) // best effort, as on the right
+	}
+	r.leftShut = true
+	r.lmu.Unlock()
 	r.notifyDone()
 	var wg sync.WaitGroup
 	for _, c := range []net.Conn{left, right} {
 		wg.Go(func() { linger(c, now.Add(abortGrace)) })
 	}
 	wg.Wait()
+}
+
+// finishLeftRest writes the end of a heartbeat cut short, so that a frame may follow it;
+// r.lmu is held.
+func (r *Ring) finishLeftRest(left net.Conn) error {
+	if len(r.leftRest) == 0 {
+		return nil
+	}
+	n, err := left.Write(r.leftRest)
+	r.leftRest = r.leftRest[n:]
+	return err
 }
 
 // notifyDone finishes the failed calls that waited for the neighbours to be told.

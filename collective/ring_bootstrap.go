@@ -11,7 +11,8 @@ import (
 )
 
 // bootstrap connects the ring: it dials the right neighbour (retrying until it listens)
-// while accepting the left one, then starts the reader of the right connection.
+// while accepting the left one, then starts the reader of the right connection and the
+// heartbeats to the left neighbour.
 func (r *Ring) bootstrap(ctx context.Context) {
 	defer r.wg.Done()
 	leftc := make(chan net.Conn, 1)
@@ -63,9 +64,11 @@ func (r *Ring) connected(left, right net.Conn) bool {
 		return false
 	}
 	r.leftConn, r.rightConn = left, right
-	r.wg.Add(1)
+	r.hb.heard(r.hb.now())
+	r.wg.Add(2)
 	r.readers.Add(1)
 	go r.readRight()
+	go r.heartbeatLoop()
 	return true
 }
 

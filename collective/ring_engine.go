@@ -114,9 +114,15 @@ func (r *Ring) opContext(ctx context.Context) (context.Context, context.CancelFu
 	return context.WithTimeout(ctx, r.cfg.OpTimeout)
 }
 
-// deadlineErr blames the neighbour the op was waiting for: the left one while segments are
-// still to arrive, the right one after that.
+// deadlineErr blames the member known to be silent longest (see heartbeat.go) or, when no
+// member is, the neighbour the op was waiting for: the left one while segments are still to
+// arrive, the right one after that. Every member's deadline passes at about the same time,
+// and the first to fail sets the cause for all; waiting neighbours are alive themselves,
+// so only the heartbeats can name the member that stopped.
 func (r *Ring) deadlineErr(o *ringOp, ctx context.Context) *PeerError {
+	if pe := r.silenceErr(o, ctx); pe != nil {
+		return pe
+	}
 	peer := r.left
 	if o.recvDone.Load() >= int64(len(o.plan.recv)*o.plan.segs) {
 		peer = r.right
@@ -335,32 +341,51 @@ func describe(h header) string {
 		h.coll, h.seq, h.part, h.op, h.root, h.count, h.length)
 }
 
-// readRight waits for the one frame the right neighbour ever sends back, an abort, and
-// notices as soon as that neighbour's connection breaks.
+// readRight reads what the right neighbour sends back, heartbeats and at most one abort
+// frame, and notices as soon as that neighbour's connection breaks.
 func (r *Ring) readRight() {
 	defer r.wg.Done()
 	defer r.readers.Done()
 	var hb [headerSize]byte
-	h, err := readHeader(r.rightConn, &hb)
-	switch {
-	case err != nil:
-		r.broke(r.right, "connection to right neighbour", err)
-	case h.kind == kindAbort:
-		pe, err := r.readAbort(r.rightConn, h, r.right)
+	for {
+		h, err := readHeader(r.rightConn, &hb)
 		if err != nil {
+			r.broke(r.right, "connection to right neighbour", err)
 			return
 		}
-		if errors.Is(pe.Err, ErrPeerClosed) && pe.Rank == r.right {
-			// The right neighbour closed after its last call and tells both sides. What it
-			// still had to send travels ahead of its close notice on the left connection of
-			// the rank it sends to, so a pending call that needs nothing more from it completes,
-			// and one that does fails there, on the left side, with the same cause.
+		r.hb.heard(r.hb.now())
+		switch h.kind {
+		case kindHeartbeat:
+			if r.readBeat(h) != nil {
+				return
+			}
+		case kindAbort:
+			r.rightAborted(h)
+			return
+		default:
+			r.fail(r.peerErr(r.right, badFrame("unexpected %v frame from right neighbour", h.kind)))
 			return
 		}
-		r.fail(pe)
-	default:
-		r.fail(r.peerErr(r.right, badFrame("unexpected %v frame from right neighbour", h.kind)))
 	}
+}
+
+// rightAborted reads the abort frame the right neighbour sent back and fails the ring with
+// its cause, unless the neighbour merely closed.
+func (r *Ring) rightAborted(h header) {
+	pe, err := r.readAbort(r.rightConn, h, r.right)
+	if err != nil {
+		return
+	}
+	if errors.Is(pe.Err, ErrPeerClosed) && pe.Rank == r.right {
+		// The right neighbour closed after its last call and tells both sides. What it
+		// still had to send travels ahead of its close notice on the left connection of
+		// the rank it sends to, so a pending call that needs nothing more from it completes,
+		// and one that does fails there, on the left side, with the same cause. It sends no
+		// more heartbeats, and its silence means nothing.
+		r.hb.gone()
+		return
+	}
+	r.fail(pe)
 }
 
 // broke fails the ring because the connection with peer failed, unless the ring had
