@@ -1,0 +1,68 @@
+package coordinator
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+const goodJob = `name: tiny-test
+model:
+  preset: tiny
+dataset: /data/ds
+batch: 12
+seq: 32
+steps: 100
+checkpoint:
+  uri: /tmp/ckpt
+  every: 10
+workers:
+  min: 2
+  max: 3
+`
+
+func TestParseJobSpec(t *testing.T) {
+	s, err := ParseJobSpec([]byte(goodJob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Workers.NprocPerNode != 1 || s.Workers.Backend != "cpu" || s.Workers.LastCall.D() != DefaultLastCall || s.Model.Remat != "hybrid" {
+		t.Errorf("defaults not applied: %+v", s.Workers)
+	}
+	c, err := s.ModelConfig()
+	if err != nil || c.Dim != 64 {
+		t.Errorf("model: %+v %v", c, err)
+	}
+}
+
+// Every bad job file is refused with the line and the field at fault.
+func TestParseJobSpecErrors(t *testing.T) {
+	for _, c := range []struct {
+		name, old, new, want string
+	}{
+		{"unknown field", "  max: 3\n", "  max: 3\n  gpus: 8\n", "line 14: field gpus not found"},
+		{"wrong type", "batch: 12", "batch: twelve", "line 5: cannot unmarshal !!str `twelve` into int"},
+		{"min > max", "  max: 3", "  max: 1", "line 13: workers.max: 1 is less than workers.min = 2"},
+		{"unknown preset", "preset: tiny", "preset: huge", `line 3: model.preset: model: invalid config: unknown preset "huge"`},
+		{"bad name", "name: tiny-test", "name: Tiny Test", "line 1: name:"},
+		{"negative steps", "steps: 100", "steps: -5", "line 7: steps: -5, must be > 0"},
+		{"no checkpoint", "  uri: /tmp/ckpt\n", "", "line 8: checkpoint.uri: a checkpoint location"},
+		{"bad backend", "  max: 3\n", "  max: 3\n  backend: tpu\n", `line 14: workers.backend: "tpu", must be cpu or cuda`},
+		{"bad duration", "  max: 3\n", "  max: 3\n  last_call: soon\n", `line 14: "soon" is not a duration`},
+		{"seq too long", "seq: 32", "seq: 99999", "line 6: seq: "},
+		{"repeated key", "batch: 12\n", "batch: 12\nbatch: 5\n", `mapping key "batch" already defined`},
+		{"batch too small", "batch: 12", "batch: 1", "line 12: workers.min: 2 workers of 1 ranks need a batch of at least 2"},
+	} {
+		doc := strings.Replace(goodJob, c.old, c.new, 1)
+		if doc == goodJob {
+			t.Fatalf("%s: the edit changed nothing", c.name)
+		}
+		_, err := ParseJobSpec([]byte(doc))
+		if err == nil || !errors.Is(err, ErrJobSpec) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an ErrJobSpec saying %q", c.name, err, c.want)
+		}
+	}
+	if _, err := ParseJobSpec(nil); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Errorf("empty file: %v", err)
+	}
+}

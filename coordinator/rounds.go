@@ -1,0 +1,131 @@
+package coordinator
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/herd-llm/herd/cluster"
+)
+
+// A round is planned from what the leader knows: the live workers (registered in etcd, in
+// the order they joined), the previous round, and what the previous round's ranks reported
+// about their state when it ended.
+//
+// Size: the most workers, up to workers.max, whose ranks divide the global batch (each rank
+// trains an equal share of it, so the batch, and with it every step's data, stays what it
+// would be on one process); at least workers.min. Workers left out wait as spares.
+//
+// State: in data parallelism every rank holds the whole state of its last completed step.
+// The round starts at the newest step some member holds, if the members holding it agree on
+// its checksum; that member's first rank broadcasts it to the others. A newcomer or a rank
+// one step behind simply receives it. Only when no member holds a consistent state does the
+// round load the newest committed checkpoint, and with none, it starts fresh from the seed.
+
+// planInput is what planRound decides from.
+type planInput struct {
+	spec        *JobSpec
+	live        []cluster.Registration // in join order
+	prev        *cluster.Round
+	states      map[string][]cluster.RankState // reports of prev's members, by worker
+	checkpoints []int                          // committed checkpoint steps, ascending
+	lastStep    int                            // newest step recorded
+}
+
+// planRound returns the next round, or nil with the reason there can be none yet.
+func planRound(in planInput, id uint64, now time.Time) (*cluster.Round, string) {
+	spec := in.spec
+	nproc := spec.Workers.NprocPerNode
+	k := min(len(in.live), spec.Workers.Max)
+	for ; k >= spec.Workers.Min; k-- {
+		if spec.Batch%(k*nproc) == 0 {
+			break
+		}
+	}
+	if k < spec.Workers.Min {
+		return nil, fmt.Sprintf("waiting for workers: %d present, workers.min is %d (and the ranks must divide batch %d)",
+			len(in.live), spec.Workers.Min, spec.Batch)
+	}
+	members := in.live[:k]
+	r := &cluster.Round{ID: id, Attempt: randomHex(8), World: k * nproc, Secret: randomHex(32), Formed: now}
+	for i, reg := range members {
+		r.Members = append(r.Members, cluster.Member{WorkerID: reg.WorkerID, FirstRank: i * nproc, Ranks: reg.Ranks[:nproc]})
+	}
+	r.Micro = microBatch(spec.Batch/r.World, spec.MicroBatch)
+	r.Start, r.Source = chooseSource(in, r)
+	return r, ""
+}
+
+// microBatch is the largest divisor of a rank's share that is at most limit (0: no limit).
+func microBatch(share, limit int) int {
+	if limit <= 0 || limit >= share {
+		return share
+	}
+	for m := limit; m > 1; m-- {
+		if share%m == 0 {
+			return m
+		}
+	}
+	return 1
+}
+
+// chooseSource picks where round r's state comes from and the step it starts at.
+func chooseSource(in planInput, r *cluster.Round) (int, cluster.Source) {
+	type holder struct {
+		rank int // in r
+		st   cluster.RankState
+	}
+	var best []holder
+	bestStep := -1
+	for _, m := range r.Members {
+		for _, st := range in.states[m.WorkerID] {
+			if st.Step < 0 || st.Phase == cluster.PhaseFailed {
+				continue
+			}
+			local := st.Rank - firstRankIn(in.prev, m.WorkerID)
+			if local < 0 || local >= len(m.Ranks) {
+				continue
+			}
+			h := holder{rank: m.FirstRank + local, st: st}
+			switch {
+			case st.Step > bestStep:
+				best, bestStep = []holder{h}, st.Step
+			case st.Step == bestStep:
+				best = append(best, h)
+			}
+		}
+	}
+	consistent := len(best) > 0
+	for _, h := range best {
+		if h.st.Checksum != best[0].st.Checksum {
+			consistent = false
+		}
+	}
+	if consistent {
+		sort.Slice(best, func(i, j int) bool { return best[i].rank < best[j].rank })
+		return bestStep, cluster.Source{Kind: cluster.SourceBroadcast, Rank: best[0].rank}
+	}
+	if n := len(in.checkpoints); n > 0 {
+		return in.checkpoints[n-1], cluster.Source{Kind: cluster.SourceCheckpoint}
+	}
+	return 0, cluster.Source{Kind: cluster.SourceFresh}
+}
+
+// firstRankIn returns the first rank worker id had in round r, or -1.
+func firstRankIn(r *cluster.Round, id string) int {
+	if r == nil {
+		return -1
+	}
+	if m, ok := r.Member(id); ok {
+		return m.FirstRank
+	}
+	return -1
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,99 @@
+package coordinator
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/herd-llm/herd/cluster"
+)
+
+func regs(n int) []cluster.Registration {
+	var out []cluster.Registration
+	for i := 0; i < n; i++ {
+		out = append(out, cluster.Registration{WorkerID: fmt.Sprintf("w%d", i), Ranks: []string{fmt.Sprintf("h%d:1", i), fmt.Sprintf("h%d:2", i)}})
+	}
+	return out
+}
+
+func testSpec(min, max, nproc, batch, micro int) *JobSpec {
+	return &JobSpec{Batch: batch, MicroBatch: micro, Workers: WorkersSpec{Min: min, Max: max, NprocPerNode: nproc}}
+}
+
+func TestPlanRoundSize(t *testing.T) {
+	for _, c := range []struct {
+		live, min, max, nproc, batch int
+		want                         int // workers in the round; 0: none
+	}{
+		{3, 2, 4, 1, 12, 3},
+		{4, 2, 4, 1, 12, 4},
+		{5, 2, 4, 1, 12, 4},
+		{5, 1, 8, 1, 12, 4}, // 5 does not divide 12
+		{1, 2, 4, 1, 12, 0},
+		{3, 2, 3, 2, 12, 3}, // 6 ranks
+		{3, 2, 3, 2, 8, 2},  // 6 does not divide 8; 4 does
+		{3, 3, 3, 2, 8, 0},
+	} {
+		r, why := planRound(planInput{spec: testSpec(c.min, c.max, c.nproc, c.batch, 0), live: regs(c.live)}, 1, time.Now())
+		got := 0
+		if r != nil {
+			got = len(r.Members)
+			if r.World != got*c.nproc || c.batch%r.World != 0 || r.Micro != c.batch/r.World {
+				t.Errorf("%+v: world %d micro %d", c, r.World, r.Micro)
+			}
+		} else if why == "" {
+			t.Errorf("%+v: no round and no reason", c)
+		}
+		if got != c.want {
+			t.Errorf("%+v: %d workers, want %d", c, got, c.want)
+		}
+	}
+}
+
+func TestMicroBatch(t *testing.T) {
+	for _, c := range []struct{ share, limit, want int }{{6, 0, 6}, {6, 4, 3}, {6, 6, 6}, {7, 3, 1}, {8, 3, 2}, {12, 5, 4}} {
+		if got := microBatch(c.share, c.limit); got != c.want {
+			t.Errorf("microBatch(%d, %d) = %d, want %d", c.share, c.limit, got, c.want)
+		}
+	}
+}
+
+// The round continues from the newest step its members hold, broadcast by the lowest new
+// rank holding it; disagreement or no state falls back to the checkpoint, then to fresh.
+func TestPlanRoundSource(t *testing.T) {
+	spec := testSpec(1, 4, 2, 12, 0)
+	live := regs(3)
+	prev := &cluster.Round{ID: 4, Members: []cluster.Member{
+		{WorkerID: "w0", FirstRank: 0}, {WorkerID: "gone", FirstRank: 2}, {WorkerID: "w1", FirstRank: 4}}}
+	st := func(rank, step int, sum uint32) cluster.RankState {
+		return cluster.RankState{Rank: rank, Step: step, Checksum: sum, Phase: cluster.PhaseStopped}
+	}
+	cases := []struct {
+		name   string
+		states map[string][]cluster.RankState
+		ckpts  []int
+		start  int
+		source cluster.Source
+	}{
+		{"newest step wins", map[string][]cluster.RankState{"w0": {st(0, 40, 7), st(1, 40, 7)}, "w1": {st(4, 41, 9), st(5, 41, 9)}}, []int{30},
+			41, cluster.Source{Kind: cluster.SourceBroadcast, Rank: 2}},
+		{"one rank ahead", map[string][]cluster.RankState{"w0": {st(0, 40, 7), st(1, 41, 8)}, "w1": {st(4, 40, 7)}}, nil,
+			41, cluster.Source{Kind: cluster.SourceBroadcast, Rank: 1}},
+		{"disagreement", map[string][]cluster.RankState{"w0": {st(0, 40, 7)}, "w1": {st(4, 40, 8)}}, []int{30},
+			30, cluster.Source{Kind: cluster.SourceCheckpoint}},
+		{"no state, checkpoint", map[string][]cluster.RankState{"w0": {{Rank: 0, Step: -1, Phase: cluster.PhaseFailed}}}, []int{10, 20},
+			20, cluster.Source{Kind: cluster.SourceCheckpoint}},
+		{"nothing at all", nil, nil, 0, cluster.Source{Kind: cluster.SourceFresh}},
+		{"state of a worker left out is not used", map[string][]cluster.RankState{"gone": {st(2, 50, 1)}}, []int{20},
+			20, cluster.Source{Kind: cluster.SourceCheckpoint}},
+	}
+	for _, c := range cases {
+		r, _ := planRound(planInput{spec: spec, live: live, prev: prev, states: c.states, checkpoints: c.ckpts}, 5, time.Now())
+		if r == nil {
+			t.Fatalf("%s: no round", c.name)
+		}
+		if r.Start != c.start || r.Source != c.source {
+			t.Errorf("%s: start %d source %+v, want %d %+v", c.name, r.Start, r.Source, c.start, c.source)
+		}
+	}
+}
