@@ -110,6 +110,9 @@ type LeaseOptions struct {
 	TTL time.Duration
 	// Log receives a line when a stale lease is taken over or the lease is lost; nil discards.
 	Log func(string)
+	// TakeOver, when set, may allow taking over a live holder's lease: a replicated service
+	// whose new leader continues the work of the old one takes over its own lease.
+	TakeOver func(Holder) bool
 }
 
 // Lease is a held lease on a checkpoint location.
@@ -160,6 +163,8 @@ func AcquireLease(ctx context.Context, loc Location, me Holder, opts LeaseOption
 				l.logf("checkpoint: the lease %s of %v is unreadable (%v); taking it over", LeaseName, loc, jerr)
 			} else if why := cur.stale(time.Now()); why == "released" {
 				// free
+			} else if why == "" && opts.TakeOver != nil && opts.TakeOver(cur) {
+				l.logf("checkpoint: taking over the lease of %v from %v, which did the same work", loc, cur)
 			} else if why == "" {
 				return nil, fmt.Errorf("%w: %v is held by %v, last renewed %v ago; stop that job first (a lease whose holder died is taken over after %v, or at once on the machine it ran on)",
 					ErrLocked, loc, cur, time.Since(cur.Renewed).Round(time.Second), 2*time.Duration(cur.TTL*float64(time.Second)))

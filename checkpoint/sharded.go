@@ -101,6 +101,8 @@ type SaverOptions struct {
 	Failpoint func(name string, step int)
 	// Log receives one line per event (commit, deletion); nil discards.
 	Log func(string)
+	// OnCommit, when set, is called on rank 0 with the step of each checkpoint it commits.
+	OnCommit func(step int)
 }
 
 // Saver writes checkpoints in the background: Save copies the rank's range of the state into
@@ -327,6 +329,9 @@ func (s *Saver) write(ctx context.Context, req SaveRequest, off, count int64, st
 	s.committed[req.Step] = true
 	s.mu.Unlock()
 	s.fail("after-manifest", req.Step)
+	if s.opts.OnCommit != nil {
+		s.opts.OnCommit(req.Step)
+	}
 	s.logf("checkpoint: committed %s (%d shards, %.1f MiB each)", s.loc.key(dir), req.World, float64(len(data))/(1<<20))
 	// The checkpoint is committed: what follows is housekeeping, whose failure is reported
 	// and retried after the next commit, not a failed save.

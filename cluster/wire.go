@@ -59,7 +59,7 @@ type JoinRequest struct {
 	Host    string   `json:"host"`    // host name, for people
 	Backend string   `json:"backend"` // cpu or cuda
 	Devices int      `json:"devices"` // GPUs the worker found (0 on the CPU backend)
-	Ranks   []string `json:"ranks"`   // the address each of its rank processes listens on
+	Slots   int      `json:"slots"`   // rank processes it can run (one per GPU on GPU workers)
 }
 
 // JoinResponse admits a worker.
@@ -173,6 +173,9 @@ type RoundResponse struct {
 	// Spare is set when a round exists but leaves this worker out (more workers than max,
 	// or than the batch divides into).
 	Spare bool `json:"spare,omitempty"`
+	// Ending is the current round's id when it has been asked to end: each rank stops after
+	// the step it is training and reports its state.
+	Ending uint64 `json:"ending,omitempty"`
 }
 
 // Status is the coordinator's view of the job.

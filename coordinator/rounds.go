@@ -26,7 +26,7 @@ import (
 
 // planInput is what planRound decides from.
 type planInput struct {
-	spec        *JobSpec
+	spec        *cluster.JobSpec
 	live        []cluster.Registration // in join order
 	prev        *cluster.Round
 	states      map[string][]cluster.RankState // reports of prev's members, by worker

@@ -16,8 +16,8 @@ func regs(n int) []cluster.Registration {
 	return out
 }
 
-func testSpec(min, max, nproc, batch, micro int) *JobSpec {
-	return &JobSpec{Batch: batch, MicroBatch: micro, Workers: WorkersSpec{Min: min, Max: max, NprocPerNode: nproc}}
+func testSpec(min, max, nproc, batch, micro int) *cluster.JobSpec {
+	return &cluster.JobSpec{Batch: batch, MicroBatch: micro, Workers: cluster.WorkersSpec{Min: min, Max: max, NprocPerNode: nproc}}
 }
 
 func TestPlanRoundSize(t *testing.T) {

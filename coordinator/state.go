@@ -26,7 +26,9 @@ type JobState struct {
 	LastStep    int            `json:"last_step"`
 	Last        StepSummary    `json:"last"`
 	Checkpoints []int          `json:"checkpoints,omitempty"` // committed checkpoint steps, ascending
-	Redone      int            `json:"redone"`                // step reports of a step already recorded
+	Redone      int            `json:"redone"`                // steps trained again in a later round
+	StepRound   uint64         `json:"step_round"`            // the round that recorded LastStep
+	RedoneUpTo  int            `json:"redone_up_to"`          // the newest step counted in Redone
 	Done        bool           `json:"done"`
 }
 
@@ -66,6 +68,7 @@ type command struct {
 	End        uint64            `json:"end,omitempty"`
 	Reason     string            `json:"reason,omitempty"`
 	Steps      []json.RawMessage `json:"steps,omitempty"`
+	StepsRound uint64            `json:"steps_round,omitempty"` // the round that trained Steps
 	Checkpoint int               `json:"checkpoint,omitempty"`
 }
 
@@ -166,7 +169,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 			s.Ending, s.EndReason = c.End, c.Reason
 		}
 	case opSteps:
-		return f.applySteps(c.Steps)
+		return f.applySteps(c.Steps, c.StepsRound)
 	case opCheckpoint:
 		if n := len(s.Checkpoints); n == 0 || c.Checkpoint > s.Checkpoints[n-1] {
 			s.Checkpoints = append(s.Checkpoints, c.Checkpoint)
@@ -179,7 +182,11 @@ func (f *fsm) Apply(l *raft.Log) any {
 	return nil
 }
 
-func (f *fsm) applySteps(lines []json.RawMessage) error {
+// applySteps records step lines. Every worker of a round reports each step (so a step is
+// recorded even when the worker holding the round's rank 0 dies); the first line of a step
+// is kept. A step reported again by a later round than the one that recorded it was trained
+// again, after a failure: it counts once in Redone.
+func (f *fsm) applySteps(lines []json.RawMessage, round uint64) error {
 	s := &f.state
 	for _, line := range lines {
 		var m StepSummary
@@ -187,10 +194,13 @@ func (f *fsm) applySteps(lines []json.RawMessage) error {
 			continue
 		}
 		if m.Step <= s.LastStep {
-			s.Redone++
+			if round > s.StepRound && m.Step > s.RedoneUpTo {
+				s.Redone++
+				s.RedoneUpTo = m.Step
+			}
 			continue
 		}
-		s.LastStep, s.Last = m.Step, m
+		s.LastStep, s.Last, s.StepRound = m.Step, m, round
 		if f.metrics != nil && m.Step > f.fileLast {
 			if _, err := f.metrics.Write(append(bytes.TrimSpace(line), '\n')); err != nil {
 				return fmt.Errorf("coordinator: metrics.jsonl: %w", err)

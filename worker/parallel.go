@@ -3,8 +3,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"hash/crc32"
-	"unsafe"
 
 	"github.com/herd-llm/herd/collective"
 	"github.com/herd-llm/herd/kernels"
@@ -130,14 +128,7 @@ func (dp *dataParallel) checkParams(step int) error {
 	if !dp.active() {
 		return nil
 	}
-	var p []float32
-	if hostBackend(dp.m) {
-		p = cpu.Data[float32](dp.m.Params())
-	} else {
-		p = make([]float32, dp.m.Layout.Size)
-		dp.m.Backend().Read32(p, dp.m.Params())
-	}
-	sum := crc32.Checksum(unsafe.Slice((*byte)(unsafe.Pointer(&p[0])), 4*len(p)), crc32.MakeTable(crc32.Castagnoli))
+	sum := paramsCRC(dp)
 	w, r := dp.comm.Size(), dp.comm.Rank()
 	// Two 16-bit halves per rank travel as exactly representable float32 values.
 	buf := make([]float32, 2*w)

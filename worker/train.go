@@ -57,6 +57,11 @@ type TrainConfig struct {
 	// Command describes the run in lock refusals ("herd train --out runs/x"); "" means the
 	// process's command line.
 	Command string
+	// OnStep, when set, receives every step's metrics. With it Out may be "": the driver (a
+	// cluster worker) records the run, no run directory is written and no lock is taken.
+	OnStep func(StepMetrics)
+	// OnCheckpoint, when set, receives the step of every checkpoint this rank commits.
+	OnCheckpoint func(step int)
 }
 
 // Validate names the first bad field.
@@ -65,7 +70,7 @@ func (c TrainConfig) Validate() error {
 	switch {
 	case c.Data == "":
 		return bad("--data: a prepared dataset directory is required")
-	case c.Out == "":
+	case c.Out == "" && c.OnStep == nil:
 		return bad("--out: a run directory is required")
 	case c.Steps <= 0:
 		return bad("--steps = %d, must be > 0", c.Steps)

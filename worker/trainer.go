@@ -39,6 +39,7 @@ type Trainer struct {
 	cfg  TrainConfig
 	be   kernels.Backend
 	log  io.Writer // progress and summaries; io.Discard on ranks other than 0
+	out  io.Writer // where rank 0 writes log
 	lead bool      // rank 0: writes the run directory
 
 	tok     *tokenizer.Tokenizer
@@ -95,7 +96,7 @@ func NewTrainer(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io
 	if err := cfg.Checkpoint.Validate(); err != nil {
 		return nil, err
 	}
-	t := &Trainer{cfg: cfg, be: be, log: log, tok: tok, comm: cfg.Comm, red: cfg.Reducer}
+	t := &Trainer{cfg: cfg, be: be, log: log, out: log, tok: tok, comm: cfg.Comm, red: cfg.Reducer}
 	t.lead = cfg.rank() == 0
 	if !t.lead {
 		t.log = io.Discard
@@ -126,7 +127,7 @@ func NewTrainer(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io
 	t.rc = RunConfig{Model: cfg.Model, Optim: cfg.Optim, Schedule: t.sched, Data: abs, TokenizerHash: tok.Hash(),
 		Seed: cfg.Seed, Seq: cfg.Seq, Batch: cfg.Batch, MicroBatch: cfg.MicroBatch, Steps: cfg.Steps, EvalSeqs: cfg.EvalSeqs, World: cfg.world()}
 	t.saveCtx, t.cancelSave = context.Background(), func() {}
-	if t.lead {
+	if t.lead && cfg.Out != "" {
 		if err := t.claim(ctx); err != nil {
 			t.releaseClaims(true)
 			return nil, err
@@ -391,7 +392,7 @@ func getU64(src []float32) uint64 {
 func (t *Trainer) Begin(ctx context.Context) error {
 	cfg := t.cfg
 	t.begun = true
-	if t.lead {
+	if t.lead && cfg.Out != "" {
 		if err := writeJSON(filepath.Join(cfg.Out, RunConfigName), t.rc); err != nil {
 			return err
 		}
@@ -413,15 +414,7 @@ func (t *Trainer) Begin(ctx context.Context) error {
 		}
 		t.metrics, t.menc = f, json.NewEncoder(f)
 	}
-	t.saveCtx, t.cancelSave = context.WithCancel(ctx)
-	if loc := cfg.Checkpoint.Save; loc != nil {
-		opts := checkpoint.SaverOptions{KeepLast: cfg.Checkpoint.KeepLast, KeepEvery: cfg.Checkpoint.KeepEvery,
-			Attempt: t.attempt, Base: t.step, Failpoint: cfg.Checkpoint.Failpoint, Log: t.bar.println}
-		if t.lease != nil {
-			opts.Lease = t.lease
-		}
-		t.saver = checkpoint.NewSaver(*loc, opts)
-	}
+	t.newSaver(ctx)
 	fmt.Fprintf(t.log, "model: %d parameters (d=%d, %d layers, %d heads, vocab %d), remat %s, backend %s\n",
 		model.NumParams(cfg.Model), cfg.Model.Dim, cfg.Model.Layers, cfg.Model.Heads, cfg.Model.Vocab, cfg.Model.Remat, t.be.Name())
 	fmt.Fprintf(t.log, "data: %s, %d sources, %d held-out sequences; batch %d x %d tokens, %d steps, peak lr %g, warmup %d\n",
@@ -436,6 +429,22 @@ func (t *Trainer) Begin(ctx context.Context) error {
 	return nil
 }
 
+// newSaver starts a saver for the coming steps: its shards carry t.attempt, and the step
+// directories after the current step that it did not write are another timeline's.
+func (t *Trainer) newSaver(ctx context.Context) {
+	cfg := t.cfg
+	t.saveCtx, t.cancelSave = context.WithCancel(ctx)
+	t.saver = nil
+	if loc := cfg.Checkpoint.Save; loc != nil {
+		opts := checkpoint.SaverOptions{KeepLast: cfg.Checkpoint.KeepLast, KeepEvery: cfg.Checkpoint.KeepEvery,
+			Attempt: t.attempt, Base: t.step, Failpoint: cfg.Checkpoint.Failpoint, Log: t.bar.println, OnCommit: cfg.OnCheckpoint}
+		if t.lease != nil {
+			opts.Lease = t.lease
+		}
+		t.saver = checkpoint.NewSaver(*loc, opts)
+	}
+}
+
 // SetComm makes comm (nil: none) the data-parallel group of the coming steps, with red
 // summing gradients in device memory when set. The global batch stays the same: each rank
 // takes its slice of it. It may be called between steps.
@@ -447,6 +456,14 @@ func (t *Trainer) SetComm(comm collective.Communicator, red GradReducer) {
 func (t *Trainer) setComm(comm collective.Communicator, red GradReducer) {
 	t.comm, t.red = comm, red
 	t.cfg.Comm, t.cfg.Reducer = comm, red
+	// Rank 0 of the group prints and validates; in a cluster that is another process from
+	// round to round.
+	t.lead = t.cfg.rank() == 0
+	t.log = io.Discard
+	if t.lead {
+		t.log = t.out
+	}
+	t.bar.w = t.log
 	world := t.cfg.world()
 	t.bar.perDevice = world > 1
 	t.dp = newDataParallel(context.Background(), comm, red, t.model)
@@ -548,6 +565,9 @@ func (t *Trainer) logStep(loss, lr, norm float64, stall time.Duration) error {
 	if err := t.menc.Encode(sm); err != nil {
 		return err
 	}
+	if t.cfg.OnStep != nil {
+		t.cfg.OnStep(sm)
+	}
 	t.bar.update(t.step, loss, sm, el)
 	t.res.FinalLoss, t.res.TokensPerS = loss, sm.TokensPerS
 	return nil
@@ -605,6 +625,9 @@ func (t *Trainer) Finish(ctx context.Context) (*Result, error) {
 	}
 	if err := t.validate(cfg.Steps); err != nil {
 		return nil, err
+	}
+	if cfg.Out == "" {
+		return res, nil // the driver keeps the record; the weights are in the final checkpoint
 	}
 	rc := t.rc
 	rc.StepsDone = cfg.Steps

@@ -77,3 +77,15 @@ func deviceReducer(ctx context.Context, kind string, ring collective.Communicato
 	}
 	return red, func() { red.Close(); comm.Close() }, nil
 }
+
+// deviceCount is the number of GPUs the backend can use.
+func deviceCount(backend string) int {
+	if backend != "cuda" {
+		return 0
+	}
+	n, err := cu.NumDevices()
+	if err != nil {
+		return 0
+	}
+	return n
+}

@@ -23,3 +23,6 @@ func cudaBuilt() error {
 	return errors.New("--backend cuda: this herd binary was built without GPU support; " +
 		"build it with `go build -tags cuda ./cmd/herd` on a machine with CUDA 11.8 to 12.x headers (see the README's GPU section)")
 }
+
+// deviceCount is the number of GPUs the backend can use: none without the cuda build.
+func deviceCount(string) int { return 0 }

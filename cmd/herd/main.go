@@ -14,17 +14,22 @@ import (
 type command struct {
 	summary string
 	run     func(args []string, stdout, stderr io.Writer) error
+	hidden  bool // run by herd itself, not listed
 }
 
 func commands() map[string]command {
 	return map[string]command{
-		"plan":    {"print parameter counts, FLOPs and activation memory of a model", runPlan},
-		"prepare": {"turn text sources into a tokenizer and token shards", runPrepare},
-		"train":   {"train a model on the CPU backend, in one process or data-parallel in several (--nproc)", runTrain},
-		"sample":  {"generate text from a trained model", runSample},
-		"eval":    {"report loss and bits per byte of a trained model on a text", runEval},
-		"export":  {"write a checkpoint as a Hugging Face LLaMA directory", runExport},
-		"import":  {"turn a Hugging Face LLaMA directory into a checkpoint", runImport},
+		"plan":        {"print parameter counts, FLOPs and activation memory of a model", runPlan, false},
+		"prepare":     {"turn text sources into a tokenizer and token shards", runPrepare, false},
+		"train":       {"train a model on this machine, in one process or data-parallel in several (--nproc)", runTrain, false},
+		"sample":      {"generate text from a trained model", runSample, false},
+		"eval":        {"report loss and bits per byte of a trained model on a text", runEval, false},
+		"export":      {"write a checkpoint as a Hugging Face LLaMA directory", runExport, false},
+		"import":      {"turn a Hugging Face LLaMA directory into a checkpoint", runImport, false},
+		"coordinator": {"run a training job's control plane on the head node (etcd membership, Raft job state, rounds)", runCoordinator, false},
+		"worker":      {"join a training job's coordinator and train in its rounds, one rank process per device", runWorker, false},
+		"worker-rank": {"one rank process of a worker (started by herd worker)", runWorkerRank, true},
+		"status":      {"show a training job's round, step, loss, tokens/s per GPU, workers and ETA", runStatus, false},
 	}
 }
 
@@ -87,12 +92,14 @@ func usage(w io.Writer, cmds map[string]command) {
 	fmt.Fprintln(w, "herd pre-trains LLaMA-family language models.")
 	fmt.Fprintln(w, "\nUsage: herd <command> [flags]\n\nCommands:")
 	names := make([]string, 0, len(cmds))
-	for n := range cmds {
-		names = append(names, n)
+	for n, c := range cmds {
+		if !c.hidden {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(w, "  %-12s %s\n", n, cmds[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'herd <command> --help' for the flags of a command.")
 }

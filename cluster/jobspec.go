@@ -1,4 +1,4 @@
-package coordinator
+package cluster
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 )
 
 // ErrJobSpec is wrapped by every error about a job file.
-var ErrJobSpec = errors.New("coordinator: invalid job spec")
+var ErrJobSpec = errors.New("cluster: invalid job spec")
 
 // JobSpec is a training job as JOB.yaml describes it. Field names are the YAML keys.
 type JobSpec struct {
@@ -86,6 +86,8 @@ type WorkersSpec struct {
 	Backend      string   `yaml:"backend"`        // cpu or cuda
 	LastCall     Duration `yaml:"last_call"`      // after min is reached, how long to wait for more
 	LeaseTTL     Duration `yaml:"lease_ttl"`      // a worker that stops renewing for this long is lost
+	// CollectiveTimeout is the deadline of one collective: a rank that hangs is named after it.
+	CollectiveTimeout Duration `yaml:"collective_timeout"`
 }
 
 // Duration is a time.Duration written as "2s" in YAML.
@@ -115,6 +117,8 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 const (
 	DefaultLastCall = 2 * time.Second
 	DefaultLeaseTTL = 3 * time.Second
+	// DefaultCollectiveTimeout must cover rank 0's validations, which the others wait for.
+	DefaultCollectiveTimeout = 5 * time.Minute
 )
 
 var jobNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
@@ -206,6 +210,9 @@ func (s *JobSpec) applyDefaults() {
 	if s.Workers.LeaseTTL == 0 {
 		s.Workers.LeaseTTL = Duration(DefaultLeaseTTL)
 	}
+	if s.Workers.CollectiveTimeout == 0 {
+		s.Workers.CollectiveTimeout = Duration(DefaultCollectiveTimeout)
+	}
 	if s.Workers.Max == 0 {
 		s.Workers.Max = s.Workers.Min
 	}
@@ -256,6 +263,8 @@ func (s *JobSpec) validate() error {
 		return bad("workers.last_call", "%v, must be >= 0", s.Workers.LastCall.D())
 	case s.Workers.LeaseTTL.D() < time.Second:
 		return bad("workers.lease_ttl", "%v, must be at least 1s", s.Workers.LeaseTTL.D())
+	case s.Workers.CollectiveTimeout.D() < 0:
+		return bad("workers.collective_timeout", "%v, must be > 0", s.Workers.CollectiveTimeout.D())
 	}
 	if _, err := model.ParseRemat(s.Model.Remat); err != nil {
 		return bad("model.remat", "%v", err)

@@ -1,0 +1,117 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"hash/crc32"
+	"time"
+	"unsafe"
+
+	"github.com/herd-llm/herd/checkpoint"
+	"github.com/herd-llm/herd/collective"
+	"github.com/herd-llm/herd/kernels/cpu"
+)
+
+// Round sources, as the coordinator names them (cluster.Source kinds).
+const (
+	SourceFresh      = "fresh"
+	SourceBroadcast  = "broadcast"
+	SourceCheckpoint = "checkpoint"
+)
+
+// RoundStart says how a Trainer enters a round of the cluster.
+type RoundStart struct {
+	Comm    collective.Communicator // the round's group
+	Reducer GradReducer             // optional: device-memory gradient sums
+	Micro   int                     // sequences per forward/backward pass on this rank
+	Start   int                     // the step the round trains first
+	Source  string                  // SourceFresh, SourceBroadcast or SourceCheckpoint
+	Root    int                     // with SourceBroadcast: the rank whose state everyone takes
+	Attempt string                  // names the round's checkpoint shards
+}
+
+// JoinRound makes rs.Comm the group of the coming steps and brings every rank to the state of
+// step rs.Start: from the seed (fresh), from rank rs.Root's memory (broadcast: survivors of
+// the last round keep their state, newcomers and ranks a step behind receive it), or from
+// the committed checkpoint of that step. The ranks then prove they hold identical parameters.
+// A save still in flight from the previous round is abandoned first.
+func (t *Trainer) JoinRound(ctx context.Context, rs RoundStart) error {
+	cfg := &t.cfg
+	world := 1
+	if rs.Comm != nil {
+		world = rs.Comm.Size()
+	}
+	if rs.Micro <= 0 || cfg.Batch%(rs.Micro*world) != 0 {
+		return fmt.Errorf("%w: micro-batch %d times %d ranks does not divide the batch %d", ErrConfig, rs.Micro, world, cfg.Batch)
+	}
+	t.cancelSave()
+	if t.saver != nil {
+		t.saver.Wait()
+	}
+	cfg.MicroBatch = rs.Micro
+	t.setComm(rs.Comm, rs.Reducer)
+	t.dp.ctx = ctx
+	switch rs.Source {
+	case SourceFresh:
+		t.model.Init(cfg.Seed)
+		t.sb.pull()
+		clear(t.sb.host.M)
+		clear(t.sb.host.V)
+		t.sb.push()
+	case SourceBroadcast:
+		if err := t.broadcastState(ctx, rs.Root); err != nil {
+			return err
+		}
+	case SourceCheckpoint:
+		loc := cfg.Checkpoint.Save
+		if loc == nil {
+			return fmt.Errorf("%w: the round loads a checkpoint, but the job has no checkpoint location", ErrConfig)
+		}
+		var prev RunConfig
+		if _, err := checkpoint.LoadStep(ctx, *loc, rs.Start, checkResume(*cfg, t.model, t.sb, t.tok.Hash(), &prev)); err != nil {
+			return fmt.Errorf("loading the checkpoint of step %d: %w", rs.Start, err)
+		}
+		t.sb.push()
+	default:
+		return fmt.Errorf("%w: unknown round source %q", ErrConfig, rs.Source)
+	}
+	t.opt.SetSteps(rs.Start)
+	t.step, t.startStep = rs.Start, rs.Start
+	if err := t.dp.checkParams(rs.Start); err != nil {
+		return fmt.Errorf("worker: entering the round at step %d: %w", rs.Start, err)
+	}
+	t.attempt = rs.Attempt
+	t.newSaver(ctx)
+	t.bar.start = rs.Start
+	t.began = time.Now()
+	return nil
+}
+
+// broadcastState gives every rank root's parameters and AdamW moments.
+func (t *Trainer) broadcastState(ctx context.Context, root int) error {
+	st := t.sb.pull()
+	for i, buf := range [][]float32{st.Params, st.M, st.V} {
+		if err := t.comm.Broadcast(ctx, buf, root); err != nil {
+			return fmt.Errorf("worker: receiving %s from rank %d: %w", checkpoint.Buffers[i], root, err)
+		}
+	}
+	t.sb.push()
+	return nil
+}
+
+// Checksum returns a CRC-32C of the parameters: ranks holding the same state agree on it.
+func (t *Trainer) Checksum() uint32 {
+	return paramsCRC(t.dp)
+}
+
+// paramsCRC is the checksum dataParallel.checkParams compares across ranks.
+func paramsCRC(dp *dataParallel) uint32 {
+	var p []float32
+	if hostBackend(dp.m) {
+		p = cpu.Data[float32](dp.m.Params())
+	} else {
+		p = make([]float32, dp.m.Layout.Size)
+		dp.m.Backend().Read32(p, dp.m.Params())
+	}
+	return crc32.Checksum(unsafe.Slice((*byte)(unsafe.Pointer(&p[0])), 4*len(p)), crc32.MakeTable(crc32.Castagnoli))
+}
