@@ -355,6 +355,9 @@ func (s *Saver) awaitShards(ctx context.Context, dir string, world int) ([]Shard
 			if errors.Is(err, ErrNotFound) {
 				break
 			}
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("checkpoint: %s: waiting for the shards of rank %d and later: %w", s.loc.key(dir), r, ctx.Err())
+			}
 			if err != nil {
 				return nil, err
 			}

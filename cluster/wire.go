@@ -55,11 +55,11 @@ func RoundKey(job string) string      { return JobPrefix(job) + "round" }
 
 // JoinRequest is a worker asking to take part in a job.
 type JoinRequest struct {
-	Job     string   `json:"job"`     // the job the worker was started for ("" accepts the coordinator's)
-	Host    string   `json:"host"`    // host name, for people
-	Backend string   `json:"backend"` // cpu or cuda
-	Devices int      `json:"devices"` // GPUs the worker found (0 on the CPU backend)
-	Slots   int      `json:"slots"`   // rank processes it can run (one per GPU on GPU workers)
+	Job     string `json:"job"`     // the job the worker was started for ("" accepts the coordinator's)
+	Host    string `json:"host"`    // host name, for people
+	Backend string `json:"backend"` // cpu or cuda
+	Devices int    `json:"devices"` // GPUs the worker found (0 on the CPU backend)
+	Slots   int    `json:"slots"`   // rank processes it can run (one per GPU on GPU workers)
 }
 
 // JoinResponse admits a worker.
