@@ -347,6 +347,7 @@ func (s *Saver) write(ctx context.Context, req SaveRequest, off, count int64, st
 // awaitShards waits until every rank's .done record of dir exists and returns the shards.
 func (s *Saver) awaitShards(ctx context.Context, dir string, world int) ([]Shard, error) {
 	deadline := time.Now().Add(s.opts.CommitTimeout)
+	missing := -1 // the first rank whose record the last pass did not find
 	for {
 		shards := make([]Shard, 0, world)
 		for r := 0; r < world; r++ {
@@ -356,7 +357,10 @@ func (s *Saver) awaitShards(ctx context.Context, dir string, world int) ([]Shard
 				break
 			}
 			if ctx.Err() != nil {
-				return nil, fmt.Errorf("checkpoint: %s: waiting for the shards of rank %d and later: %w", s.loc.key(dir), r, ctx.Err())
+				if missing < 0 {
+					missing = r
+				}
+				return nil, fmt.Errorf("checkpoint: %s: waiting for rank %d's shard: %w", s.loc.key(dir), missing, ctx.Err())
 			}
 			if err != nil {
 				return nil, err
@@ -370,6 +374,7 @@ func (s *Saver) awaitShards(ctx context.Context, dir string, world int) ([]Shard
 		if len(shards) == world {
 			return shards, nil
 		}
+		missing = len(shards)
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("checkpoint: %s: only %d of %d ranks finished their shards within %s (rank %d is missing)", s.loc.key(dir), len(shards), world, s.opts.CommitTimeout, len(shards))
 		}
