@@ -103,6 +103,9 @@ type SaverOptions struct {
 	Log func(string)
 	// OnCommit, when set, is called on rank 0 with the step of each checkpoint it commits.
 	OnCommit func(step int)
+	// OnSaved, when set, is called on every rank when its part of a save has ended, with
+	// how long it took and its error.
+	OnSaved func(step int, took time.Duration, err error)
 }
 
 // Saver writes checkpoints in the background: Save copies the rank's range of the state into
@@ -188,7 +191,11 @@ func (s *Saver) Save(ctx context.Context, req SaveRequest) (time.Duration, error
 	go func() {
 		parallelCopy(stage, req.State.buffers(), off, count)
 		close(snap)
+		began := time.Now()
 		err := s.write(wctx, req, off, count, stage)
+		if s.opts.OnSaved != nil {
+			s.opts.OnSaved(req.Step, time.Since(began), err)
+		}
 		if cause := context.Cause(wctx); err != nil && errors.Is(cause, errSuperseded) {
 			err = fmt.Errorf("checkpoint: step %d: %w (%v)", req.Step, cause, err)
 		}

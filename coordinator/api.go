@@ -195,7 +195,9 @@ func (c *Coordinator) onReport(rep cluster.Report) error {
 		if err := c.apply(command{Op: opDone}); err != nil {
 			return err
 		}
-		c.say("coordinator: job %s finished: %d steps, final checkpoint committed", c.spec.Name, c.spec.Steps)
+		s = c.fsm.snapshot()
+		c.say("coordinator: job %s finished: %d steps, final checkpoint committed (%d rounds, %d recoveries, %d steps redone)",
+			c.spec.Name, c.spec.Steps, s.Rounds, s.Recoveries, s.Redone)
 	}
 	c.notify()
 	return nil

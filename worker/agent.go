@@ -33,8 +33,10 @@ type AgentConfig struct {
 	// standard input and output carry the agent's protocol; its standard error is copied to
 	// Log with a prefix.
 	RankCommand func(local int) *exec.Cmd
-	Log         io.Writer
-	Logger      *zap.Logger
+	// MetricsListen is where the worker serves Prometheus /metrics ("" : not at all).
+	MetricsListen string
+	Log           io.Writer
+	Logger        *zap.Logger
 }
 
 // agent is a running worker.
@@ -49,6 +51,7 @@ type agent struct {
 
 	events chan agentEvent
 	ranks  []*rankHandle
+	met    *agentMetrics
 
 	mu       sync.Mutex
 	round    uint64                               // the newest round seen (0: none)
@@ -115,6 +118,16 @@ func RunAgent(ctx context.Context, cfg AgentConfig) error {
 		return fmt.Errorf("worker: the job spec from %s: %w", cfg.Join, err)
 	}
 	fmt.Fprintf(cfg.Log, "worker: joined job %s as %s; starting %d rank processes\n", a.job, a.id, a.spec.Workers.NprocPerNode)
+	a.met = newAgentMetrics(a.id)
+	defer a.met.close()
+	if cfg.MetricsListen != "" {
+		addr, stop, err := a.met.serve(cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("worker: --metrics-listen %s: %w", cfg.MetricsListen, err)
+		}
+		defer stop()
+		fmt.Fprintf(cfg.Log, "worker: metrics on http://%s/metrics\n", addr)
+	}
 	defer a.stopRanks()
 	for i := 0; i < a.spec.Workers.NprocPerNode; i++ {
 		if err := a.startRank(ctx, i); err != nil {
@@ -359,6 +372,7 @@ func (a *agent) onRound(r *cluster.RoundResponse) (bool, uint64) {
 			return false, rd.ID
 		}
 		fmt.Fprintf(a.cfg.Log, "worker: round %d: ranks %d-%d of %d, from step %d (%s)\n", rd.ID, m.FirstRank, m.FirstRank+len(m.Ranks)-1, rd.World, rd.Start, rd.Source.Kind)
+		a.met.joined(rd.ID)
 		for i, h := range a.ranks {
 			h.send(rankCommand{Type: "round", Round: rd, Rank: m.FirstRank + i})
 		}
@@ -408,6 +422,9 @@ func (a *agent) onEvent(ctx context.Context, e agentEvent) error {
 		states[e.local] = *ev.State
 	case "step":
 		a.steps[ev.Round] = append(a.steps[ev.Round], ev.Step)
+		a.met.step(ev.Step)
+	case "saved":
+		a.met.saved(ev.Seconds, ev.Error != "")
 	case "checkpoint":
 		a.ckpts[ev.Round] = append(a.ckpts[ev.Round], ev.Checkpoint)
 	}

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/herd-llm/herd/collective"
 	"github.com/herd-llm/herd/kernels"
@@ -31,6 +32,7 @@ type dataParallel struct {
 	red      GradReducer // when set, used instead of grads and handles
 	redErr   error       // the first error a Reduce returned during this Backward
 	reducing bool
+	waited   time.Duration // how long the last finish waited for the gradient sums
 }
 
 // GradReducer sums ranges of a model's float32 gradient buffer across the data-parallel ranks
@@ -96,6 +98,8 @@ func (dp *dataParallel) finish(loss float64) (float64, error) {
 		return loss, nil
 	}
 	dp.m.OnGradReady(nil)
+	start := time.Now()
+	defer func() { dp.waited = time.Since(start) }()
 	first := dp.redErr
 	dp.redErr = nil
 	if dp.reducing {

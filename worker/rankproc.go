@@ -43,6 +43,8 @@ type rankEvent struct {
 	State      *cluster.RankState `json:"state,omitempty"`
 	Step       json.RawMessage    `json:"step,omitempty"`
 	Checkpoint int                `json:"checkpoint,omitempty"`
+	Seconds    float64            `json:"seconds,omitempty"` // with saved: how long the write took
+	Error      string             `json:"error,omitempty"`   // with saved: why it failed
 }
 
 // RankConfig starts a rank process.
@@ -224,6 +226,13 @@ func (p *rankProc) startJob(ctx context.Context, cmd rankCommand) error {
 			}
 		},
 		OnCheckpoint: func(step int) { p.emit(rankEvent{Type: "checkpoint", Round: p.round.Load(), Checkpoint: step}) },
+		OnSaved: func(step int, took time.Duration, err error) {
+			e := rankEvent{Type: "saved", Round: p.round.Load(), Checkpoint: step, Seconds: took.Seconds()}
+			if err != nil {
+				e.Error = err.Error()
+			}
+			p.emit(e)
+		},
 	}
 	t, err := NewTrainer(ctx, cfg, be, p.cfg.Log)
 	if err != nil {

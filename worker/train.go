@@ -62,6 +62,8 @@ type TrainConfig struct {
 	OnStep func(StepMetrics)
 	// OnCheckpoint, when set, receives the step of every checkpoint this rank commits.
 	OnCheckpoint func(step int)
+	// OnSaved, when set, receives how long this rank's part of each checkpoint took to write.
+	OnSaved func(step int, took time.Duration, err error)
 }
 
 // Validate names the first bad field.
@@ -118,6 +120,9 @@ type StepMetrics struct {
 	Step       int     `json:"step"`
 	DataCRC    uint32  `json:"data_crc"` // CRC-32C of the global batch's (source, offset) pairs
 	SaveStallS float64 `json:"save_stall_s,omitempty"`
+	// CommWaitS is how long the step waited for the gradient sums after its backward pass:
+	// the communication that backward did not hide (data parallel only).
+	CommWaitS  float64 `json:"comm_wait_s,omitempty"`
 	Loss       float64 `json:"loss"`
 	LR         float64 `json:"lr"`
 	GradNorm   float64 `json:"grad_norm"`

@@ -437,7 +437,8 @@ func (t *Trainer) newSaver(ctx context.Context) {
 	t.saver = nil
 	if loc := cfg.Checkpoint.Save; loc != nil {
 		opts := checkpoint.SaverOptions{KeepLast: cfg.Checkpoint.KeepLast, KeepEvery: cfg.Checkpoint.KeepEvery,
-			Attempt: t.attempt, Base: t.step, Failpoint: cfg.Checkpoint.Failpoint, Log: t.bar.println, OnCommit: cfg.OnCheckpoint}
+			Attempt: t.attempt, Base: t.step, Failpoint: cfg.Checkpoint.Failpoint, Log: t.bar.println, OnCommit: cfg.OnCheckpoint,
+			OnSaved: cfg.OnSaved}
 		if t.lease != nil {
 			opts.Lease = t.lease
 		}
@@ -557,7 +558,7 @@ func (t *Trainer) logStep(loss, lr, norm float64, stall time.Duration) error {
 	tokens := int64(t.step-t.startStep) * int64(cfg.Batch*cfg.Seq)
 	sm := StepMetrics{Step: t.step, DataCRC: batchCRC(t.sampler, t.step-1, cfg.Batch), Loss: loss, LR: lr, GradNorm: norm,
 		Tokens: int64(t.step) * int64(cfg.Batch*cfg.Seq), TokensPerS: float64(tokens) / el.Seconds(), ElapsedS: el.Seconds(),
-		SaveStallS: stall.Seconds()}
+		SaveStallS: stall.Seconds(), CommWaitS: t.dp.waited.Seconds()}
 	sm.TokensPerSPerDevice = sm.TokensPerS / float64(cfg.world())
 	if t.peak > 0 {
 		sm.MFU = sm.TokensPerSPerDevice * model.FLOPsPerToken(cfg.Model, cfg.Seq) / t.peak

@@ -120,6 +120,7 @@ func runWorker(args []string, stdout, stderr io.Writer) error {
 	backend := fs.String("backend", "cpu", backendUsage)
 	advertise := fs.String("advertise", "", "host or IP the other workers reach this one at (default: this machine's address; 127.0.0.1 when the coordinator is on 127.0.0.1)")
 	pureGo := fs.Bool("pure-go", false, "cpu: use the pure-Go matmul even when a BLAS library is installed")
+	metrics := fs.String("metrics-listen", ":9401", "where to serve Prometheus /metrics (\"\" : nowhere); port 0 picks a free one")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: herd worker --join ADDR --token TOKEN [--nproc-per-node N] [--backend cpu|cuda]")
 		fmt.Fprintln(stderr, "\nJoins a training job: registers with the coordinator under an etcd lease, starts one rank process")
@@ -157,7 +158,7 @@ func runWorker(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	name, _ := os.Hostname()
 	return worker.RunAgent(ctx, worker.AgentConfig{Join: *join, Token: *token, Job: *job, Host: name, Backend: *backend,
-		Devices: devices, Slots: *nproc, Log: stderr, Logger: consoleLogger(stderr, zapcore.ErrorLevel),
+		Devices: devices, Slots: *nproc, Log: stderr, Logger: consoleLogger(stderr, zapcore.ErrorLevel), MetricsListen: *metrics,
 		RankCommand: func(local int) *exec.Cmd {
 			args := []string{"worker-rank", "--listen", host + ":0", "--local", strconv.Itoa(local), "--device", strconv.Itoa(local)}
 			if *pureGo {

@@ -29,6 +29,7 @@ func commands() map[string]command {
 		"coordinator": {"run a training job's control plane on the head node (etcd membership, Raft job state, rounds)", runCoordinator, false},
 		"worker":      {"join a training job's coordinator and train in its rounds, one rank process per device", runWorker, false},
 		"worker-rank": {"one rank process of a worker (started by herd worker)", runWorkerRank, true},
+		"up":          {"run a whole cluster on this machine: embedded etcd, a coordinator and N CPU workers", runUp, false},
 		"status":      {"show a training job's round, step, loss, tokens/s per GPU, workers and ETA", runStatus, false},
 	}
 }
