@@ -227,9 +227,7 @@ func (c *Coordinator) decide(ls *leaderState, now time.Time) error {
 	for _, r := range live {
 		liveSet[r.WorkerID] = true
 	}
-	c.mu.Lock()
-	states := c.states[cur.ID]
-	c.mu.Unlock()
+	states := c.roundStates(cur.ID)
 	var lost, failed []string
 	reported := true
 	for _, m := range cur.Members {
@@ -296,9 +294,7 @@ func (c *Coordinator) decide(ls *leaderState, now time.Time) error {
 // a member of cur that did not report after cur failed is left out of the next round (it
 // rejoins the one after, if it is alive).
 func (c *Coordinator) next(ls *leaderState, cur *cluster.Round, live []cluster.Registration, s JobState, now time.Time, recovery bool, reason string) error {
-	c.mu.Lock()
-	states := c.states[cur.ID]
-	c.mu.Unlock()
+	states := c.roundStates(cur.ID)
 	var usable []cluster.Registration
 	for _, reg := range live {
 		m, inCur := cur.Member(reg.WorkerID)
@@ -316,12 +312,10 @@ func (c *Coordinator) next(ls *leaderState, cur *cluster.Round, live []cluster.R
 }
 
 func (c *Coordinator) plan(live []cluster.Registration, prev *cluster.Round, s JobState, id uint64, now time.Time) (*cluster.Round, string) {
-	c.mu.Lock()
 	var states map[string][]cluster.RankState
 	if prev != nil {
-		states = c.states[prev.ID]
+		states = c.roundStates(prev.ID)
 	}
-	c.mu.Unlock()
 	return planRound(planInput{spec: c.spec, live: live, prev: prev, states: states, checkpoints: s.Checkpoints, lastStep: s.LastStep}, id, now)
 }
 
@@ -339,6 +333,13 @@ func (c *Coordinator) form(ls *leaderState, r *cluster.Round, recovery bool, rea
 		return err
 	}
 	*ls = leaderState{}
+	c.mu.Lock()
+	for id := range c.states {
+		if id+1 < r.ID {
+			delete(c.states, id) // only the previous round's reports can matter now
+		}
+	}
+	c.mu.Unlock()
 	pub := *r
 	pub.Secret = ""
 	raw, _ := json.Marshal(pub)
@@ -365,4 +366,15 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// roundStates returns a copy of what the members of round id reported.
+func (c *Coordinator) roundStates(id uint64) map[string][]cluster.RankState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string][]cluster.RankState, len(c.states[id]))
+	for w, st := range c.states[id] {
+		out[w] = st
+	}
+	return out
 }

@@ -6,8 +6,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -391,5 +393,73 @@ func TestClusterBadInput(t *testing.T) {
 	sout, err := exec.Command(e.bin, "status", "--coordinator", c3.Addr, "--json").Output()
 	if err != nil || json.Unmarshal(sout, &st) != nil || len(st.Workers) != 0 {
 		t.Errorf("after refusals the job has workers: %v %s", err, sout)
+	}
+}
+
+// The coordinator's and a worker's /metrics pass `promtool check metrics` and carry the
+// job's progress.
+func TestClusterMetricsPassPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("HERD_REQUIRE_PROMTOOL") == "1" {
+			t.Fatal("promtool not found (Debian's prometheus package ships it)")
+		}
+		t.Skip("promtool not found (install Debian's prometheus; HERD_REQUIRE_PROMTOOL=1 makes this a failure)")
+	}
+	e := &clusterEnv{ckptEnv: newCkptEnv(t)}
+	job := e.jobFile(t, "prom", 400, 1, 1, "")
+	c := testcluster.StartCoordinator(t, e.bin, job, t.TempDir())
+	w := testcluster.StartWorker(t, e.bin, c.Addr, clusterToken)
+	waddr := w.Out.WaitFor(t, regexp.MustCompile(`metrics on http://(\S+)/metrics`), 10*time.Second)[1]
+	w.Out.WaitFor(t, regexp.MustCompile(`step \d+/400`), 60*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	for name, url := range map[string]string{"coordinator": "http://" + c.Addr + "/metrics", "worker": "http://" + waddr + "/metrics"} {
+		body := httpGet(t, url)
+		for _, m := range []string{"herd_step", "herd_loss", "herd_tokens_per_second", "herd_tokens_per_second_per_gpu", "herd_mfu", "herd_round", "herd_step_seconds_bucket", "herd_rounds_total"} {
+			if !regexp.MustCompile(`(?m)^` + m + `\{`).MatchString(body) {
+				t.Errorf("%s /metrics lacks %s", name, m)
+			}
+		}
+		cmd := exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = strings.NewReader(body)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s: promtool check metrics: %v\n%s", name, err, out)
+		}
+	}
+	if body := httpGet(t, "http://"+c.Addr+"/metrics"); !strings.Contains(body, "herd_workers{") || !strings.Contains(body, "herd_recoveries_total{") {
+		t.Error("coordinator /metrics lacks herd_workers or herd_recoveries_total")
+	}
+	if body := httpGet(t, "http://"+waddr+"/metrics"); !strings.Contains(body, "herd_allreduce_wait_seconds_bucket{") || !strings.Contains(body, "herd_checkpoint_seconds_bucket{") {
+		t.Error("worker /metrics lacks the all-reduce wait or checkpoint histograms")
+	}
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(raw)
+}
+
+// herd up runs the whole flow on this machine: a coordinator with an embedded etcd and two
+// worker processes train a job to the end.
+func TestHerdUp(t *testing.T) {
+	e := &clusterEnv{ckptEnv: newCkptEnv(t)}
+	job := e.jobFile(t, "upjob", 20, 1, 2, "")
+	out := filepath.Join(e.dir, "up")
+	cmd := exec.Command(e.bin, "up", "--job", job, "--workers", "2", "--out", out)
+	raw, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(raw), "up: job upjob finished: 20 steps") {
+		t.Fatalf("herd up: %v\n%s", err, testcluster.Tail(string(raw), 4000))
+	}
+	if n := len(readLines(filepath.Join(out, "coordinator", "runs", "upjob", "metrics.jsonl"))); n != 20 {
+		t.Errorf("metrics.jsonl has %d lines, want 20", n)
 	}
 }
