@@ -128,7 +128,7 @@ func (c *Coordinator) lead(ctx context.Context) {
 		return
 	}
 	if c.cfg.Checkpoint != nil {
-		lease, err := c.leaseCheckpoint(ctx)
+		lease, loc, err := c.leaseCheckpoint(ctx)
 		if err != nil {
 			c.fail(err)
 			return
@@ -138,6 +138,10 @@ func (c *Coordinator) lead(ctx context.Context) {
 			lease.Release(rctx)
 			cancel()
 		}()
+		if err := c.adoptCheckpoints(ctx, loc); err != nil {
+			c.fail(err)
+			return
+		}
 	}
 	s := c.fsm.snapshot()
 	c.say("coordinator: %s leads job %s (%d steps, step %d done); join workers with:\n  herd worker --join %s --token %s",
@@ -182,16 +186,43 @@ func (c *Coordinator) publishLeader(ctx context.Context) error {
 
 // leaseCheckpoint leases the job's checkpoint location: one job writes it. A lease held by
 // this job's coordinator (a replica that led before) is taken over.
-func (c *Coordinator) leaseCheckpoint(ctx context.Context) (*checkpoint.Lease, error) {
+func (c *Coordinator) leaseCheckpoint(ctx context.Context) (*checkpoint.Lease, checkpoint.Location, error) {
 	loc, err := c.cfg.Checkpoint(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("coordinator: checkpoint.uri: %w", err)
+		return nil, loc, fmt.Errorf("coordinator: checkpoint.uri: %w", err)
 	}
 	what := "herd coordinator, job " + c.spec.Name
-	return checkpoint.AcquireLease(ctx, loc, checkpoint.ThisProcess(what), checkpoint.LeaseOptions{
+	lease, err := checkpoint.AcquireLease(ctx, loc, checkpoint.ThisProcess(what), checkpoint.LeaseOptions{
 		TakeOver: func(h checkpoint.Holder) bool { return h.What == what },
-		Log:      func(s string) { fmt.Fprintln(c.out, s) },
+		Log:      func(s string) { c.say("%s", s) },
 	})
+	if err != nil {
+		return nil, loc, fmt.Errorf("coordinator: checkpoint.uri: %w", err)
+	}
+	return lease, loc, nil
+}
+
+// adoptCheckpoints resumes a job whose log is new (a first start, or a data directory that
+// was lost) from the committed checkpoints its location already holds.
+func (c *Coordinator) adoptCheckpoints(ctx context.Context, loc checkpoint.Location) error {
+	if s := c.fsm.snapshot(); len(s.Checkpoints) > 0 || s.Round != nil {
+		return nil
+	}
+	steps, err := checkpoint.ListSteps(ctx, loc)
+	if err != nil {
+		return fmt.Errorf("coordinator: checkpoint.uri: %w", err)
+	}
+	var found []int
+	for _, st := range steps {
+		if st.Committed {
+			found = append(found, st.Step)
+		}
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	c.say("coordinator: %v holds committed checkpoints up to step %d: the job continues from there", loc, found[len(found)-1])
+	return c.apply(command{Op: opAdopt, Adopted: found})
 }
 
 // reportWait bounds how long a failed or ending round waits for its members' reports.

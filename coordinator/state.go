@@ -58,6 +58,7 @@ const (
 	opSteps      = "steps"
 	opCheckpoint = "checkpoint"
 	opDone       = "done"
+	opAdopt      = "adopt"
 )
 
 type command struct {
@@ -70,6 +71,7 @@ type command struct {
 	Steps      []json.RawMessage `json:"steps,omitempty"`
 	StepsRound uint64            `json:"steps_round,omitempty"` // the round that trained Steps
 	Checkpoint int               `json:"checkpoint,omitempty"`
+	Adopted    []int             `json:"adopted,omitempty"`
 }
 
 // fsm applies commands to a JobState and appends the step lines to metrics.jsonl once each:
@@ -173,6 +175,15 @@ func (f *fsm) Apply(l *raft.Log) any {
 	case opCheckpoint:
 		if n := len(s.Checkpoints); n == 0 || c.Checkpoint > s.Checkpoints[n-1] {
 			s.Checkpoints = append(s.Checkpoints, c.Checkpoint)
+		}
+	case opAdopt:
+		// Checkpoints found in the location when the job's log knew none: the job continues
+		// from the newest of them.
+		if len(s.Checkpoints) == 0 && s.Round == nil {
+			s.Checkpoints = append(s.Checkpoints, c.Adopted...)
+			if n := len(c.Adopted); n > 0 && c.Adopted[n-1] > s.LastStep {
+				s.LastStep = c.Adopted[n-1]
+			}
 		}
 	case opDone:
 		s.Done = true

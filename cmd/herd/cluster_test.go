@@ -463,3 +463,64 @@ func TestHerdUp(t *testing.T) {
 		t.Errorf("metrics.jsonl has %d lines, want 20", n)
 	}
 }
+
+// A worker sent SIGTERM leaves cleanly: it exits 0 at once, and the job goes on without it
+// and finishes with every step.
+func TestClusterWorkerLeaves(t *testing.T) {
+	const steps = 50
+	e := newClusterEnv(t, steps)
+	job := e.jobFile(t, "leave", steps, 2, 3, "")
+	dir := filepath.Join(e.dir, "leave-coord")
+	c := testcluster.StartCoordinator(t, e.bin, job, dir)
+	var ws []*testcluster.Worker
+	for i := 0; i < 3; i++ {
+		ws = append(ws, testcluster.StartWorker(t, e.bin, c.Addr, clusterToken))
+	}
+	waitFor(t, "step 15", 60*time.Second, func() bool { return len(readLines(filepath.Join(dir, "runs", "leave", "metrics.jsonl"))) >= 15 })
+	ws[1].Signal(syscall.SIGTERM)
+	if err := ws[1].Wait(t, 20*time.Second); err != nil {
+		t.Errorf("the leaving worker exited with %v:\n%s", err, ws[1].Out.String())
+	}
+	c.Out.WaitFor(t, regexp.MustCompile(`worker `+regexp.QuoteMeta(ws[1].ID)+` is leaving`), 5*time.Second)
+	c.Out.WaitFor(t, regexp.MustCompile(`round 2: 2 workers`), 30*time.Second)
+	if err := c.Wait(t, 120*time.Second); err != nil {
+		t.Fatalf("coordinator: %v\n%s", err, c.Out.String())
+	}
+	e.checkAgainstRef(t, jobMetrics(t, dir, "leave"), steps, 1e-4)
+}
+
+// Resuming a job from its checkpoint: the coordinator and every worker die; a new coordinator
+// (another data directory: nothing of the old one survives) finds the job's committed
+// checkpoints, and the job continues from the newest on the same data as an uninterrupted run.
+func TestClusterResumeFromCheckpoint(t *testing.T) {
+	const steps = 50
+	e := newClusterEnv(t, steps)
+	job := e.jobFile(t, "res", steps, 2, 2, "")
+	first := filepath.Join(e.dir, "res-1")
+	c := testcluster.StartCoordinator(t, e.bin, job, first)
+	a, b := testcluster.StartWorker(t, e.bin, c.Addr, clusterToken), testcluster.StartWorker(t, e.bin, c.Addr, clusterToken)
+	waitFor(t, "step 25", 60*time.Second, func() bool { return len(readLines(filepath.Join(first, "runs", "res", "metrics.jsonl"))) >= 25 })
+	c.KillGroup()
+	a.KillGroup()
+	b.KillGroup()
+	second := filepath.Join(e.dir, "res-2")
+	c2 := testcluster.StartCoordinator(t, e.bin, job, second)
+	m := c2.Out.WaitFor(t, regexp.MustCompile(`holds committed checkpoints up to step (\d+)`), 30*time.Second)
+	from := testcluster.Atoi(t, m[1])
+	testcluster.StartWorker(t, e.bin, c2.Addr, clusterToken)
+	testcluster.StartWorker(t, e.bin, c2.Addr, clusterToken)
+	c2.Out.WaitFor(t, regexp.MustCompile(fmt.Sprintf(`round 1: 2 workers .* from step %d \(checkpoint\)`, from)), 30*time.Second)
+	if err := c2.Wait(t, 120*time.Second); err != nil {
+		t.Fatalf("coordinator: %v\n%s", err, c2.Out.String())
+	}
+	got := jobMetrics(t, second, "res")
+	if len(got) != steps-from || int(got[0]["step"].(float64)) != from+1 {
+		t.Fatalf("the resumed job logged %d steps from step %v, want %d from %d", len(got), got[0]["step"], steps-from, from+1)
+	}
+	for _, s := range got {
+		step := int(s["step"].(float64))
+		if s["data_crc"].(float64) != e.refData[step] || math.Abs(s["loss"].(float64)-e.refLoss[step]) > 1e-4*e.refLoss[step] {
+			t.Errorf("step %d: loss %v data %v, uninterrupted %v %v", step, s["loss"], s["data_crc"], e.refLoss[step], e.refData[step])
+		}
+	}
+}
