@@ -147,8 +147,12 @@ type syncWriter struct {
 	b  strings.Builder
 }
 
-func (w *syncWriter) Write(p []byte) (int, error) { w.mu.Lock(); defer w.mu.Unlock(); return w.b.Write(p) }
-func (w *syncWriter) String() string              { w.mu.Lock(); defer w.mu.Unlock(); return w.b.String() }
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+func (w *syncWriter) String() string { w.mu.Lock(); defer w.mu.Unlock(); return w.b.String() }
 
 // waitRound waits until the coordinator's current round is at least id and returns it.
 func waitRound(t testing.TB, c *Coordinator, id uint64, timeout time.Duration) *cluster.Round {
