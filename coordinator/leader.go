@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -111,6 +112,10 @@ type leaderState struct {
 func (c *Coordinator) lead(ctx context.Context) {
 	if err := c.node.r.Barrier(10 * time.Second).Error(); err != nil {
 		c.log.Warn("raft barrier", zap.Error(err))
+		return
+	}
+	if err := c.checkSpec(); err != nil {
+		c.fail(err)
 		return
 	}
 	if c.fsm.snapshot().Token == "" {
@@ -408,4 +413,41 @@ func (c *Coordinator) roundStates(id uint64) map[string][]cluster.RankState {
 		out[w] = st
 	}
 	return out
+}
+
+// checkSpec records the job file in the log the first time, and refuses to lead a job whose
+// recorded file differs from this replica's: replicas must run the same job.
+func (c *Coordinator) checkSpec() error {
+	raw, _ := json.Marshal(c.spec)
+	s := c.fsm.snapshot()
+	if s.Spec == "" {
+		return c.apply(command{Op: opSpec, Spec: string(raw)})
+	}
+	if s.Spec == string(raw) {
+		return nil
+	}
+	var rec cluster.JobSpec
+	json.Unmarshal([]byte(s.Spec), &rec)
+	return fmt.Errorf("coordinator: %s's job file differs from the one job %s was started with (%s); every replica needs the same file",
+		c.cfg.RaftID, c.spec.Name, specDiff(&rec, c.spec))
+}
+
+// specDiff names the first top-level field that differs between two job specs.
+func specDiff(a, b *cluster.JobSpec) string {
+	var ma, mb map[string]json.RawMessage
+	ra, _ := json.Marshal(a)
+	rb, _ := json.Marshal(b)
+	json.Unmarshal(ra, &ma)
+	json.Unmarshal(rb, &mb)
+	keys := make([]string, 0, len(ma))
+	for k := range ma {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if string(ma[k]) != string(mb[k]) {
+			return fmt.Sprintf("%s: %s, now %s", k, ma[k], mb[k])
+		}
+	}
+	return "the files differ"
 }

@@ -18,6 +18,7 @@ import (
 // commands in the same order and holds the same state.
 type JobState struct {
 	Token       string         `json:"token"`
+	Spec        string         `json:"spec,omitempty"`   // the job file as the first leader read it (JSON)
 	Round       *cluster.Round `json:"round,omitempty"`  // the current round; nil before the first
 	Ending      uint64         `json:"ending,omitempty"` // a round asked to stop after its current step
 	EndReason   string         `json:"end_reason,omitempty"`
@@ -59,6 +60,7 @@ const (
 	opCheckpoint = "checkpoint"
 	opDone       = "done"
 	opAdopt      = "adopt"
+	opSpec       = "spec"
 )
 
 type command struct {
@@ -72,6 +74,7 @@ type command struct {
 	StepsRound uint64            `json:"steps_round,omitempty"` // the round that trained Steps
 	Checkpoint int               `json:"checkpoint,omitempty"`
 	Adopted    []int             `json:"adopted,omitempty"`
+	Spec       string            `json:"spec,omitempty"`
 }
 
 // fsm applies commands to a JobState and appends the step lines to metrics.jsonl once each:
@@ -159,6 +162,10 @@ func (f *fsm) Apply(l *raft.Log) any {
 	case opToken:
 		if s.Token == "" {
 			s.Token = c.Token
+		}
+	case opSpec:
+		if s.Spec == "" {
+			s.Spec = c.Spec
 		}
 	case opRound:
 		s.Round, s.Ending, s.EndReason = c.Round, 0, ""
