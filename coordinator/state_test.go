@@ -56,7 +56,7 @@ func TestFSM(t *testing.T) {
 		{Op: opRound, Round: &cluster.Round{ID: 2}, Recovery: true},
 		{Op: opSteps, StepsRound: 2, Steps: []json.RawMessage{stepLine(3, 4.21), stepLine(4, 4.0)}}, // step 3 redone
 		{Op: opSteps, StepsRound: 2, Steps: []json.RawMessage{stepLine(3, 4.21), stepLine(4, 4.0)}}, // the other worker
-		{Op: opCheckpoint, Checkpoint: 1},                                                            // older: ignored
+		{Op: opCheckpoint, Checkpoint: 1},                                                           // older: ignored
 		{Op: opCheckpoint, Checkpoint: 4},
 	}
 	applyAll(t, f, log, 1)
