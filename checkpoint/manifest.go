@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sort"
 	"strings"
 )
 
-// ManifestVersion is the layout version this package writes. It reads versions 1 and 2;
-// version 2 added Attempt and shard names that carry it.
-const ManifestVersion = 2
+// ManifestVersion is the layout version this package writes. It reads versions 1 to 3;
+// version 2 added Attempt and shard names that carry it, version 3 shards of several ranges
+// (Shard.Ranges: what a rank owns under ZeRO sharding).
+const ManifestVersion = 3
 
 // Errors of sharded checkpoints.
 var (
@@ -63,14 +65,31 @@ type TensorRange struct {
 }
 
 // Shard is one object of a checkpoint: rank Rank's range [Offset, Offset+Count) of every
-// buffer in Buffers, stored one after another as little-endian float32.
+// buffer in Buffers, stored one after another as little-endian float32. A shard of several
+// ranges lists them in Ranges (Offset is then 0 and Count their total): for each buffer in
+// turn, the values of each range in order.
 type Shard struct {
-	Key    string `json:"key"` // relative to the checkpoint's directory
-	Rank   int    `json:"rank"`
-	Offset int64  `json:"offset"`
-	Count  int64  `json:"count"`
-	Bytes  int64  `json:"bytes"`
-	SHA256 string `json:"sha256"`
+	Key    string  `json:"key"` // relative to the checkpoint's directory
+	Rank   int     `json:"rank"`
+	Offset int64   `json:"offset"`
+	Count  int64   `json:"count"`
+	Ranges []Range `json:"ranges,omitempty"`
+	Bytes  int64   `json:"bytes"`
+	SHA256 string  `json:"sha256"`
+}
+
+// Range is a range [Offset, Offset+Count) of the flat buffers.
+type Range struct {
+	Offset int64 `json:"offset"`
+	Count  int64 `json:"count"`
+}
+
+// ranges returns the ranges the shard holds, in storage order.
+func (s Shard) ranges() []Range {
+	if len(s.Ranges) > 0 {
+		return s.Ranges
+	}
+	return []Range{{s.Offset, s.Count}}
 }
 
 var (
@@ -129,21 +148,40 @@ func (m *Manifest) validate() error {
 	if off != m.Elems {
 		return fmt.Errorf("layout covers %d elements, elems is %d", off, m.Elems)
 	}
-	var next int64
+	var all []Range
 	for i, s := range m.Shards {
+		var sum int64
+		for _, r := range s.ranges() {
+			if r.Count < 0 || r.Offset < 0 {
+				return fmt.Errorf("shards[%d] has range [%d, +%d)", i, r.Offset, r.Count)
+			}
+			sum += r.Count
+			all = append(all, r)
+		}
 		switch {
 		case s.Rank != i:
 			return fmt.Errorf("shards[%d] has rank %d", i, s.Rank)
 		case !shardKeyRE.MatchString(s.Key) || s.Key != ShardKey(i, m.World, m.Attempt):
 			return fmt.Errorf("shards[%d].key %q is not the shard name of rank %d of %d in attempt %q", i, s.Key, i, m.World, m.Attempt)
-		case s.Offset != next || s.Count < 0 || s.Offset+s.Count > m.Elems:
-			return fmt.Errorf("shards[%d] covers [%d, %d), want it to start at %d within %d", i, s.Offset, s.Offset+s.Count, next, m.Elems)
+		case len(s.Ranges) > 0 && (s.Offset != 0 || s.Count != sum):
+			return fmt.Errorf("shards[%d] lists ranges of %d elements, count %d offset %d", i, sum, s.Count, s.Offset)
 		case s.Bytes != 4*int64(len(Buffers))*s.Count:
 			return fmt.Errorf("shards[%d] has %d bytes for %d elements of %d buffers", i, s.Bytes, s.Count, len(Buffers))
 		case !hexRE.MatchString(s.SHA256):
 			return fmt.Errorf("shards[%d].sha256 %q is not a sha256", i, s.SHA256)
 		}
-		next = s.Offset + s.Count
+	}
+	// Together the shards' ranges cover the buffers once: sorted, each starts where the last ended.
+	sort.Slice(all, func(a, b int) bool { return all[a].Offset < all[b].Offset })
+	var next int64
+	for _, r := range all {
+		if r.Count == 0 {
+			continue
+		}
+		if r.Offset != next || r.Offset+r.Count > m.Elems {
+			return fmt.Errorf("the shards' ranges leave [%d, %d) uncovered or cover it twice (next range at %d, %d elements)", next, r.Offset, r.Offset, m.Elems)
+		}
+		next = r.Offset + r.Count
 	}
 	if next != m.Elems {
 		return fmt.Errorf("shards cover %d of %d elements", next, m.Elems)

@@ -76,6 +76,19 @@ type SaveRequest struct {
 	// Extra holds small objects (such as tokenizer.json) that rank 0 writes into the step
 	// directory before the manifest, so a checkpoint is complete on its own.
 	Extra map[string][]byte
+	// Spans, when set, are the ranges this rank writes and their values (a rank that owns
+	// parts of the state, under ZeRO), and Elems the number of elements of the flat buffers;
+	// State is then unused. Without Spans the rank writes Partition(len(State.Params), World,
+	// Rank) of State.
+	Spans []Span
+	Elems int64
+}
+
+// Span is a range of the flat buffers starting at Offset and a rank's values of each buffer
+// over it (equal lengths).
+type Span struct {
+	Offset       int64
+	Params, M, V []float32
 }
 
 // SaverOptions configures a Saver.
@@ -172,13 +185,14 @@ func (s *Saver) Save(ctx context.Context, req SaveRequest) (time.Duration, error
 	}
 	s.mu.Unlock()
 	prevErr := s.Wait()
-	elems := int64(len(req.State.Params))
-	for i, b := range req.State.buffers() {
-		if int64(len(b)) != elems {
-			return time.Since(start), fmt.Errorf("checkpoint: %s has %d elements, params %d", Buffers[i], len(b), elems)
-		}
+	spans, err := req.spans()
+	if err != nil {
+		return time.Since(start), err
 	}
-	off, count := Partition(elems, req.World, req.Rank)
+	var count int64
+	for _, sp := range spans {
+		count += int64(len(sp.Params))
+	}
 	if cap(s.staging) < int(3*count) {
 		s.staging = make([]float32, 3*count)
 	}
@@ -189,10 +203,10 @@ func (s *Saver) Save(ctx context.Context, req SaveRequest) (time.Duration, error
 	s.busy, s.snap, s.abandon, s.awaiting = done, snap, abandon, false
 	s.mu.Unlock()
 	go func() {
-		parallelCopy(stage, req.State.buffers(), off, count)
+		stageSpans(stage, spans, count)
 		close(snap)
 		began := time.Now()
-		err := s.write(wctx, req, off, count, stage)
+		err := s.write(wctx, req, spans, count, stage)
 		if s.opts.OnSaved != nil {
 			s.opts.OnSaved(req.Step, time.Since(began), err)
 		}
@@ -238,43 +252,73 @@ func (s *Saver) Wait() error {
 	return err
 }
 
-// parallelCopy copies [off, off+count) of each buffer into consecutive thirds of stage,
-// split across the cores: the copy is the only part of a save the step loop waits for.
-func parallelCopy(stage []float32, bufs [][]float32, off, count int64) {
+// spans returns the ranges the request writes, checking their buffers.
+func (r SaveRequest) spans() ([]Span, error) {
+	elems := r.size()
+	if r.Spans != nil {
+		for i, sp := range r.Spans {
+			n := int64(len(sp.Params))
+			if int64(len(sp.M)) != n || int64(len(sp.V)) != n || sp.Offset < 0 || sp.Offset+n > elems {
+				return nil, fmt.Errorf("checkpoint: span %d at %d: %d params, %d adam_m, %d adam_v values in %d elements", i, sp.Offset, n, len(sp.M), len(sp.V), elems)
+			}
+		}
+		return r.Spans, nil
+	}
+	for i, b := range r.State.buffers() {
+		if int64(len(b)) != elems {
+			return nil, fmt.Errorf("checkpoint: %s has %d elements, params %d", Buffers[i], len(b), elems)
+		}
+	}
+	off, count := Partition(elems, r.World, r.Rank)
+	return []Span{{Offset: off, Params: r.State.Params[off : off+count], M: r.State.M[off : off+count], V: r.State.V[off : off+count]}}, nil
+}
+
+// size returns the number of elements of the flat buffers.
+func (r SaveRequest) size() int64 {
+	if r.Spans != nil {
+		return r.Elems
+	}
+	return int64(len(r.State.Params))
+}
+
+// stageSpans copies each buffer's values of every span into consecutive thirds of stage, in
+// the shard's order (all of params, then adam_m, then adam_v), split across the cores: the
+// copy is the only part of a save the step loop waits for.
+func stageSpans(stage []float32, spans []Span, count int64) {
 	const chunk = 1 << 20
+	type job struct {
+		dst, src []float32
+	}
 	var wg sync.WaitGroup
-	work := make(chan [2]int64, 64)
+	work := make(chan job, 64)
 	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for job := range work {
-				i, lo := job[0], job[1]
-				hi := min(lo+chunk, count)
-				copy(stage[i*count+lo:i*count+hi], bufs[i][off+lo:off+hi])
+			for j := range work {
+				copy(j.dst, j.src)
 			}
 		}()
 	}
-	for i := range bufs {
-		for lo := int64(0); lo < count; lo += chunk {
-			work <- [2]int64{int64(i), lo}
+	for i := 0; i < 3; i++ {
+		at := int64(i) * count
+		for _, sp := range spans {
+			src := [][]float32{sp.Params, sp.M, sp.V}[i]
+			for lo := 0; lo < len(src); lo += chunk {
+				hi := min(lo+chunk, len(src))
+				work <- job{stage[at+int64(lo) : at+int64(hi)], src[lo:hi]}
+			}
+			at += int64(len(src))
 		}
 	}
 	close(work)
 	wg.Wait()
 }
 
-// doneRecord is the content of a shard's .done object.
-type doneRecord struct {
-	Key    string `json:"key"`
-	Rank   int    `json:"rank"`
-	Offset int64  `json:"offset"`
-	Count  int64  `json:"count"`
-	Bytes  int64  `json:"bytes"`
-	SHA256 string `json:"sha256"`
-}
+// doneRecord is the content of a shard's .done object: the manifest's entry of the shard.
+type doneRecord = Shard
 
-func (s *Saver) write(ctx context.Context, req SaveRequest, off, count int64, stage []float32) error {
+func (s *Saver) write(ctx context.Context, req SaveRequest, spans []Span, count int64, stage []float32) error {
 	dir := StepDir(req.Step)
 	key := ShardKey(req.Rank, req.World, s.opts.Attempt)
 	data := floatBytes(stage)
@@ -292,7 +336,14 @@ func (s *Saver) write(ctx context.Context, req SaveRequest, off, count int64, st
 		return fmt.Errorf("checkpoint: writing %s: %w", s.loc.key(dir, key), err)
 	}
 	s.fail("after-shard", req.Step)
-	rec := doneRecord{Key: key, Rank: req.Rank, Offset: off, Count: count, Bytes: int64(len(data)), SHA256: hex.EncodeToString(digest)}
+	rec := doneRecord{Key: key, Rank: req.Rank, Count: count, Bytes: int64(len(data)), SHA256: hex.EncodeToString(digest)}
+	if len(spans) == 1 {
+		rec.Offset = spans[0].Offset
+	} else {
+		for _, sp := range spans {
+			rec.Ranges = append(rec.Ranges, Range{Offset: sp.Offset, Count: int64(len(sp.Params))})
+		}
+	}
 	raw, _ := json.Marshal(rec)
 	dk := s.loc.key(dir, doneKey(key))
 	if err := s.loc.Store.Put(ctx, dk, bytes.NewReader(raw), int64(len(raw))); err != nil {
@@ -311,7 +362,7 @@ func (s *Saver) write(ctx context.Context, req SaveRequest, off, count int64, st
 	if err != nil {
 		return err
 	}
-	m := Manifest{Version: ManifestVersion, Step: req.Step, World: req.World, Elems: int64(len(req.State.Params)),
+	m := Manifest{Version: ManifestVersion, Step: req.Step, World: req.World, Elems: req.size(),
 		DType: "float32", Cursor: req.Cursor, Config: req.Config, TokenizerHash: req.TokenizerHash, Layout: req.Layout,
 		Shards: shards, Attempt: s.opts.Attempt}
 	if err := m.validate(); err != nil {
@@ -376,7 +427,7 @@ func (s *Saver) awaitShards(ctx context.Context, dir string, world int) ([]Shard
 			if err := json.Unmarshal(raw, &rec); err != nil {
 				return nil, fmt.Errorf("%w %s: %v", ErrManifest, k, err)
 			}
-			shards = append(shards, Shard(rec))
+			shards = append(shards, rec)
 		}
 		if len(shards) == world {
 			return shards, nil
@@ -622,23 +673,25 @@ func loadShard(ctx context.Context, st ObjectStore, k string, sh Shard, dst Stat
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// readShard decodes sh.Bytes bytes of r into dst.
+// readShard decodes sh.Bytes bytes of r into dst: for each buffer, each of the shard's ranges.
 func readShard(r io.Reader, sh Shard, dst State) error {
 	buf := make([]byte, 1<<20)
 	for i, b := range dst.buffers() {
-		out := b[sh.Offset : sh.Offset+sh.Count]
-		for len(out) > 0 {
-			n := min(len(out), len(buf)/4)
-			if _, err := io.ReadFull(r, buf[:4*n]); err != nil {
-				if err == io.EOF {
-					err = io.ErrUnexpectedEOF
+		for _, rg := range sh.ranges() {
+			out := b[rg.Offset : rg.Offset+rg.Count]
+			for len(out) > 0 {
+				n := min(len(out), len(buf)/4)
+				if _, err := io.ReadFull(r, buf[:4*n]); err != nil {
+					if err == io.EOF {
+						err = io.ErrUnexpectedEOF
+					}
+					return fmt.Errorf("%s: %w", Buffers[i], err)
 				}
-				return fmt.Errorf("%s: %w", Buffers[i], err)
+				for j := range out[:n] {
+					out[j] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*j:]))
+				}
+				out = out[n:]
 			}
-			for j := range out[:n] {
-				out[j] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*j:]))
-			}
-			out = out[n:]
 		}
 	}
 	return nil

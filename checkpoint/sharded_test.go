@@ -3,6 +3,7 @@ package checkpoint_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -325,6 +326,59 @@ func FuzzParseManifest(f *testing.F) {
 			}
 		} else if !errors.Is(err, ErrManifest) {
 			t.Fatalf("error %v does not wrap ErrManifest", err)
+		}
+	})
+}
+
+// Ranks that own interleaved ranges (ZeRO's chunks of every unit) write them as one shard
+// each; any world size loads the whole state back.
+func TestShardsOfSeveralRanges(t *testing.T) {
+	forEachStore(t, func(t *testing.T, store ObjectStore) {
+		rng := rand.New(rand.NewPCG(12, 12))
+		const n = 1000
+		st := randomState(rng, n)
+		loc := Location{Store: store, Prefix: "zero"}
+		units := [][2]int64{{0, 300}, {300, 350}, {650, 350}}
+		const world = 3
+		attempt := NewAttempt()
+		var wg sync.WaitGroup
+		errs := make([]error, world)
+		for r := 0; r < world; r++ {
+			var spans []Span
+			for _, u := range units {
+				lo, hi := u[0]+u[1]*int64(r)/world, u[0]+u[1]*int64(r+1)/world
+				spans = append(spans, Span{Offset: lo, Params: st.Params[lo:hi], M: st.M[lo:hi], V: st.V[lo:hi]})
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s := NewSaver(loc, SaverOptions{Attempt: attempt})
+				_, err := s.Save(context.Background(), SaveRequest{Step: 7, Rank: r, World: world, Spans: spans, Elems: n,
+					Cursor: Cursor{Step: 7}, Config: []byte(`{}`), Layout: testLayout(n)})
+				if err == nil {
+					err = s.Wait()
+				}
+				errs[r] = err
+			}()
+		}
+		wg.Wait()
+		for r, err := range errs {
+			if err != nil {
+				t.Fatalf("rank %d: %v", r, err)
+			}
+		}
+		m, got, err := loadLatest(t, loc, n, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Version != ManifestVersion || len(m.Shards[1].Ranges) != 3 || !equalState(st, got) {
+			t.Fatalf("manifest %+v; state equal %v", m.Shards, equalState(st, got))
+		}
+		// A manifest whose ranges overlap or leave a gap is refused.
+		m.Shards[2].Ranges[0].Offset--
+		raw, _ := json.Marshal(m)
+		if _, err := ParseManifest("x", raw); err == nil || !errors.Is(err, ErrManifest) {
+			t.Errorf("overlapping ranges accepted: %v", err)
 		}
 	})
 }

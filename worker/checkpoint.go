@@ -53,26 +53,33 @@ func (c CheckpointConfig) Validate() error {
 }
 
 // stateBuffers is the training state as host float32 slices: views of the CPU backend's
-// buffers, or staging copies for a backend whose memory is not host memory.
+// buffers, or staging copies for a backend whose memory is not host memory. Under ZeRO the
+// moments are sharded and not here (m and v nil): host.M and host.V are then nil, and a load
+// fills whole temporary ones (loaded) that the shard takes its chunks from.
 type stateBuffers struct {
 	mod     *model.Model
 	be      kernels.Backend
 	p, m, v kernels.Buffer
 	host    checkpoint.State
 	direct  bool
+	loaded  checkpoint.State // what the last checkpoint load filled
 }
 
-func newStateBuffers(mod *model.Model, opt *model.Optimizer) *stateBuffers {
+func newStateBuffers(mod *model.Model, mb, vb kernels.Buffer) *stateBuffers {
 	be := mod.Backend()
-	mb, vb := opt.Moments()
 	sb := &stateBuffers{mod: mod, be: be, p: mod.Params(), m: mb, v: vb}
-	if _, ok := be.(*cpu.Backend[float32]); ok {
-		sb.direct = true
-		sb.host = checkpoint.State{Params: cpu.Data[float32](sb.p), M: cpu.Data[float32](mb), V: cpu.Data[float32](vb)}
-	} else {
-		n := mod.Layout.Size
-		sb.host = checkpoint.State{Params: make([]float32, n), M: make([]float32, n), V: make([]float32, n)}
+	n := mod.Layout.Size
+	view := func(b kernels.Buffer) []float32 {
+		switch {
+		case b == nil:
+			return nil
+		case sb.direct:
+			return cpu.Data[float32](b)
+		}
+		return make([]float32, n)
 	}
+	_, sb.direct = be.(*cpu.Backend[float32])
+	sb.host = checkpoint.State{Params: view(sb.p), M: view(mb), V: view(vb)}
 	return sb
 }
 
@@ -80,8 +87,10 @@ func newStateBuffers(mod *model.Model, opt *model.Optimizer) *stateBuffers {
 func (sb *stateBuffers) pull() checkpoint.State {
 	if !sb.direct {
 		sb.be.Read32(sb.host.Params, sb.p)
-		sb.be.Read32(sb.host.M, sb.m)
-		sb.be.Read32(sb.host.V, sb.v)
+		if sb.m != nil {
+			sb.be.Read32(sb.host.M, sb.m)
+			sb.be.Read32(sb.host.V, sb.v)
+		}
 	}
 	return sb.host
 }
@@ -90,10 +99,23 @@ func (sb *stateBuffers) pull() checkpoint.State {
 func (sb *stateBuffers) push() {
 	if !sb.direct {
 		sb.be.Write32(sb.p, sb.host.Params)
-		sb.be.Write32(sb.m, sb.host.M)
-		sb.be.Write32(sb.v, sb.host.V)
+		if sb.m != nil {
+			sb.be.Write32(sb.m, sb.host.M)
+			sb.be.Write32(sb.v, sb.host.V)
+		}
 	}
 	sb.mod.ParamsUpdated()
+}
+
+// forLoad returns the buffers a checkpoint load fills: host, with whole temporary moments
+// when the moments are sharded.
+func (sb *stateBuffers) forLoad() checkpoint.State {
+	st := sb.host
+	if st.M == nil {
+		st.M, st.V = make([]float32, len(st.Params)), make([]float32, len(st.Params))
+	}
+	sb.loaded = st
+	return st
 }
 
 func layoutRanges(l model.Layout) []checkpoint.TensorRange {
@@ -129,7 +151,7 @@ func checkResume(cfg TrainConfig, mod *model.Model, sb *stateBuffers, tokHash st
 			return checkpoint.State{}, fmt.Errorf("worker: checkpoint step %d used --batch %d --seq %d --seed %d; resume with the same values (the number of processes may change)",
 				m.Step, m.Cursor.GlobalBatch, m.Cursor.Seq, m.Cursor.Seed)
 		}
-		return sb.host, nil
+		return sb.forLoad(), nil
 	}
 }
 
@@ -242,20 +264,27 @@ func setAsideMetrics(dir string, step int) (moved int, err error) {
 }
 
 // saveCheckpoint starts an asynchronous save of the state after step and returns how long
-// the step loop was held.
-func saveCheckpoint(ctx context.Context, saver *checkpoint.Saver, cfg TrainConfig, rc RunConfig, mod *model.Model, sb *stateBuffers, tokJSON []byte, step int) (time.Duration, error) {
+// the step loop was held. Under ZeRO each rank writes the chunks it owns.
+func saveCheckpoint(ctx context.Context, saver *checkpoint.Saver, cfg TrainConfig, rc RunConfig, mod *model.Model, sb *stateBuffers, z *zeroOptim, tokJSON []byte, step int) (time.Duration, error) {
 	raw, err := json.Marshal(rc)
 	if err != nil {
 		return 0, err
 	}
-	return saver.Save(ctx, checkpoint.SaveRequest{
-		Step: step, Rank: cfg.rank(), World: cfg.world(), State: sb.pull(),
+	req := checkpoint.SaveRequest{
+		Step: step, Rank: cfg.rank(), World: cfg.world(),
 		Cursor:        checkpoint.Cursor{Step: step, GlobalBatch: cfg.Batch, Seq: cfg.Seq, Seed: cfg.Seed, NextIndex: int64(step) * int64(cfg.Batch)},
 		Config:        raw,
 		TokenizerHash: rc.TokenizerHash,
 		Layout:        layoutRanges(mod.Layout),
 		Extra:         map[string][]byte{TokenizerName: tokJSON},
-	})
+	}
+	if z != nil {
+		sb.pull()
+		req.Spans, req.Elems = z.spans(), int64(mod.Layout.Size)
+	} else {
+		req.State = sb.pull()
+	}
+	return saver.Save(ctx, req)
 }
 
 // CheckpointModel reads the run configuration and tokenizer stored with a checkpoint.

@@ -28,7 +28,8 @@ func BenchmarkAsyncSaveStall(b *testing.B) {
 	m.Init(1)
 	opt, _ := model.NewOptimizer(m, model.DefaultOptim())
 	defer opt.Close()
-	sb := newStateBuffers(m, opt)
+	mb, vb := opt.Moments()
+	sb := newStateBuffers(m, mb, vb)
 	store, err := checkpoint.NewDirStore(filepath.Join(b.TempDir(), "ckpt"))
 	if err != nil {
 		b.Fatal(err)

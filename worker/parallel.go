@@ -33,6 +33,9 @@ type dataParallel struct {
 	redErr   error       // the first error a Reduce returned during this Backward
 	reducing bool
 	waited   time.Duration // how long the last finish waited for the gradient sums
+	// scatter reduce-scatters each range instead of all-reducing it (ZeRO): every rank gets
+	// the sums of its chunks only.
+	scatter bool
 }
 
 // GradReducer sums ranges of a model's float32 gradient buffer across the data-parallel ranks
@@ -87,6 +90,10 @@ func (dp *dataParallel) startBuckets() {
 		if dp.staged {
 			be := dp.m.Backend()
 			be.Read32(dp.grads[off:off+n], be.Slice(dp.m.Grads(), off, n))
+		}
+		if dp.scatter {
+			dp.handles = append(dp.handles, dp.comm.ReduceScatterAsync(dp.ctx, dp.grads[off:off+n], collective.Sum))
+			return
 		}
 		dp.handles = append(dp.handles, dp.comm.AllReduceAsync(dp.ctx, dp.grads[off:off+n], collective.Sum))
 	})

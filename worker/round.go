@@ -41,6 +41,9 @@ func (t *Trainer) JoinRound(ctx context.Context, rs RoundStart) error {
 	if rs.Comm != nil {
 		world = rs.Comm.Size()
 	}
+	if cfg.Zero > 0 {
+		return fmt.Errorf("%w: ZeRO sharding is not available in the cluster yet: the job must use zero 0", ErrConfig)
+	}
 	if rs.Micro <= 0 || cfg.Batch%(rs.Micro*world) != 0 {
 		return fmt.Errorf("%w: micro-batch %d times %d ranks does not divide the batch %d", ErrConfig, rs.Micro, world, cfg.Batch)
 	}
@@ -49,7 +52,9 @@ func (t *Trainer) JoinRound(ctx context.Context, rs RoundStart) error {
 		t.saver.Wait()
 	}
 	cfg.MicroBatch = rs.Micro
-	t.setComm(rs.Comm, rs.Reducer)
+	if err := t.setComm(rs.Comm, rs.Reducer); err != nil {
+		return err
+	}
 	t.dp.ctx = ctx
 	switch rs.Source {
 	case SourceFresh:

@@ -51,7 +51,8 @@ type Trainer struct {
 	rc      RunConfig
 
 	model *model.Model
-	opt   *model.Optimizer
+	opt   optimizer   // AdamW over the whole state, or over this rank's shard (zero)
+	zero  *zeroOptim  // when the state is sharded (TrainConfig.Zero > 0)
 	sb    *stateBuffers
 
 	comm collective.Communicator
@@ -137,13 +138,24 @@ func NewTrainer(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io
 		t.releaseClaims(true)
 		return nil, err
 	}
-	if t.opt, err = model.NewOptimizer(t.model, cfg.Optim); err != nil {
+	if cfg.Zero == 0 {
+		full, err := model.NewOptimizer(t.model, cfg.Optim)
+		if err != nil {
+			t.model.Close()
+			t.releaseClaims(true)
+			return nil, err
+		}
+		t.opt = fullOptim{full}
+		mb, vb := full.Moments()
+		t.sb = newStateBuffers(t.model, mb, vb)
+	} else {
+		t.sb = newStateBuffers(t.model, nil, nil)
+	}
+	if err := t.setComm(t.comm, t.red); err != nil {
 		t.model.Close()
 		t.releaseClaims(true)
 		return nil, err
 	}
-	t.sb = newStateBuffers(t.model, t.opt)
-	t.setComm(t.comm, t.red)
 	if p, ok := be.(kernels.Peak); ok {
 		t.peak = p.PeakFLOPS()
 	}
@@ -282,7 +294,7 @@ func (t *Trainer) restoreLead(ctx context.Context) (int, error) {
 	if man.Step >= cfg.Steps {
 		return 0, fmt.Errorf("%w: the checkpoint is at step %d, --steps is %d: nothing left to train", ErrConfig, man.Step, cfg.Steps)
 	}
-	t.sb.push()
+	t.adoptLoaded()
 	t.opt.SetSteps(man.Step)
 	noteResumed(cfg, loc, man, prev, t.bar.println)
 	return man.Step, nil
@@ -300,9 +312,19 @@ func (t *Trainer) restoreFollower(ctx context.Context, step int) error {
 	if _, err := checkpoint.LoadStep(ctx, *cfg.Checkpoint.Resume, step, checkResume(cfg, t.model, t.sb, t.tok.Hash(), &prev)); err != nil {
 		return fmt.Errorf("rank %d: loading step %d, which rank 0 chose: %w", cfg.rank(), step, err)
 	}
-	t.sb.push()
+	t.adoptLoaded()
 	t.opt.SetSteps(step)
 	return nil
+}
+
+// adoptLoaded puts a loaded checkpoint into the backend: the whole state, or under ZeRO the
+// whole parameters and this rank's chunks of the moments.
+func (t *Trainer) adoptLoaded() {
+	t.sb.push()
+	if t.zero != nil {
+		t.zero.adopt(t.sb.loaded.M, t.sb.loaded.V)
+	}
+	t.sb.loaded = checkpoint.State{}
 }
 
 // agree sends rank 0's decision (its error, the step, the attempt) to every rank. Integers
@@ -449,12 +471,15 @@ func (t *Trainer) newSaver(ctx context.Context) {
 // SetComm makes comm (nil: none) the data-parallel group of the coming steps, with red
 // summing gradients in device memory when set. The global batch stays the same: each rank
 // takes its slice of it. It may be called between steps.
-func (t *Trainer) SetComm(comm collective.Communicator, red GradReducer) {
-	t.setComm(comm, red)
+func (t *Trainer) SetComm(comm collective.Communicator, red GradReducer) error {
+	if err := t.setComm(comm, red); err != nil {
+		return err
+	}
 	t.noteWorld()
+	return nil
 }
 
-func (t *Trainer) setComm(comm collective.Communicator, red GradReducer) {
+func (t *Trainer) setComm(comm collective.Communicator, red GradReducer) error {
 	t.comm, t.red = comm, red
 	t.cfg.Comm, t.cfg.Reducer = comm, red
 	// Rank 0 of the group prints and validates; in a cluster that is another process from
@@ -467,9 +492,38 @@ func (t *Trainer) setComm(comm collective.Communicator, red GradReducer) {
 	t.bar.w = t.log
 	world := t.cfg.world()
 	t.bar.perDevice = world > 1
+	if t.cfg.Zero > 0 {
+		if err := t.shard(); err != nil {
+			return err
+		}
+	}
 	t.dp = newDataParallel(context.Background(), comm, red, t.model)
+	t.dp.scatter = t.zero != nil && world > 1
 	share := t.cfg.Batch / world
 	t.inputs, t.targets = make([]int32, share*t.cfg.Seq), make([]int32, share*t.cfg.Seq)
+	return nil
+}
+
+// shard partitions the state among the group's ranks for ZeRO and allocates this rank's
+// shard of the moments.
+func (t *Trainer) shard() error {
+	plan, err := newZeroPlan(t.model.Layout, t.cfg.Zero, t.cfg.world(), t.cfg.rank())
+	if err != nil {
+		return err
+	}
+	comm := t.comm
+	if comm == nil {
+		comm = collective.NewInMemGroup(1)[0]
+	}
+	z, err := newZeroOptim(t.model, t.cfg.Optim, plan, comm)
+	if err != nil {
+		return err
+	}
+	if t.zero != nil {
+		t.zero.Close()
+	}
+	t.zero, t.opt = z, z
+	return nil
 }
 
 func (t *Trainer) noteWorld() {
@@ -522,7 +576,10 @@ func (t *Trainer) Step(ctx context.Context) error {
 	if t.saver != nil {
 		stall = t.saver.WaitSnapshot() // the optimizer must not change state a save is still copying
 	}
-	norm := t.opt.Step(lr, 1/float64(accum*cfg.world()))
+	norm, err := t.opt.Step(ctx, lr, 1/float64(accum*cfg.world()))
+	if err != nil {
+		return fmt.Errorf("step %d: %w", step+1, err)
+	}
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return fmt.Errorf("worker: gradient norm is %v at step %d (loss %v); parameters left unchanged", norm, step+1, loss)
 	}
@@ -536,7 +593,7 @@ func (t *Trainer) Step(ctx context.Context) error {
 		return fmt.Errorf("worker: loss is %v at step %d", loss, step)
 	}
 	if t.saver != nil && (t.step == cfg.Steps || (cfg.Checkpoint.Every > 0 && t.step%cfg.Checkpoint.Every == 0)) {
-		held, prevErr := saveCheckpoint(t.saveCtx, t.saver, cfg, t.rc, t.model, t.sb, t.tokJSON, t.step)
+		held, prevErr := saveCheckpoint(t.saveCtx, t.saver, cfg, t.rc, t.model, t.sb, t.zero, t.tokJSON, t.step)
 		stall += held
 		if err := t.saveOutcome(prevErr); err != nil {
 			return err
@@ -706,7 +763,7 @@ func (t *Trainer) finalSave(ctx context.Context) error {
 			return err
 		}
 		backoff = min(2*backoff, 30*time.Second)
-		if _, err := saveCheckpoint(t.saveCtx, t.saver, t.cfg, t.rc, t.model, t.sb, t.tokJSON, t.step); err != nil {
+		if _, err := saveCheckpoint(t.saveCtx, t.saver, t.cfg, t.rc, t.model, t.sb, t.zero, t.tokJSON, t.step); err != nil {
 			return err
 		}
 	}
@@ -739,4 +796,22 @@ func (t *Trainer) Close() error {
 	}
 	t.releaseClaims(!t.begun)
 	return err
+}
+
+// optimizer is AdamW over the training state: the whole of it (model.Optimizer) or this
+// rank's shard (zeroOptim).
+type optimizer interface {
+	// Step updates the parameters with learning rate lr from the gradients times gradScale,
+	// clipping their global norm, and returns that norm before clipping.
+	Step(ctx context.Context, lr, gradScale float64) (float64, error)
+	Steps() int
+	SetSteps(n int)
+	Close()
+}
+
+// fullOptim is model.Optimizer as an optimizer.
+type fullOptim struct{ *model.Optimizer }
+
+func (f fullOptim) Step(_ context.Context, lr, gradScale float64) (float64, error) {
+	return f.Optimizer.Step(lr, gradScale), nil
 }
