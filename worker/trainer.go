@@ -51,8 +51,8 @@ type Trainer struct {
 	rc      RunConfig
 
 	model *model.Model
-	opt   optimizer   // AdamW over the whole state, or over this rank's shard (zero)
-	zero  *zeroOptim  // when the state is sharded (TrainConfig.Zero > 0)
+	opt   optimizer  // AdamW over the whole state, or over this rank's shard (zero)
+	zero  *zeroOptim // when the state is sharded (TrainConfig.Zero > 0)
 	sb    *stateBuffers
 
 	comm collective.Communicator
