@@ -87,6 +87,7 @@ func (t *Trainer) JoinRound(ctx context.Context, rs RoundStart) error {
 	}
 	t.attempt = rs.Attempt
 	t.newSaver(ctx)
+	t.banner()
 	t.bar.start = rs.Start
 	t.began = time.Now()
 	return nil

@@ -67,6 +67,7 @@ type Trainer struct {
 	lease       *checkpoint.Lease // rank 0: the checkpoint location
 	saveFailing time.Time         // when checkpoints began failing; zero while they commit
 	begun       bool              // Begin has run
+	bannered    bool              // the model and data lines were printed
 
 	val, text *EvalSet
 	bar       *progress
@@ -437,14 +438,9 @@ func (t *Trainer) Begin(ctx context.Context) error {
 		t.metrics, t.menc = f, json.NewEncoder(f)
 	}
 	t.newSaver(ctx)
-	fmt.Fprintf(t.log, "model: %d parameters (d=%d, %d layers, %d heads, vocab %d), remat %s, backend %s\n",
-		model.NumParams(cfg.Model), cfg.Model.Dim, cfg.Model.Layers, cfg.Model.Heads, cfg.Model.Vocab, cfg.Model.Remat, t.be.Name())
-	fmt.Fprintf(t.log, "data: %s, %d sources, %d held-out sequences; batch %d x %d tokens, %d steps, peak lr %g, warmup %d\n",
-		cfg.Data, len(t.ds.Train), len(t.val.Inputs), cfg.Batch, cfg.Seq, cfg.Steps, cfg.PeakLR, t.sched.WarmupSteps)
-	if len(t.val.Inputs) == 0 {
-		fmt.Fprintln(t.log, "note: the dataset has no held-out tokens (prepared with --held-out 0): no validation, no baseline")
+	if cfg.Out != "" {
+		t.banner() // in a cluster, the first round's rank 0 prints it (JoinRound)
 	}
-	t.noteWorld()
 	t.bar.start = t.step
 	t.res = Result{Dir: cfg.Out, ParamsCount: model.NumParams(cfg.Model)}
 	t.began = time.Now()
@@ -524,6 +520,23 @@ func (t *Trainer) shard() error {
 	}
 	t.zero, t.opt = z, z
 	return nil
+}
+
+// banner prints the run's model and data once, on rank 0.
+func (t *Trainer) banner() {
+	if t.bannered || !t.lead {
+		return
+	}
+	t.bannered = true
+	cfg := t.cfg
+	fmt.Fprintf(t.log, "model: %d parameters (d=%d, %d layers, %d heads, vocab %d), remat %s, backend %s\n",
+		model.NumParams(cfg.Model), cfg.Model.Dim, cfg.Model.Layers, cfg.Model.Heads, cfg.Model.Vocab, cfg.Model.Remat, t.be.Name())
+	fmt.Fprintf(t.log, "data: %s, %d sources, %d held-out sequences; batch %d x %d tokens, %d steps, peak lr %g, warmup %d\n",
+		cfg.Data, len(t.ds.Train), len(t.val.Inputs), cfg.Batch, cfg.Seq, cfg.Steps, cfg.PeakLR, t.sched.WarmupSteps)
+	if len(t.val.Inputs) == 0 {
+		fmt.Fprintln(t.log, "note: the dataset has no held-out tokens (prepared with --held-out 0): no validation, no baseline")
+	}
+	t.noteWorld()
 }
 
 func (t *Trainer) noteWorld() {

@@ -238,22 +238,29 @@ func TestClusterAllWorkersLost(t *testing.T) {
 	e.checkAgainstRef(t, jobMetrics(t, dir, "all"), steps, 1e-4)
 }
 
-// The happy path against an etcd server started as its own process.
+// The happy path against an etcd server started as its own process, with a second job sharing
+// the same etcd at the same time (each job's keys live under its own prefix).
 func TestClusterExternalEtcd(t *testing.T) {
 	etcd := testcluster.StartEtcd(t)
 	e := newClusterEnv(t, 30)
-	job := e.jobFile(t, "ext", 30, 2, 2, "")
-	dir := filepath.Join(e.dir, "ext-coord")
-	c := testcluster.StartCoordinator(t, e.bin, job, dir, "--etcd", etcd.Endpoint)
-	testcluster.StartWorker(t, e.bin, c.Addr, clusterToken)
-	testcluster.StartWorker(t, e.bin, c.Addr, clusterToken)
-	if err := c.Wait(t, 120*time.Second); err != nil {
-		t.Fatalf("coordinator: %v\n%s", err, c.Out.String())
+	var cs []*testcluster.Coordinator
+	for _, name := range []string{"ext", "other"} {
+		job := e.jobFile(t, name, 30, 2, 2, "")
+		c := testcluster.StartCoordinator(t, e.bin, job, filepath.Join(e.dir, name+"-coord"), "--etcd", etcd.Endpoint)
+		testcluster.StartWorker(t, e.bin, c.Addr, clusterToken)
+		testcluster.StartWorker(t, e.bin, c.Addr, clusterToken)
+		cs = append(cs, c)
 	}
-	if !strings.Contains(c.Out.String(), "(etcd "+etcd.Endpoint+")") {
-		t.Errorf("the coordinator did not use the external etcd:\n%s", c.Out.String())
+	for i, name := range []string{"ext", "other"} {
+		c := cs[i]
+		if err := c.Wait(t, 120*time.Second); err != nil {
+			t.Fatalf("coordinator of %s: %v\n%s", name, err, c.Out.String())
+		}
+		if !strings.Contains(c.Out.String(), "(etcd "+etcd.Endpoint+")") || !strings.Contains(c.Out.String(), "round 1: 2 workers") {
+			t.Errorf("%s: the coordinator did not use the external etcd, or its round was not its own two workers:\n%s", name, c.Out.String())
+		}
+		e.checkAgainstRef(t, jobMetrics(t, filepath.Join(e.dir, name+"-coord"), name), 30, 1e-4)
 	}
-	e.checkAgainstRef(t, jobMetrics(t, dir, "ext"), 30, 1e-4)
 }
 
 // Coordinator loss: three replicas share an external etcd; SIGKILL the Raft leader mid-run. A
