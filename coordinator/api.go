@@ -57,8 +57,13 @@ func (c *Coordinator) worker(h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		tok := c.fsm.snapshot().Token
+		if tok == "" {
+			// A new leader that has not recorded the job's token yet: ask again in a moment.
+			refuse(w, http.StatusServiceUnavailable, cluster.Error{Code: "not-leader", Message: "the leader is starting"})
+			return
+		}
 		got := strings.TrimPrefix(r.Header.Get(cluster.TokenHeader), "Bearer ")
-		if tok == "" || subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
+		if subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
 			c.say("coordinator: refused %s %s from %s: wrong token", r.Method, r.URL.Path, r.RemoteAddr)
 			refuse(w, http.StatusUnauthorized, cluster.Error{Code: "token", Message: "wrong token for job " + c.spec.Name})
 			return

@@ -96,6 +96,13 @@ func runCoordinator(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer c.Close()
+	select {
+	case <-c.Ready():
+	case err := <-c.Err():
+		return err
+	case <-ctx.Done():
+		return nil
+	}
 	fmt.Fprintf(stderr, "coordinator: %s serving job %s on %s (etcd %s)\n", *raftID, spec.Name, c.Addr(), strings.Join(c.EtcdEndpoints(), ","))
 	select {
 	case <-c.Done():
