@@ -19,7 +19,7 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"plan":        {"print parameter counts, FLOPs and activation memory of a model", runPlan, false},
+		"plan":        {"size a model and plan a run: memory per GPU, step time, tokens/s/GPU, MFU and cost (--gpus)", runPlan, false},
 		"prepare":     {"turn text sources into a tokenizer and token shards", runPrepare, false},
 		"train":       {"train a model on this machine, in one process or data-parallel in several (--nproc)", runTrain, false},
 		"sample":      {"generate text from a trained model", runSample, false},
