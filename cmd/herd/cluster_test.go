@@ -141,11 +141,11 @@ func TestClusterWorkerLoss(t *testing.T) {
 	if testing.Short() {
 		trials = 2
 	}
-	const steps = 60
+	const steps = 40
 	e := newClusterEnv(t, steps)
 	for trial := 0; trial < trials; trial++ {
 		rng := rand.New(rand.NewPCG(uint64(trial), 7))
-		killAt := 8 + rng.IntN(30)
+		killAt := 5 + rng.IntN(20)
 		victim := rng.IntN(3)
 		name := fmt.Sprintf("loss%d", trial)
 		job := e.jobFile(t, name, steps, 2, 3, "")
