@@ -473,31 +473,48 @@ func (be *core) EmbeddingBackward(dtable, dout kernels.Buffer, tokens []int32, d
 
 // ---- RMSNorm --------------------------------------------------------------------------
 
-// RMSNorm implements kernels.Backend; gain and rstd are float32.
+// rmsnormVariant returns the kernel suffix for a norm whose input (and, backward, input
+// gradient) has type x and whose output (and output gradient) has type out: both the same, or
+// the float32 residual stream in and a bf16 activation out.
+func rmsnormVariant(op string, x, out kernels.DType) string {
+	switch {
+	case x == out:
+		return variant("", x)
+	case x == kernels.Float32 && out == kernels.BFloat16:
+		return "_f32_bf16"
+	}
+	panic(fmt.Sprintf("cuda: %s: x is %v and out %v; want the same type, or float32 x and bfloat16 out", op, x, out))
+}
+
+// RMSNorm implements kernels.Backend; gain and rstd are float32. x is an activation like out,
+// or the float32 residual stream with a bf16 out.
 func (be *core) RMSNorm(out, rstd, x, gain kernels.Buffer, rows, dim int, eps float64) {
 	o, r, xb, g := be.buf("RMSNorm", "out", out), be.buf("RMSNorm", "rstd", rstd), be.buf("RMSNorm", "x", x), be.buf("RMSNorm", "gain", gain)
-	dt := sameType("RMSNorm", -1, o, xb)
-	want("RMSNorm", "out", o, dt, rows*dim)
-	want("RMSNorm", "x", xb, dt, rows*dim)
+	v := rmsnormVariant("RMSNorm", xb.dt, o.dt)
+	want("RMSNorm", "out", o, o.dt, rows*dim)
+	want("RMSNorm", "x", xb, xb.dt, rows*dim)
 	want("RMSNorm", "rstd", r, kernels.Float32, rows)
 	want("RMSNorm", "gain", g, kernels.Float32, dim)
 	if rows == 0 {
 		return
 	}
-	be.launch(variant("rmsnorm_fwd", dt), rows, 256, o.ptr, r.ptr, xb.ptr, g.ptr, rows, dim, float32(eps))
+	be.launch("rmsnorm_fwd"+v, rows, 256, o.ptr, r.ptr, xb.ptr, g.ptr, rows, dim, float32(eps))
 }
 
 // RMSNormBackward implements kernels.Backend; dgain is reduced in two deterministic passes.
+// dx and x have one type; dout has it too, or is bf16 with float32 dx and x (the residual
+// stream's gradient accumulating the gradient of a bf16 activation).
 func (be *core) RMSNormBackward(dx, dgain, dout, x, gain, rstd kernels.Buffer, rows, dim int) {
 	op := "RMSNormBackward"
 	dxb, dg, do, xb := be.buf(op, "dx", dx), be.buf(op, "dgain", dgain), be.buf(op, "dout", dout), be.buf(op, "x", x)
 	g, r := be.buf(op, "gain", gain), be.buf(op, "rstd", rstd)
-	dt := sameType(op, -1, dxb, do, xb)
+	dt := sameType(op, -1, dxb, xb)
+	v := rmsnormVariant(op, dt, do.dt)
 	for _, a := range []struct {
 		name string
 		b    *buffer
 	}{{"dx", dxb}, {"dout", do}, {"x", xb}} {
-		want(op, a.name, a.b, dt, rows*dim)
+		want(op, a.name, a.b, a.b.dt, rows*dim)
 	}
 	want(op, "dgain", dg, kernels.Float32, dim)
 	want(op, "gain", g, kernels.Float32, dim)
@@ -509,7 +526,7 @@ func (be *core) RMSNormBackward(dx, dgain, dout, x, gain, rstd kernels.Buffer, r
 	nblocks := (rows + rpb - 1) / rpb
 	part := be.allocRaw(nblocks*dim, kernels.Float32)
 	defer be.Free(part)
-	be.launch(variant("rmsnorm_bwd", dt), nblocks, 256, dxb.ptr, part.ptr, do.ptr, xb.ptr, g.ptr, r.ptr, rows, dim, rpb)
+	be.launch("rmsnorm_bwd"+v, nblocks, 256, dxb.ptr, part.ptr, do.ptr, xb.ptr, g.ptr, r.ptr, rows, dim, rpb)
 	be.launch("rmsnorm_bwd_dgain_f32", (dim+255)/256, 256, dg.ptr, part.ptr, nblocks, dim)
 }
 
