@@ -121,11 +121,11 @@ func (m *Model) allocAct(n int, f32 bool) kernels.Buffer {
 // Grads returns the flat gradient buffer.
 func (m *Model) Grads() kernels.Buffer { return m.grads }
 
-// Init sets the parameters to InitParams(seed).
+// Init sets the parameters to InitParams(seed), drawn in float32 on all cores.
 func (m *Model) Init(seed uint64) {
-	host := make([]float64, m.Layout.Size)
+	host := make([]float32, m.Layout.Size)
 	InitParams(m.Cfg, m.Layout, seed, host)
-	m.be.Write(m.params, host)
+	m.be.Write32(m.params, host)
 	m.ParamsUpdated()
 }
 
