@@ -136,10 +136,11 @@ type Backend interface {
 
 	// RMSNorm sets out = x / rms(x) * gain per row, with rms(x) = sqrt(mean(x^2) + eps), and
 	// stores rstd[r] = 1/rms(x[r]) (in the backend's dtype, or float32 on a Mixed backend).
-	// x is [rows, dim].
+	// x is [rows, dim]; on a Mixed backend it may be float32 with an activation out.
 	RMSNorm(out, rstd, x, gain Buffer, rows, dim int, eps float64)
 	// RMSNormBackward accumulates dx += d(out)/dx . dout and dgain += d(out)/dgain . dout,
-	// given the rstd saved by RMSNorm.
+	// given the rstd saved by RMSNorm. On a Mixed backend dx and x may be float32 with an
+	// activation dout.
 	RMSNormBackward(dx, dgain, dout, x, gain, rstd Buffer, rows, dim int)
 
 	// RoPE rotates each adjacent pair (x[2i], x[2i+1]) of every head of x [B, T, H, D] by the
@@ -176,14 +177,25 @@ type Backend interface {
 }
 
 // Mixed is implemented by backends that compute in a narrower type than float32 (bfloat16 on
-// GPUs) while keeping master weights, gradients, optimizer moments and per-row statistics in
-// float32, as mixed-precision training does. Alloc returns activation buffers (DType);
-// AllocMaster returns float32 buffers. Ops take float32 buffers, and the model passes them,
-// exactly for: parameters that are not matrix-multiplication operands (RMSNorm's gain,
-// Embedding's table), parameter gradients (dgain, dtable, and C of a MatMul with transA, the
-// form dW += dY^T X in which weight gradients accumulate), statistics (rstd, lse, losses) and
-// optimizer state. The weights of linear layers, the other MatMul operands, are read from a
-// working copy in the activation type that AdamWUpdateCast refreshes after every update.
+// GPUs) while keeping master weights, gradients, optimizer moments, per-row statistics and the
+// residual stream in float32, as mixed-precision training (PyTorch's autocast) does. Alloc
+// returns activation buffers (DType); AllocMaster returns float32 buffers.
+//
+// MatMul's A and B are always activations: bf16 goes only into matrix multiplications (and
+// into the activations a remat policy keeps). Ops take float32 buffers, and the model passes
+// them, for:
+//   - parameters that are not matrix-multiplication operands (RMSNorm's gain, Embedding's
+//     table), parameter gradients (dgain, dtable, and C of a MatMul with transA, the form
+//     dW += dY^T X in which weight gradients accumulate) and optimizer state;
+//   - statistics: rstd, lse, losses;
+//   - the residual stream and its gradient: Embedding's out and EmbeddingBackward's dout,
+//     RMSNorm's x with an activation out, RMSNormBackward's x and dx with an activation dout,
+//     and C of the MatMuls that add into the stream (beta = 1 onto a copy of it);
+//   - the logits: C of the output projection and CrossEntropy's logits and dlogits.
+//
+// Copy converts between the two types. The weights of linear layers, the other MatMul
+// operands, are read from a working copy in the activation type that AdamWUpdateCast
+// refreshes after every update.
 type Mixed interface {
 	Backend
 	// AllocMaster returns a zeroed float32 buffer of n elements.

@@ -60,3 +60,24 @@ func BenchmarkTrainStep(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkInitParams times drawing the initial weights of a preset in host memory, which
+// Model.Init then copies to the backend once. The buffer is written once before the clock
+// starts, so the figure is the draws, not the kernel's first-touch page faults.
+//
+//	go test ./model -run '^$' -bench InitParams -benchtime 2x
+func BenchmarkInitParams(b *testing.B) {
+	for _, preset := range []string{"125m", "1b"} {
+		b.Run(preset, func(b *testing.B) {
+			c, _ := model.Preset(preset)
+			l := model.NewLayout(c)
+			dst := make([]float32, l.Size)
+			model.InitParams(c, l, 1, dst)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				model.InitParams(c, l, 1, dst)
+			}
+			b.ReportMetric(float64(l.Size)*float64(b.N)/b.Elapsed().Seconds()/1e6, "Mparams/s")
+		})
+	}
+}

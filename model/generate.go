@@ -86,10 +86,12 @@ func (g *Generator) ensure(n int) {
 	g.freeScratch()
 	c, be := g.m.Cfg, g.m.be
 	d, f := c.Dim, c.FFNHidden
+	// The residual stream (x, h) and the logits have the types training gives them, so that
+	// generation computes what Forward computes.
 	g.s = genScratch{
-		x: be.Alloc(n * d), xn: be.Alloc(n * d), q: be.Alloc(n * d), kk: be.Alloc(n * d), vv: be.Alloc(n * d),
-		att: be.Alloc(n * d), h: be.Alloc(n * d), a: be.Alloc(n * f), b: be.Alloc(n * f), g: be.Alloc(n * f),
-		rstd: g.m.allocMaster(n), logits: be.Alloc(c.Vocab),
+		x: g.m.allocAct(n*d, headActs[hX0].f32), xn: be.Alloc(n * d), q: be.Alloc(n * d), kk: be.Alloc(n * d), vv: be.Alloc(n * d),
+		att: be.Alloc(n * d), h: g.m.allocAct(n*d, layerActs[aH].f32), a: be.Alloc(n * f), b: be.Alloc(n * f), g: be.Alloc(n * f),
+		rstd: g.m.allocMaster(n), logits: g.m.allocAct(c.Vocab, headActs[hLogits].f32),
 	}
 	g.rows = n
 }
@@ -128,14 +130,12 @@ func (g *Generator) Feed(tokens []int32) ([]float32, error) {
 		be.Copy(be.Slice(g.k[i], g.pos*d, n*d), kk)
 		be.Copy(be.Slice(g.v[i], g.pos*d, n*d), vv)
 		be.AttentionCached(att, q, g.k[i], g.v[i], n, tk, c.Heads, c.HeadDim())
-		m.linear(h, att, w(pWo), n, d, d)
-		be.Add(h, h, x)
+		m.residual(h, x, att, w(pWo), n, d, d)
 		be.RMSNorm(xn, rstd, h, w(pFFNNorm), n, d, c.NormEps)
 		m.linear(a, xn, w(pW1), n, f, d)
 		m.linear(b, xn, w(pW3), n, f, d)
 		be.SwiGLU(gg, a, b)
-		m.linear(x, gg, w(pW2), n, d, f)
-		be.Add(x, x, h)
+		m.residual(x, h, gg, w(pW2), n, d, f)
 	}
 	norm, _ := m.headParam("norm.weight")
 	out, _ := m.headParam("output.weight")

@@ -78,34 +78,36 @@ func (c *checkedMixed) AdamWUpdate(p, g, m, v kernels.Buffer, hp kernels.AdamW) 
 }
 
 func (c *checkedMixed) RMSNorm(out, rstd, x, gain kernels.Buffer, rows, dim int, eps float64) {
-	c.want("RMSNorm", true, "rstd", rstd, "gain", gain)
-	c.want("RMSNorm", false, "out", out, "x", x)
+	c.want("RMSNorm", true, "rstd", rstd, "gain", gain, "x (the residual stream)", x)
+	c.want("RMSNorm", false, "out", out)
 	c.Backend.RMSNorm(out, rstd, x, gain, rows, dim, eps)
 }
 
 func (c *checkedMixed) RMSNormBackward(dx, dgain, dout, x, gain, rstd kernels.Buffer, rows, dim int) {
-	c.want("RMSNormBackward", true, "dgain", dgain, "rstd", rstd, "gain", gain)
-	c.want("RMSNormBackward", false, "dx", dx, "dout", dout, "x", x)
+	c.want("RMSNormBackward", true, "dgain", dgain, "rstd", rstd, "gain", gain, "dx", dx, "x", x)
+	c.want("RMSNormBackward", false, "dout", dout)
 	c.Backend.RMSNormBackward(dx, dgain, dout, x, gain, rstd, rows, dim)
 }
 
 func (c *checkedMixed) Embedding(out, table kernels.Buffer, tokens []int32, dim int) {
-	c.want("Embedding", true, "table", table)
-	c.want("Embedding", false, "out", out)
+	c.want("Embedding", true, "table", table, "out (the residual stream)", out)
 	c.Backend.Embedding(out, table, tokens, dim)
 }
 
 func (c *checkedMixed) EmbeddingBackward(dtable, dout kernels.Buffer, tokens []int32, dim int) {
-	c.want("EmbeddingBackward", true, "dtable", dtable)
-	c.want("EmbeddingBackward", false, "dout", dout)
+	c.want("EmbeddingBackward", true, "dtable", dtable, "dout (the residual stream's gradient)", dout)
 	c.Backend.EmbeddingBackward(dtable, dout, tokens, dim)
 }
 
-// MatMul: the inputs are always activations or working weights; C is a master buffer exactly
-// when it accumulates a weight gradient, dW += dY^T X, the model's only use of transA.
+// MatMul: the inputs are always activations or working weights. C is a master buffer when it
+// accumulates a weight gradient, dW += dY^T X (the model's only use of transA), when it adds
+// into the residual stream (beta = 1 onto the stream's copy) and when it holds the logits; an
+// activation otherwise.
 func (c *checkedMixed) MatMul(cb, a, b kernels.Buffer, m, n, k int, transA, transB bool, beta float64) {
 	c.want("MatMul", false, "A", a, "B", b)
-	c.want(fmt.Sprintf("MatMul transA=%v beta=%g", transA, beta), transA, "C", cb)
+	if transA {
+		c.want(fmt.Sprintf("MatMul transA=%v beta=%g", transA, beta), true, "C", cb)
+	}
 	c.Backend.MatMul(cb, a, b, m, n, k, transA, transB, beta)
 }
 
@@ -122,14 +124,12 @@ func (c *checkedMixed) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v ker
 }
 
 func (c *checkedMixed) CrossEntropy(losses, lse, logits kernels.Buffer, targets []int32, rows, vocab int) {
-	c.want("CrossEntropy", true, "losses", losses, "lse", lse)
-	c.want("CrossEntropy", false, "logits", logits)
+	c.want("CrossEntropy", true, "losses", losses, "lse", lse, "logits", logits)
 	c.Backend.CrossEntropy(losses, lse, logits, targets, rows, vocab)
 }
 
 func (c *checkedMixed) CrossEntropyBackward(dlogits, logits, lse kernels.Buffer, targets []int32, rows, vocab int, scale float64) {
-	c.want("CrossEntropyBackward", true, "lse", lse)
-	c.want("CrossEntropyBackward", false, "dlogits", dlogits, "logits", logits)
+	c.want("CrossEntropyBackward", true, "lse", lse, "dlogits", dlogits, "logits", logits)
 	c.Backend.CrossEntropyBackward(dlogits, logits, lse, targets, rows, vocab, scale)
 }
 

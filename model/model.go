@@ -109,9 +109,10 @@ func (m *Model) allocMaster(n int) kernels.Buffer {
 	return m.be.Alloc(n)
 }
 
-// allocAct allocates n elements of an activation, or of a statistic when stat is set.
-func (m *Model) allocAct(n int, stat bool) kernels.Buffer {
-	if stat {
+// allocAct allocates n elements of an activation in the activation type, or in float32 on a
+// mixed-precision backend when f32 is set (statistics, the residual stream, logits).
+func (m *Model) allocAct(n int, f32 bool) kernels.Buffer {
+	if f32 {
 		return m.allocMaster(n)
 	}
 	return m.be.Alloc(n)
@@ -120,11 +121,11 @@ func (m *Model) allocAct(n int, stat bool) kernels.Buffer {
 // Grads returns the flat gradient buffer.
 func (m *Model) Grads() kernels.Buffer { return m.grads }
 
-// Init sets the parameters to InitParams(seed).
+// Init sets the parameters to InitParams(seed), drawn in float32 on all cores.
 func (m *Model) Init(seed uint64) {
-	host := make([]float64, m.Layout.Size)
+	host := make([]float32, m.Layout.Size)
 	InitParams(m.Cfg, m.Layout, seed, host)
-	m.be.Write(m.params, host)
+	m.be.Write32(m.params, host)
 	m.ParamsUpdated()
 }
 
@@ -161,6 +162,15 @@ func (m *Model) headParam(name string) (w, dw kernels.Buffer) {
 // linear sets y = x w^T for x [n, in] and w [out, in].
 func (m *Model) linear(y, x, w kernels.Buffer, n, out, in int) {
 	m.be.MatMul(y, x, w, n, out, in, false, true, 0)
+}
+
+// residual sets y = r + x w^T, a projection that adds into the residual stream: y starts as a
+// copy of r and the matrix multiplication accumulates onto it (beta = 1), so on a
+// mixed-precision backend the sum is formed in float32 and the projection is never rounded to
+// bf16 on its own.
+func (m *Model) residual(y, r, x, w kernels.Buffer, n, out, in int) {
+	m.be.Copy(y, r)
+	m.be.MatMul(y, x, w, n, out, in, false, true, 1)
 }
 
 func (m *Model) checkInput(tokens, targets []int32, b, t int) (valid int, err error) {
@@ -261,7 +271,7 @@ func (m *Model) Forward(tokens, targets []int32, b, t int) (float64, error) {
 func (m *Model) actBuf(ps *pass, s actSpec, scratch kernels.Buffer, n int) kernels.Buffer {
 	size := n * s.width(m.Cfg)
 	if s.keep[m.Cfg.Remat] {
-		buf := m.allocAct(size, s.stat)
+		buf := m.allocAct(size, s.f32)
 		ps.owned = append(ps.owned, buf)
 		return buf
 	}
@@ -291,8 +301,7 @@ func (m *Model) layerForward(i int, x kernels.Buffer, a *[numLayerActs]kernels.B
 		be.Attention(a[aAtt], a[aLse], a[aQr], a[aKr], a[aV], b, t, c.Heads, c.HeadDim())
 	}
 	if need(aH) {
-		m.linear(a[aH], a[aAtt], w(pWo), n, d, d)
-		be.Add(a[aH], a[aH], x)
+		m.residual(a[aH], x, a[aAtt], w(pWo), n, d, d)
 	}
 	if need(aXn2) {
 		be.RMSNorm(a[aXn2], a[aRstd2], a[aH], w(pFFNNorm), n, d, c.NormEps)
@@ -305,8 +314,7 @@ func (m *Model) layerForward(i int, x kernels.Buffer, a *[numLayerActs]kernels.B
 		be.SwiGLU(a[aG], a[aA], a[aB])
 	}
 	if need(aOut) {
-		m.linear(a[aOut], a[aG], w(pW2), n, d, f)
-		be.Add(a[aOut], a[aOut], a[aH])
+		m.residual(a[aOut], a[aH], a[aG], w(pW2), n, d, f)
 	}
 }
 
@@ -338,8 +346,16 @@ func (m *Model) Backward() error {
 	if !headActs[hXnF].keep[c.Remat] {
 		be.RMSNorm(h[hXnF], h[hRstdF], xL, norm, n, d, c.NormEps)
 	}
-	be.MatMul(dout, h[hLogits], h[hXnF], c.Vocab, d, n, true, false, 1)
-	be.MatMul(dxn, h[hLogits], out, n, d, c.Vocab, false, false, 0)
+	// The logits' gradient is float32 on a mixed backend; the matrix multiplications read a
+	// bf16 copy, as autocast's do.
+	dlogits := h[hLogits]
+	if m.mixed != nil {
+		dlogits = be.Alloc(n * c.Vocab)
+		defer be.Free(dlogits)
+		m.mixed.Cast(dlogits, h[hLogits])
+	}
+	be.MatMul(dout, dlogits, h[hXnF], c.Vocab, d, n, true, false, 1)
+	be.MatMul(dxn, dlogits, out, n, d, c.Vocab, false, false, 0)
 	be.Zero(dres)
 	be.RMSNormBackward(dres, dnorm, dxn, xL, norm, h[hRstdF], n, d)
 	specs := m.Layout.Specs
@@ -363,20 +379,27 @@ func (m *Model) Backward() error {
 }
 
 // layerBackward turns dres = dL/d(out_i) into dL/dx_i in place, accumulating the block's
-// parameter gradients. The activations a are complete (kept or recomputed).
+// parameter gradients. The activations a are complete (kept or recomputed). On a mixed
+// backend dres is float32, and the matrix multiplications read it from a bf16 copy (dresA),
+// refreshed after the feed-forward half has added into dres.
 func (m *Model) layerBackward(i int, x kernels.Buffer, a *[numLayerActs]kernels.Buffer, dres kernels.Buffer, b, t int) {
 	c, be, ws := m.Cfg, m.be, &m.ws
 	n, d, f := b*t, c.Dim, c.FFNHidden
 	s := func(buf kernels.Buffer, width int) kernels.Buffer { return be.Slice(buf, 0, n*width) }
 	dxn, datt := s(ws.dxn, d), s(ws.datt, d)
+	dresA := dres
+	if m.mixed != nil {
+		dresA = s(ws.dresA, d)
+		m.mixed.Cast(dresA, dres)
+	}
 	dq, dk, dv := s(ws.dq, d), s(ws.dk, d), s(ws.dv, d)
 	dg, da, db := s(ws.dg, f), s(ws.da, f), s(ws.db, f)
 	wt := func(k int) (kernels.Buffer, kernels.Buffer) { return m.layerParam(i, k) }
 
 	// Feed-forward: out = h + w2(silu(w1 xn2) * w3 xn2).
 	w2, dw2 := wt(pW2)
-	be.MatMul(dw2, dres, a[aG], d, f, n, true, false, 1)
-	be.MatMul(dg, dres, w2, n, f, d, false, false, 0)
+	be.MatMul(dw2, dresA, a[aG], d, f, n, true, false, 1)
+	be.MatMul(dg, dresA, w2, n, f, d, false, false, 0)
 	be.SwiGLUBackward(da, db, dg, a[aA], a[aB])
 	w1, dw1 := wt(pW1)
 	w3, dw3 := wt(pW3)
@@ -388,9 +411,12 @@ func (m *Model) layerBackward(i int, x kernels.Buffer, a *[numLayerActs]kernels.
 	be.RMSNormBackward(dres, dgn, dxn, a[aH], gn, a[aRstd2], n, d)
 
 	// Attention: h = x + wo(attention(rope(wq xn1), rope(wk xn1), wv xn1)).
+	if m.mixed != nil {
+		m.mixed.Cast(dresA, dres)
+	}
 	wo, dwo := wt(pWo)
-	be.MatMul(dwo, dres, a[aAtt], d, d, n, true, false, 1)
-	be.MatMul(datt, dres, wo, n, d, d, false, false, 0)
+	be.MatMul(dwo, dresA, a[aAtt], d, d, n, true, false, 1)
+	be.MatMul(datt, dresA, wo, n, d, d, false, false, 0)
 	be.AttentionBackward(dq, dk, dv, datt, a[aAtt], a[aLse], a[aQr], a[aKr], a[aV], b, t, c.Heads, c.HeadDim())
 	be.RoPEBackward(dq, dq, b, t, c.Heads, c.HeadDim(), 0, c.RopeTheta)
 	be.RoPEBackward(dk, dk, b, t, c.Heads, c.HeadDim(), 0, c.RopeTheta)
@@ -414,17 +440,19 @@ func (m *Model) dropPass() {
 }
 
 // workspace holds the activations a policy does not keep and the gradient temporaries of
-// one block, sized for the largest number of rows seen so far.
+// one block, sized for the largest number of rows seen so far. dres, the residual stream's
+// gradient, is float32 on a mixed backend, and dresA its bf16 copy for the matrix
+// multiplications (a zero-length buffer elsewhere).
 type workspace struct {
 	rows                   int
 	layer                  [numLayerActs]kernels.Buffer
 	head                   [numHeadActs]kernels.Buffer
-	dres, dxn, datt        kernels.Buffer
+	dres, dresA, dxn, datt kernels.Buffer
 	dq, dk, dv, dg, da, db kernels.Buffer
 }
 
 func (ws *workspace) buffers() []*kernels.Buffer {
-	l := []*kernels.Buffer{&ws.dres, &ws.dxn, &ws.datt, &ws.dq, &ws.dk, &ws.dv, &ws.dg, &ws.da, &ws.db}
+	l := []*kernels.Buffer{&ws.dres, &ws.dresA, &ws.dxn, &ws.datt, &ws.dq, &ws.dk, &ws.dv, &ws.dg, &ws.da, &ws.db}
 	for k := range ws.layer {
 		l = append(l, &ws.layer[k])
 	}
@@ -443,9 +471,9 @@ func (ws *workspace) ensure(m *Model, n int) {
 	ws.rows = n
 	scratch := func(s actSpec) kernels.Buffer {
 		if s.keep[c.Remat] {
-			return m.allocAct(0, s.stat)
+			return m.allocAct(0, s.f32)
 		}
-		return m.allocAct(n*s.width(c), s.stat)
+		return m.allocAct(n*s.width(c), s.f32)
 	}
 	for k, s := range layerActs {
 		ws.layer[k] = scratch(s)
@@ -453,7 +481,12 @@ func (ws *workspace) ensure(m *Model, n int) {
 	for k, s := range headActs {
 		ws.head[k] = scratch(s)
 	}
-	for _, p := range []*kernels.Buffer{&ws.dres, &ws.dxn, &ws.datt, &ws.dq, &ws.dk, &ws.dv} {
+	ws.dres = m.allocAct(n*c.Dim, true)
+	ws.dresA = be.Alloc(0)
+	if m.mixed != nil {
+		ws.dresA = be.Alloc(n * c.Dim)
+	}
+	for _, p := range []*kernels.Buffer{&ws.dxn, &ws.datt, &ws.dq, &ws.dk, &ws.dv} {
 		*p = be.Alloc(n * c.Dim)
 	}
 	for _, p := range []*kernels.Buffer{&ws.dg, &ws.da, &ws.db} {

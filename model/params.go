@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
 )
 
 // ParamSpec describes one tensor of the flat parameter buffer. Gradients and optimizer
@@ -105,27 +108,65 @@ func FLOPsPerToken(c Config, t int) float64 {
 // InitParams fills host memory laid out by l with the initial weights: normal(0, 0.02) for
 // matrices, with the projections that write into the residual stream (wo, w2) scaled by
 // 1/sqrt(2L), and gains of 1. The same seed gives the same weights on every rank.
-func InitParams(c Config, l Layout, seed uint64, dst []float64) {
+//
+// Every tensor is drawn in chunks of initChunk elements, each from a generator of its own
+// seeded by (seed, tensor, chunk), and the chunks are spread over the cores: the weights are
+// the same whatever the number of cores, and the 1b preset's 1.3 billion draws take about a
+// second on a 16-core machine instead of tens of seconds on one.
+func InitParams(c Config, l Layout, seed uint64, dst []float32) {
+	initParams(c, l, seed, dst, runtime.GOMAXPROCS(0))
+}
+
+// initChunk is the number of elements drawn from one generator.
+const initChunk = 1 << 16
+
+func initParams(c Config, l Layout, seed uint64, dst []float32, workers int) {
 	if len(dst) != l.Size {
 		panic(fmt.Sprintf("model: InitParams into %d values, layout has %d", len(dst), l.Size))
 	}
-	rng := rand.New(rand.NewPCG(seed, 0x6865726421))
 	resid := 0.02 / math.Sqrt(2*float64(c.Layers))
+	type chunk struct {
+		spec, index int
+		scale       float64 // 0: a gain, set to 1
+	}
+	var chunks []chunk
 	for i, s := range l.Specs {
-		w := dst[s.Offset : s.Offset+s.Size]
+		scale := 0.02
 		switch {
 		case len(s.Shape) == 1:
+			scale = 0
+		case s.Layer >= 0 && ((i-1)%perLayer == pWo || (i-1)%perLayer == pW2):
+			scale = resid
+		}
+		for k := 0; k*initChunk < s.Size; k++ {
+			chunks = append(chunks, chunk{spec: i, index: k, scale: scale})
+		}
+	}
+	fill := func(ch chunk) {
+		s := l.Specs[ch.spec]
+		lo := s.Offset + ch.index*initChunk
+		w := dst[lo : lo+min(initChunk, s.Size-ch.index*initChunk)]
+		if ch.scale == 0 {
 			for j := range w {
 				w[j] = 1
 			}
-		case s.Layer >= 0 && ((i-1)%perLayer == pWo || (i-1)%perLayer == pW2):
-			for j := range w {
-				w[j] = rng.NormFloat64() * resid
-			}
-		default:
-			for j := range w {
-				w[j] = rng.NormFloat64() * 0.02
-			}
+			return
+		}
+		rng := rand.New(rand.NewPCG(seed, 0x6865726421<<24^uint64(ch.spec)<<32^uint64(ch.index)))
+		for j := range w {
+			w[j] = float32(rng.NormFloat64() * ch.scale)
 		}
 	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range max(1, min(workers, len(chunks))) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := next.Add(1) - 1; k < int64(len(chunks)); k = next.Add(1) - 1 {
+				fill(chunks[k])
+			}
+		}()
+	}
+	wg.Wait()
 }

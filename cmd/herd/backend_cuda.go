@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"gorgonia.org/cu"
 
@@ -28,7 +29,10 @@ func openCUDA(o backendOptions) (kernels.Backend, func(), error) {
 	if o.device < 0 || o.device >= n {
 		return nil, nil, fmt.Errorf("--device = %d, this machine has devices 0 to %d", o.device, n-1)
 	}
-	be, err := cuda.New(cuda.Options{Device: (o.device + o.rank) % n})
+	// The start-up report (libraries with their paths and versions, the code kind) goes to
+	// stderr, so that sample's stdout stays the generated text.
+	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+	be, err := cuda.New(cuda.Options{Device: (o.device + o.rank) % n, Logf: logf})
 	if err != nil {
 		return nil, nil, fmt.Errorf("--backend cuda: %w", err)
 	}
@@ -61,7 +65,8 @@ func deviceReducer(ctx context.Context, kind string, ring collective.Communicato
 		if err != nil {
 			return nil, nil, fmt.Errorf("--collective nccl: %w", err)
 		}
-		logf(fmt.Sprintf("gradients: NCCL %s, %d ranks, one GPU each", nccl.VersionString(c.Version()), c.Size()))
+		path, _ := nccl.LibraryPath()
+		logf(fmt.Sprintf("gradients: NCCL %s (%s), %d ranks, one GPU each", nccl.VersionString(c.Version()), path, c.Size()))
 		comm = c
 	default:
 		s, err := nccl.NewStaged(ring, cb.Device(), stagedElems)

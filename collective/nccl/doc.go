@@ -4,9 +4,10 @@
 // device buffer, enqueued on a CUDA stream, with the in-place semantics and partitions of
 // collective.Communicator. Two implementations:
 //
-//   - Comm: NCCL, loaded with dlopen at run time ($HERD_NCCL, else libnccl.so.2 or libnccl.so
-//     from the CUDA library directories or the loader's path), so the binary does not depend on
-//     NCCL at build time. Init bootstraps a communicator over an existing host
+//   - Comm: NCCL, loaded with dlopen at run time ($HERD_NCCL alone when set, else libnccl.so.2
+//     or libnccl.so as package kernels/cuda/cudalib finds it: $HERD_CUDA_LIBDIR, the CUDA
+//     directories, the nvidia packages of Python environments, the loader's path), so the
+//     binary does not depend on NCCL at build time. Init bootstraps a communicator over an existing host
 //     collective.Communicator (the TCP ring): rank 0 creates the ncclUniqueId and broadcasts it.
 //     Calls are enqueued on the stream and return at once, as NCCL's do. NCCL needs ReduceScatter
 //     and AllGather lengths that are multiples of the world size; other lengths are rejected

@@ -65,6 +65,7 @@ import (
 	"unsafe"
 
 	"github.com/herd-llm/herd/kernels/cuda"
+	"github.com/herd-llm/herd/kernels/cuda/cudalib"
 )
 
 // ABI values from nccl.h (NCCL 2.10 and later; checked against NVIDIA/nccl src/nccl.h.in of the
@@ -93,9 +94,6 @@ var resultNames = map[int]string{
 	8: "ncclTimeout",
 }
 
-// Sonames tried in order after $HERD_NCCL.
-var ncclSonames = []string{"libnccl.so.2", "libnccl.so"}
-
 // api is libnccl's entry points. ncclGetLastError (NCCL 2.13+) is optional: nil when missing.
 type api struct {
 	lib     *cuda.Library
@@ -119,7 +117,7 @@ func load() (*api, error) {
 }
 
 func loadAPI() (*api, error) {
-	lib, err := cuda.OpenLibrary("HERD_NCCL", ncclSonames)
+	lib, err := cuda.OpenLibrary(cudalib.NCCL.Env, cudalib.NCCL.Sonames)
 	if err != nil {
 		return nil, fmt.Errorf("nccl: %w", err)
 	}
@@ -177,12 +175,7 @@ func LibraryPath() (string, error) {
 }
 
 // VersionString formats an NCCL_VERSION_CODE: X*1000+Y*100+Z up to 2.8, X*10000+Y*100+Z after.
-func VersionString(code int) string {
-	if code < 10000 {
-		return fmt.Sprintf("%d.%d.%d", code/1000, code%1000/100, code%100)
-	}
-	return fmt.Sprintf("%d.%d.%d", code/10000, code%10000/100, code%100)
-}
+func VersionString(code int) string { return cudalib.FormatNCCLVersion(code) }
 
 // Error is a failed NCCL call.
 type Error struct {

@@ -39,14 +39,15 @@ func openDevice(tb testing.TB) *cuda.Device {
 	return d
 }
 
-// needNCCL skips the test when libnccl is not installed, unless HERD_NCCL names it (then a
-// failure to load it fails the test).
+// needNCCL skips the test when libnccl is not installed, unless HERD_NCCL names it or
+// HERD_REQUIRE_NCCL=1 (as the GPU check sets): then a library that cannot be loaded fails the
+// test, so that the NCCL tests cannot pass by skipping.
 func needNCCL(tb testing.TB) {
 	tb.Helper()
 	path, err := LibraryPath()
 	if err != nil {
-		if errors.Is(err, cuda.ErrLibraryNotFound) && os.Getenv("HERD_NCCL") == "" {
-			tb.Skipf("NCCL not installed: %v", err)
+		if errors.Is(err, cuda.ErrLibraryNotFound) && os.Getenv("HERD_NCCL") == "" && os.Getenv("HERD_REQUIRE_NCCL") != "1" {
+			tb.Skipf("NCCL not installed (HERD_REQUIRE_NCCL=1 makes this a failure): %v", err)
 		}
 		tb.Fatal(err)
 	}

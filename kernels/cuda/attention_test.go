@@ -12,8 +12,8 @@ import (
 // attnShape is one test case of the attention kernels: batch, sequence, heads, head size.
 type attnShape struct{ b, t, h, d int }
 
-// TestAttentionKernels checks Forward, Backward and Cached against float64 references on
-// shapes that cover both code paths (D = 8 and 40 scalar; 16, 64, 128 tensor cores), a single
+// TestAttentionKernels checks Forward, Backward and Cached, compiled as a cubin and as PTX,
+// against float64 references on shapes that cover both code paths (D = 8 and 40 scalar; 16, 64, 128 tensor cores), a single
 // position, sequence lengths that are not multiples of any tile, and several (batch, head)
 // pairs.
 //
@@ -30,20 +30,22 @@ func TestAttentionKernels(t *testing.T) {
 	if major < 8 {
 		t.Skipf("sm_%d%d: the attention kernels need sm_80 or newer", major, minor)
 	}
-	arch := fmt.Sprintf("compute_%d%d", major, minor)
-	for _, s := range []attnShape{{1, 1, 1, 8}, {2, 67, 3, 16}, {1, 130, 2, 64}, {2, 257, 2, 128}, {1, 77, 1, 40}} {
-		t.Run(fmt.Sprintf("B%d_T%d_H%d_D%d", s.b, s.t, s.h, s.d), func(t *testing.T) {
-			a, err := LoadAttention(d, nv, arch, s.d)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { mustDo(t, a.Close()) }()
-			if a.HeadDim() != s.d {
-				t.Fatalf("HeadDim() = %d, want %d", a.HeadDim(), s.d)
-			}
-			checkAttention(t, d, a, s)
-			checkAttentionCached(t, d, a, s)
-		})
+	for _, code := range []Code{CodeCubin, CodePTX} {
+		arch := code.Arch(major, minor)
+		for _, s := range []attnShape{{1, 1, 1, 8}, {2, 67, 3, 16}, {1, 130, 2, 64}, {2, 257, 2, 128}, {1, 77, 1, 40}} {
+			t.Run(fmt.Sprintf("%s/B%d_T%d_H%d_D%d", code, s.b, s.t, s.h, s.d), func(t *testing.T) {
+				a, err := LoadAttention(d, nv, arch, s.d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() { mustDo(t, a.Close()) }()
+				if a.HeadDim() != s.d {
+					t.Fatalf("HeadDim() = %d, want %d", a.HeadDim(), s.d)
+				}
+				checkAttention(t, d, a, s)
+				checkAttentionCached(t, d, a, s)
+			})
+		}
 	}
 }
 

@@ -3,22 +3,25 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
-	"math"
+	"os"
 	"slices"
-	"sync"
 
 	"gorgonia.org/cu"
 
 	"github.com/herd-llm/herd/kernels"
+	"github.com/herd-llm/herd/kernels/cuda/cudalib"
 	"github.com/herd-llm/herd/kernels/cuda/src"
 )
 
 // Backend is herd's GPU backend: kernels.Backend and kernels.Mixed on one NVIDIA GPU, with
-// bfloat16 activations and float32 master weights, gradients, optimizer state and statistics.
-// Matrix multiplications run in cuBLASLt (bf16 inputs, fp32 accumulation, fp32 or bf16
-// output); every other op is a kernel of kernels/cuda/src compiled by NVRTC at start-up for
-// the device's architecture (cached on disk).
+// bfloat16 activations and float32 master weights, gradients, optimizer state, statistics and
+// residual stream. Matrix multiplications run in cuBLASLt (bf16 inputs, fp32 accumulation,
+// fp32 or bf16 output); every other op is a kernel of kernels/cuda/src compiled by NVRTC at
+// start-up for the device's architecture (a cubin by default, see Code; cached on disk). The
+// ops themselves (argument checks, launch geometry, kernel arguments) are core's, which the
+// emulator of kernels/cuda/emu runs on the CPU.
 //
 // Every op and every copy is enqueued on the legacy default stream, so they run in program
 // order, a synchronous copy waits for the work before it, and a freed block may be reused
@@ -30,25 +33,19 @@ import (
 // wrapping the driver's error, which worker.Train returns as an error; a broken precondition
 // (wrong buffer type or length) panics with a message, as on the CPU backend.
 type Backend struct {
-	d    *Device
-	nv   *NVRTC
-	lt   *BLASLt
-	ws   Workspace
-	arch string
-	s    Stream // the legacy default stream
-
-	fns  map[string]*Function
-	mods []*Module
-
-	mu         sync.Mutex
-	attn       map[int]*Attention // per head dimension, compiled on first use
-	live, peak int64              // bytes of live buffers as requested, and their high-water mark
+	*core
+	dev *cudaDevice
 }
 
 // Options configures New.
 type Options struct {
-	Device int    // device ordinal
-	Arch   string // NVRTC target, e.g. "compute_90"; empty: the device's own compute capability
+	Device int // device ordinal
+	// Code is the kind of device code the kernels are compiled to; empty means $HERD_CUDA_CODE,
+	// and when that is unset too, a cubin with a fallback to PTX (see CodeAuto).
+	Code Code
+	// Logf receives the start-up report: the libraries loaded with their paths and versions,
+	// the code kind and any fallback. nil discards it.
+	Logf func(format string, args ...any)
 }
 
 // lt workspace bytes: 32 MiB lets cuBLASLt pick its fastest Hopper kernels.
@@ -57,11 +54,22 @@ const gemmWorkspace = 32 << 20
 // New opens the device, loads NVRTC and cuBLASLt, and compiles and loads every kernel except
 // attention's, which is compiled per head dimension on first use.
 func New(opts Options) (_ *Backend, err error) {
+	logf := opts.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	code := opts.Code
+	if code == CodeAuto {
+		if code, err = ParseCode(os.Getenv(CodeEnv)); err != nil {
+			return nil, err
+		}
+	}
 	d, err := Open(opts.Device)
 	if err != nil {
 		return nil, err
 	}
-	be := &Backend{d: d, fns: map[string]*Function{}, attn: map[int]*Attention{}}
+	cd := &cudaDevice{d: d, fns: map[string]*Function{}, attn: map[int]*Attention{}}
+	be := &Backend{core: newCore(cd), dev: cd}
 	defer func() {
 		if err != nil {
 			be.Close()
@@ -71,75 +79,76 @@ func New(opts Options) (_ *Backend, err error) {
 	if major < 8 {
 		return nil, fmt.Errorf("cuda: device %d (%s) has compute capability %d.%d; bf16 tensor cores need 8.0 (A100) or newer", opts.Device, d.Name(), major, minor)
 	}
-	be.arch = opts.Arch
-	if be.arch == "" {
-		be.arch = fmt.Sprintf("compute_%d%d", major, minor)
-	}
-	if be.nv, err = LoadNVRTC(); err != nil {
+	logf("cuda: device %d: %s, sm_%d%d, %d SMs, %d MiB; driver API %s (%s)", opts.Device, d.Name(), major, minor, d.SMs(),
+		d.TotalMem()>>20, cudalib.FormatDriverVersion(cu.Version()), driverPath())
+	if cd.nv, err = LoadNVRTC(); err != nil {
 		return nil, err
 	}
-	if be.lt, err = d.OpenBLASLt(); err != nil {
+	nvMajor, nvMinor := cd.nv.Version()
+	logf("cuda: NVRTC %d.%d from %s", nvMajor, nvMinor, cd.nv.Path())
+	if a := cd.nv.Builtins().Advice(); a != "" {
+		logf("cuda: %s", a)
+	}
+	if cd.lt, err = d.OpenBLASLt(); err != nil {
 		return nil, err
 	}
-	if be.ws.Ptr, err = d.Allocator().Alloc(gemmWorkspace); err != nil {
+	ltVersion, err := cd.lt.Version()
+	if err != nil {
+		return nil, err
+	}
+	logf("cuda: cuBLASLt %s from %s", cudalib.FormatCublasVersion(ltVersion), cd.lt.Path())
+	if cd.ws.Ptr, err = d.Allocator().Alloc(gemmWorkspace); err != nil {
 		return nil, fmt.Errorf("cuda: cuBLASLt workspace: %w", err)
 	}
-	be.ws.Bytes = gemmWorkspace
-	files := src.Files()
-	for _, name := range slices.Sorted(mapKeys(files)) {
-		if name == attentionFile {
-			continue
-		}
-		ptx, err := be.nv.Compile(files[name], name, be.arch, nil)
-		if err != nil {
-			return nil, err
-		}
-		mod, err := d.LoadModule(ptx)
-		if err != nil {
-			return nil, fmt.Errorf("cuda: load %s: %w", name, err)
-		}
-		be.mods = append(be.mods, mod)
-		for _, k := range src.Kernels {
-			if k.File != name {
-				continue
-			}
-			if be.fns[k.Name], err = mod.Function(k.Name); err != nil {
-				return nil, err
-			}
-		}
+	cd.ws.Bytes = gemmWorkspace
+
+	try := CodePTX
+	if code != CodePTX {
+		try = CodeCubin
 	}
+	cd.arch = try.Arch(major, minor)
+	err = cd.loadKernels()
+	if err != nil && code == CodeAuto {
+		logf("cuda: cubin for %s failed, falling back to PTX: %v", cd.arch, err)
+		cd.unloadKernels()
+		cd.arch = CodePTX.Arch(major, minor)
+		err = cd.loadKernels()
+	}
+	if err != nil {
+		return nil, err
+	}
+	logf("cuda: kernels compiled to %s for %s (%s=%s)", codeOfArch(cd.arch), cd.arch, CodeEnv, code)
 	return be, nil
 }
 
-const attentionFile = "attention.cu"
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
+// driverPath returns the libcuda the process runs on, as the loader mapped it.
+func driverPath() string {
+	l, err := (cudalib.Env{}).OpenLib(cudalib.Driver)
+	if err != nil {
+		return "libcuda.so.1"
 	}
+	return l.RealPath()
 }
+
+// Code returns the kind of code the kernels were loaded as: CodeCubin or CodePTX.
+func (be *Backend) Code() Code { return codeOfArch(be.dev.arch) }
 
 // Close waits for the enqueued work and releases everything the backend holds, the device
 // included. Buffers still live are freed with the context.
 func (be *Backend) Close() error {
-	errs := []error{be.d.Synchronize()}
-	for _, a := range be.attn {
+	cd := be.dev
+	errs := []error{cd.d.Synchronize()}
+	for _, a := range cd.attn {
 		errs = append(errs, a.Close())
 	}
-	for _, m := range be.mods {
-		errs = append(errs, m.Unload())
+	errs = append(errs, cd.unloadKernels())
+	if cd.lt != nil {
+		errs = append(errs, cd.lt.Close())
 	}
-	if be.lt != nil {
-		errs = append(errs, be.lt.Close())
+	if cd.ws.Ptr != 0 {
+		errs = append(errs, cd.d.Allocator().Free(cd.ws.Ptr))
 	}
-	if be.ws.Ptr != 0 {
-		errs = append(errs, be.d.Allocator().Free(be.ws.Ptr))
-	}
-	errs = append(errs, be.d.Allocator().Release(), be.d.Close())
+	errs = append(errs, cd.d.Allocator().Release(), cd.d.Close())
 	for _, e := range errs {
 		if e != nil {
 			return e
@@ -149,652 +158,37 @@ func (be *Backend) Close() error {
 }
 
 // Device returns the backend's device.
-func (be *Backend) Device() *Device { return be.d }
+func (be *Backend) Device() *Device { return be.dev.d }
 
 // Stream returns the stream every op is enqueued on: the legacy default stream. Work on
 // another stream that reads or writes the backend's buffers must be ordered against it with
 // events (Device.Record, Device.StreamWait).
-func (be *Backend) Stream() Stream { return be.s }
+func (be *Backend) Stream() Stream { return be.dev.s }
 
 // Pointer returns the device address of x's first element and its element type, for libraries
 // that work on device memory directly (NCCL).
 func (be *Backend) Pointer(x kernels.Buffer) (DevicePtr, kernels.DType) {
 	b := be.buf("Pointer", "buffer", x)
-	return b.ptr, b.dt
+	return DevicePtr(b.ptr), b.dt
 }
 
 // Name implements kernels.Backend.
 func (be *Backend) Name() string {
-	major, minor := be.d.ComputeCapability()
-	return fmt.Sprintf("cuda-bf16 (%s, sm_%d%d)", be.d.Name(), major, minor)
-}
-
-// DType implements kernels.Backend: activations are bfloat16.
-func (be *Backend) DType() kernels.DType { return kernels.BFloat16 }
-
-// buffer is device memory of one element type. A view shares its parent's memory.
-type buffer struct {
-	ptr  DevicePtr
-	n    int
-	dt   kernels.DType
-	view bool
-}
-
-func (b *buffer) Len() int { return b.n }
-
-func (b *buffer) bytes() int64 { return int64(b.n) * int64(b.dt.Size()) }
-
-// at returns the address of element i.
-func (b *buffer) at(i int) DevicePtr { return b.ptr + DevicePtr(int64(i)*int64(b.dt.Size())) }
-
-func (be *Backend) buf(op, arg string, x kernels.Buffer) *buffer {
-	b, ok := x.(*buffer)
-	if !ok {
-		panic(fmt.Sprintf("cuda: %s: %s is a %T, not a buffer of the CUDA backend", op, arg, x))
-	}
-	return b
-}
-
-// must panics with a kernels.DeviceError naming the op when a CUDA call failed.
-func must(op string, err error) {
-	if err != nil {
-		panic(&kernels.DeviceError{Op: "cuda: " + op, Err: err})
-	}
-}
-
-func (be *Backend) alloc(n int, dt kernels.DType) *buffer {
-	b := be.allocRaw(n, dt)
-	if n > 0 {
-		must("Alloc: zero", be.d.Do(func() error { return cu.MemsetD8Async(b.ptr, 0, b.bytes(), be.s) }))
-	}
-	return b
-}
-
-// allocRaw is alloc without zeroing, for temporaries the op overwrites whole.
-func (be *Backend) allocRaw(n int, dt kernels.DType) *buffer {
-	if n < 0 {
-		panic(fmt.Sprintf("cuda: Alloc(%d): negative length", n))
-	}
-	b := &buffer{n: n, dt: dt}
-	if n == 0 {
-		return b
-	}
-	p, err := be.d.Allocator().Alloc(b.bytes())
-	must(fmt.Sprintf("Alloc(%d %v)", n, dt), err)
-	b.ptr = p
-	be.mu.Lock()
-	be.live += b.bytes()
-	be.peak = max(be.peak, be.live)
-	be.mu.Unlock()
-	return b
-}
-
-// Alloc implements kernels.Backend: a zeroed bf16 activation buffer.
-func (be *Backend) Alloc(n int) kernels.Buffer { return be.alloc(n, kernels.BFloat16) }
-
-// AllocMaster implements kernels.Mixed: a zeroed float32 buffer.
-func (be *Backend) AllocMaster(n int) kernels.Buffer { return be.alloc(n, kernels.Float32) }
-
-// Free implements kernels.Backend. The block returns to the caching allocator; work already
-// enqueued that uses it runs before any later use, since everything shares one stream.
-func (be *Backend) Free(x kernels.Buffer) {
-	b := be.buf("Free", "buffer", x)
-	if b.view {
-		panic("cuda: Free of a view made by Slice")
-	}
-	if b.n == 0 {
-		return
-	}
-	must("Free", be.d.Allocator().Free(b.ptr))
-	be.mu.Lock()
-	be.live -= b.bytes()
-	be.mu.Unlock()
-	b.ptr, b.n = 0, 0
-}
-
-// Slice implements kernels.Backend.
-func (be *Backend) Slice(x kernels.Buffer, off, n int) kernels.Buffer {
-	b := be.buf("Slice", "buffer", x)
-	if off < 0 || n < 0 || off+n > b.n {
-		panic(fmt.Sprintf("cuda: Slice(off=%d, n=%d) of a buffer of %d elements", off, n, b.n))
-	}
-	return &buffer{ptr: b.at(off), n: n, dt: b.dt, view: true}
-}
-
-// LiveBytes implements kernels.Backend: bytes of live buffers, as requested.
-func (be *Backend) LiveBytes() int64 {
-	be.mu.Lock()
-	defer be.mu.Unlock()
-	return be.live
-}
-
-// PeakBytes returns the high-water mark of LiveBytes since the last ResetPeak.
-func (be *Backend) PeakBytes() int64 {
-	be.mu.Lock()
-	defer be.mu.Unlock()
-	return be.peak
-}
-
-// ResetPeak starts a new high-water mark at the current LiveBytes.
-func (be *Backend) ResetPeak() {
-	be.mu.Lock()
-	be.peak = be.live
-	be.mu.Unlock()
+	major, minor := be.dev.d.ComputeCapability()
+	return fmt.Sprintf("cuda-bf16 (%s, sm_%d%d)", be.dev.d.Name(), major, minor)
 }
 
 // DeviceBytes returns the device memory the backend's allocator holds from the driver: live
 // blocks rounded to their size classes plus freed blocks kept for reuse. With the context and
 // the libraries' own memory, this is the backend's footprint as nvidia-smi would show it.
 func (be *Backend) DeviceBytes() int64 {
-	a := be.d.Allocator()
+	a := be.dev.d.Allocator()
 	return a.LiveBytes() + a.CachedBytes()
 }
 
-// Synchronize waits until every enqueued op has finished (for timing).
-func (be *Backend) Synchronize() { must("Synchronize", be.d.Synchronize()) }
-
-// ---- host transfers -------------------------------------------------------------------
-
-func checkHostLen(op string, host, dev int) {
-	if host != dev {
-		panic(fmt.Sprintf("cuda: %s: host slice has %d elements, buffer %d", op, host, dev))
-	}
-}
-
-// Write implements kernels.Backend. Values go through float32 on the host; for a bf16 buffer
-// that is a double rounding, which differs from rounding float64 directly only for values
-// within 2^-24 relative of a bf16 rounding boundary.
-func (be *Backend) Write(dst kernels.Buffer, v []float64) {
-	f := make([]float32, len(v))
-	for i, x := range v {
-		f[i] = float32(x)
-	}
-	be.Write32(dst, f)
-}
-
-// Read implements kernels.Backend.
-func (be *Backend) Read(dst []float64, x kernels.Buffer) {
-	f := make([]float32, len(dst))
-	be.Read32(f, x)
-	for i, v := range f {
-		dst[i] = float64(v)
-	}
-}
-
-// Write32 implements kernels.Backend. Values bound for a bf16 buffer are uploaded as float32
-// and rounded on the device by the same cast kernel the ops use.
-func (be *Backend) Write32(dst kernels.Buffer, v []float32) {
-	b := be.buf("Write32", "dst", dst)
-	checkHostLen("Write32", len(v), b.n)
-	if b.n == 0 {
-		return
-	}
-	if b.dt == kernels.Float32 {
-		must("Write32", Upload(be.d, b.ptr, v))
-		return
-	}
-	tmp := be.allocRaw(b.n, kernels.Float32)
-	defer be.Free(tmp)
-	must("Write32", Upload(be.d, tmp.ptr, v))
-	be.Cast(b, tmp)
-}
-
-// Read32 implements kernels.Backend. It waits for the work enqueued before it.
-func (be *Backend) Read32(dst []float32, x kernels.Buffer) {
-	b := be.buf("Read32", "src", x)
-	checkHostLen("Read32", len(dst), b.n)
-	if b.n == 0 {
-		return
-	}
-	if b.dt == kernels.Float32 {
-		must("Read32", Download(be.d, dst, b.ptr))
-		return
-	}
-	tmp := be.allocRaw(b.n, kernels.Float32)
-	defer be.Free(tmp)
-	be.Cast(tmp, b)
-	must("Read32", Download(be.d, dst, tmp.ptr))
-}
-
-// uploadInts copies host int32 values into a new device buffer the caller frees.
-func (be *Backend) uploadInts(op string, v []int32) *buffer {
-	b := be.allocRaw(len(v), kernels.Float32) // 4-byte elements
-	if len(v) > 0 {
-		must(op, Upload(be.d, b.ptr, v))
-	}
-	return b
-}
-
-// ---- launching ------------------------------------------------------------------------
-
-func (be *Backend) fn(name string) *Function {
-	f, ok := be.fns[name]
-	if !ok {
-		panic("cuda: kernel " + name + " not loaded")
-	}
-	return f
-}
-
-// launch runs kernel name with a grid of gx blocks of bx threads.
-func (be *Backend) launch(name string, gx, bx int, args ...any) {
-	must(name, be.d.Launch(be.fn(name), [3]int{gx, 1, 1}, [3]int{bx, 1, 1}, 0, be.s, KernelArgs(args...)...))
-}
-
-// launch1D runs a grid-stride kernel over n items: 256 threads per block and at most 32
-// blocks per SM, as the kernel files' headers recommend.
-func (be *Backend) launch1D(name string, n int64, args ...any) {
-	if n == 0 {
-		return
-	}
-	blocks := min((n+255)/256, int64(32*be.d.SMs()))
-	be.launch(name, int(blocks), 256, args...)
-}
-
-// variant returns name_f32 or name_bf16 for a buffer type.
-func variant(name string, dt kernels.DType) string {
-	if dt == kernels.Float32 {
-		return name + "_f32"
-	}
-	return name + "_bf16"
-}
-
-// sameType panics unless every buffer has the type of the first and the length n (n < 0: any).
-func sameType(op string, n int, bufs ...*buffer) kernels.DType {
-	for i, b := range bufs {
-		if b.dt != bufs[0].dt {
-			panic(fmt.Sprintf("cuda: %s: argument %d is %v, argument 0 is %v", op, i, b.dt, bufs[0].dt))
-		}
-		if n >= 0 && b.n != n {
-			panic(fmt.Sprintf("cuda: %s: argument %d has %d elements, want %d", op, i, b.n, n))
-		}
-	}
-	return bufs[0].dt
-}
-
-// want panics unless b has type dt and at least n elements.
-func want(op, arg string, b *buffer, dt kernels.DType, n int) {
-	if b.dt != dt {
-		panic(fmt.Sprintf("cuda: %s: %s must be %v, is %v", op, arg, dt, b.dt))
-	}
-	if b.n < n {
-		panic(fmt.Sprintf("cuda: %s: %s has %d elements, needs %d", op, arg, b.n, n))
-	}
-}
-
-// ---- elementwise ----------------------------------------------------------------------
-
-// Zero implements kernels.Backend.
-func (be *Backend) Zero(x kernels.Buffer) {
-	b := be.buf("Zero", "x", x)
-	be.launch1D(variant("zero", b.dt), int64(b.n), b.ptr, int64(b.n))
-}
-
-// Copy implements kernels.Backend; between buffers of different types it converts.
-func (be *Backend) Copy(dst, src kernels.Buffer) {
-	d, s := be.buf("Copy", "dst", dst), be.buf("Copy", "src", src)
-	if d.n != s.n {
-		panic(fmt.Sprintf("cuda: Copy: dst has %d elements, src %d", d.n, s.n))
-	}
-	if d.dt != s.dt {
-		be.Cast(d, s)
-		return
-	}
-	if d.n > 0 {
-		must("Copy", be.d.Do(func() error { return cu.MemcpyDtoDAsync(d.ptr, s.ptr, d.bytes(), be.s) }))
-	}
-}
-
-// Cast implements kernels.Mixed.
-func (be *Backend) Cast(dst, src kernels.Buffer) {
-	d, s := be.buf("Cast", "dst", dst), be.buf("Cast", "src", src)
-	if d.n != s.n {
-		panic(fmt.Sprintf("cuda: Cast: dst has %d elements, src %d", d.n, s.n))
-	}
-	switch {
-	case d.dt == s.dt:
-		be.Copy(d, s)
-	case d.dt == kernels.BFloat16:
-		be.launch1D("cast_f32_to_bf16", int64(d.n), d.ptr, s.ptr, int64(d.n))
-	default:
-		be.launch1D("cast_bf16_to_f32", int64(d.n), d.ptr, s.ptr, int64(d.n))
-	}
-}
-
-// Add implements kernels.Backend.
-func (be *Backend) Add(out, a, b kernels.Buffer) {
-	o, x, y := be.buf("Add", "out", out), be.buf("Add", "a", a), be.buf("Add", "b", b)
-	dt := sameType("Add", o.n, o, x, y)
-	be.launch1D(variant("add", dt), int64(o.n), o.ptr, x.ptr, y.ptr, int64(o.n))
-}
-
-// Scale implements kernels.Backend.
-func (be *Backend) Scale(x kernels.Buffer, s float64) {
-	b := be.buf("Scale", "x", x)
-	be.launch1D(variant("scale", b.dt), int64(b.n), b.ptr, float32(s), int64(b.n))
-}
-
-// sumsqChunk is the elements per partial sum; fixed, so the norm is the same on every GPU.
-const sumsqChunk = 65536
-
-// SumSquares implements kernels.Backend, in float64, in a fixed order.
-func (be *Backend) SumSquares(x kernels.Buffer) float64 {
-	b := be.buf("SumSquares", "x", x)
-	if b.n == 0 {
-		return 0
-	}
-	nparts := (b.n + sumsqChunk - 1) / sumsqChunk
-	part := be.allocRaw(2*nparts+2, kernels.Float32) // nparts doubles, then one for the total
-	defer be.Free(part)
-	total := part.at(2 * nparts)
-	be.launch(variant("sumsq_partial", b.dt), nparts, 256, part.ptr, b.ptr, int64(b.n), int64(sumsqChunk))
-	be.launch("sumsq_final_f64", 1, 1024, total, part.ptr, nparts)
-	out := make([]float64, 1)
-	must("SumSquares", Download(be.d, out, total))
-	return out[0]
-}
-
-// SwiGLU implements kernels.Backend.
-func (be *Backend) SwiGLU(out, a, b kernels.Buffer) {
-	o, x, y := be.buf("SwiGLU", "out", out), be.buf("SwiGLU", "a", a), be.buf("SwiGLU", "b", b)
-	dt := sameType("SwiGLU", o.n, o, x, y)
-	be.launch1D(variant("swiglu_fwd", dt), int64(o.n), o.ptr, x.ptr, y.ptr, int64(o.n))
-}
-
-// SwiGLUBackward implements kernels.Backend.
-func (be *Backend) SwiGLUBackward(da, db, dout, a, b kernels.Buffer) {
-	bufs := []*buffer{be.buf("SwiGLUBackward", "da", da), be.buf("SwiGLUBackward", "db", db),
-		be.buf("SwiGLUBackward", "dout", dout), be.buf("SwiGLUBackward", "a", a), be.buf("SwiGLUBackward", "b", b)}
-	n := bufs[0].n
-	dt := sameType("SwiGLUBackward", n, bufs...)
-	be.launch1D(variant("swiglu_bwd", dt), int64(n), bufs[0].ptr, bufs[1].ptr, bufs[2].ptr, bufs[3].ptr, bufs[4].ptr, int64(n))
-}
-
-// ---- matrix multiplication ------------------------------------------------------------
-
-// MatMul implements kernels.Backend through cuBLASLt: A and B must be bf16 (activations or
-// the working copy of weights); C is bf16, or float32 when it accumulates a weight gradient.
-func (be *Backend) MatMul(c, a, b kernels.Buffer, m, n, k int, transA, transB bool, beta float64) {
-	cb, ab, bb := be.buf("MatMul", "C", c), be.buf("MatMul", "A", a), be.buf("MatMul", "B", b)
-	want("MatMul", "A", ab, kernels.BFloat16, m*k)
-	want("MatMul", "B", bb, kernels.BFloat16, k*n)
-	if cb.n < m*n {
-		panic(fmt.Sprintf("cuda: MatMul: C has %d elements, needs %d", cb.n, m*n))
-	}
-	switch {
-	case m == 0 || n == 0:
-		return
-	case k == 0: // an empty sum: C = beta*C
-		cv := be.Slice(cb, 0, m*n)
-		if beta == 0 {
-			be.Zero(cv)
-		} else {
-			be.Scale(cv, beta)
-		}
-		return
-	}
-	err := be.lt.Gemm(be.s, transA, transB, m, n, k, ab.ptr, bb.ptr, cb.ptr, cb.dt, float32(beta), be.ws)
-	must("MatMul", err)
-}
-
-// ---- embedding ------------------------------------------------------------------------
-
-func checkTokens(op string, tokens []int32, rows int) {
-	for i, t := range tokens {
-		if t < 0 || int(t) >= rows {
-			panic(fmt.Sprintf("cuda: %s: token %d at position %d is outside the table's %d rows", op, t, i, rows))
-		}
-	}
-}
-
-// Embedding implements kernels.Backend; the table is a float32 master.
-func (be *Backend) Embedding(out, table kernels.Buffer, tokens []int32, dim int) {
-	o, tb := be.buf("Embedding", "out", out), be.buf("Embedding", "table", table)
-	want("Embedding", "table", tb, kernels.Float32, 0)
-	if dim <= 0 || tb.n%dim != 0 || o.n < len(tokens)*dim {
-		panic(fmt.Sprintf("cuda: Embedding: dim %d, table %d elements, out %d for %d tokens", dim, tb.n, o.n, len(tokens)))
-	}
-	rows := tb.n / dim
-	checkTokens("Embedding", tokens, rows)
-	if len(tokens) == 0 {
-		return
-	}
-	tok := be.uploadInts("Embedding", tokens)
-	defer be.Free(tok)
-	be.launch(variant("embedding_fwd", o.dt), len(tokens), 256, o.ptr, tb.ptr, tok.ptr, len(tokens), dim, rows, DevicePtr(0))
-}
-
-// EmbeddingBackward implements kernels.Backend. The positions are sorted by token on the host
-// (stable, so each row sums its positions in ascending order, as the CPU reference does) and
-// one block owns one distinct token's row: deterministic, without atomics.
-func (be *Backend) EmbeddingBackward(dtable, dout kernels.Buffer, tokens []int32, dim int) {
-	dt, do := be.buf("EmbeddingBackward", "dtable", dtable), be.buf("EmbeddingBackward", "dout", dout)
-	want("EmbeddingBackward", "dtable", dt, kernels.Float32, 0)
-	if dim <= 0 || dt.n%dim != 0 || do.n < len(tokens)*dim {
-		panic(fmt.Sprintf("cuda: EmbeddingBackward: dim %d, dtable %d elements, dout %d for %d tokens", dim, dt.n, do.n, len(tokens)))
-	}
-	checkTokens("EmbeddingBackward", tokens, dt.n/dim)
-	if len(tokens) == 0 {
-		return
-	}
-	order, segStart, segTok := embeddingSegments(tokens)
-	ob, sb, tb := be.uploadInts("EmbeddingBackward", order), be.uploadInts("EmbeddingBackward", segStart), be.uploadInts("EmbeddingBackward", segTok)
-	defer func() { be.Free(ob); be.Free(sb); be.Free(tb) }()
-	be.launch(variant("embedding_bwd", do.dt), len(segTok), 256, dt.ptr, do.ptr, ob.ptr, sb.ptr, tb.ptr, len(segTok), dim)
-}
-
-// ---- RMSNorm --------------------------------------------------------------------------
-
-// RMSNorm implements kernels.Backend; gain and rstd are float32.
-func (be *Backend) RMSNorm(out, rstd, x, gain kernels.Buffer, rows, dim int, eps float64) {
-	o, r, xb, g := be.buf("RMSNorm", "out", out), be.buf("RMSNorm", "rstd", rstd), be.buf("RMSNorm", "x", x), be.buf("RMSNorm", "gain", gain)
-	dt := sameType("RMSNorm", -1, o, xb)
-	want("RMSNorm", "out", o, dt, rows*dim)
-	want("RMSNorm", "x", xb, dt, rows*dim)
-	want("RMSNorm", "rstd", r, kernels.Float32, rows)
-	want("RMSNorm", "gain", g, kernels.Float32, dim)
-	if rows == 0 {
-		return
-	}
-	be.launch(variant("rmsnorm_fwd", dt), rows, 256, o.ptr, r.ptr, xb.ptr, g.ptr, rows, dim, float32(eps))
-}
-
-// RMSNormBackward implements kernels.Backend; dgain is reduced in two deterministic passes.
-func (be *Backend) RMSNormBackward(dx, dgain, dout, x, gain, rstd kernels.Buffer, rows, dim int) {
-	op := "RMSNormBackward"
-	dxb, dg, do, xb := be.buf(op, "dx", dx), be.buf(op, "dgain", dgain), be.buf(op, "dout", dout), be.buf(op, "x", x)
-	g, r := be.buf(op, "gain", gain), be.buf(op, "rstd", rstd)
-	dt := sameType(op, -1, dxb, do, xb)
-	for _, a := range []struct {
-		name string
-		b    *buffer
-	}{{"dx", dxb}, {"dout", do}, {"x", xb}} {
-		want(op, a.name, a.b, dt, rows*dim)
-	}
-	want(op, "dgain", dg, kernels.Float32, dim)
-	want(op, "gain", g, kernels.Float32, dim)
-	want(op, "rstd", r, kernels.Float32, rows)
-	if rows == 0 || dim == 0 {
-		return
-	}
-	rpb := rmsRowsPerBlock(rows)
-	nblocks := (rows + rpb - 1) / rpb
-	part := be.allocRaw(nblocks*dim, kernels.Float32)
-	defer be.Free(part)
-	be.launch(variant("rmsnorm_bwd", dt), nblocks, 256, dxb.ptr, part.ptr, do.ptr, xb.ptr, g.ptr, r.ptr, rows, dim, rpb)
-	be.launch("rmsnorm_bwd_dgain_f32", (dim+255)/256, 256, dg.ptr, part.ptr, nblocks, dim)
-}
-
-// ---- RoPE -----------------------------------------------------------------------------
-
-func (be *Backend) rope(op, kernel string, out, x kernels.Buffer, b, t, h, d, pos0 int, theta float64) {
-	o, xb := be.buf(op, "out", out), be.buf(op, "x", x)
-	n := b * t * h * d
-	dt := sameType(op, -1, o, xb)
-	want(op, "out", o, dt, n)
-	want(op, "x", xb, dt, n)
-	if d%2 != 0 {
-		panic(fmt.Sprintf("cuda: %s: head dimension %d is odd", op, d))
-	}
-	be.launch1D(variant(kernel, dt), int64(b)*int64(t)*int64(d/2), o.ptr, xb.ptr, b, t, h, d, pos0, theta)
-}
-
-// RoPE implements kernels.Backend.
-func (be *Backend) RoPE(out, x kernels.Buffer, b, t, h, d, pos0 int, theta float64) {
-	be.rope("RoPE", "rope_fwd", out, x, b, t, h, d, pos0, theta)
-}
-
-// RoPEBackward implements kernels.Backend.
-func (be *Backend) RoPEBackward(dx, dout kernels.Buffer, b, t, h, d, pos0 int, theta float64) {
-	be.rope("RoPEBackward", "rope_bwd", dx, dout, b, t, h, d, pos0, theta)
-}
-
-// ---- attention ------------------------------------------------------------------------
-
-// attention returns the attention kernels for head dimension d, compiling them on first use.
-func (be *Backend) attention(d int) *Attention {
-	be.mu.Lock()
-	defer be.mu.Unlock()
-	if a, ok := be.attn[d]; ok {
-		return a
-	}
-	a, err := LoadAttention(be.d, be.nv, be.arch, d)
-	must(fmt.Sprintf("attention for head dimension %d", d), err)
-	be.attn[d] = a
-	return a
-}
-
-func (be *Backend) attnArgs(op string, n int, named ...any) []DevicePtr {
-	ptrs := make([]DevicePtr, 0, len(named)/2)
-	for i := 0; i+1 < len(named); i += 2 {
-		b := be.buf(op, named[i].(string), named[i+1].(kernels.Buffer))
-		want(op, named[i].(string), b, kernels.BFloat16, n)
-		ptrs = append(ptrs, b.ptr)
-	}
-	return ptrs
-}
-
-// Attention implements kernels.Backend: causal flash attention on bf16 q, k, v with a
-// float32 logsumexp.
-func (be *Backend) Attention(out, lse, q, k, v kernels.Buffer, b, t, h, d int) {
-	n := b * t * h * d
-	p := be.attnArgs("Attention", n, "out", out, "q", q, "k", k, "v", v)
-	l := be.buf("Attention", "lse", lse)
-	want("Attention", "lse", l, kernels.Float32, b*h*t)
-	if n == 0 {
-		return
-	}
-	must("Attention", be.attention(d).Forward(be.s, p[0], l.ptr, p[1], p[2], p[3], b, t, h))
-}
-
-// AttentionBackward implements kernels.Backend.
-func (be *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v kernels.Buffer, b, t, h, d int) {
-	n := b * t * h * d
-	p := be.attnArgs("AttentionBackward", n, "dq", dq, "dk", dk, "dv", dv, "dout", dout, "out", out, "q", q, "k", k, "v", v)
-	l := be.buf("AttentionBackward", "lse", lse)
-	want("AttentionBackward", "lse", l, kernels.Float32, b*h*t)
-	if n == 0 {
-		return
-	}
-	delta := be.allocRaw(b*h*t, kernels.Float32)
-	defer be.Free(delta)
-	must("AttentionBackward", be.attention(d).Backward(be.s, p[0], p[1], p[2], p[3], p[4], l.ptr, p[5], p[6], p[7], delta.ptr, b, t, h))
-}
-
-// AttentionCached implements kernels.Backend.
-func (be *Backend) AttentionCached(out, q, k, v kernels.Buffer, tq, tk, h, d int) {
-	if tq > tk {
-		panic(fmt.Sprintf("cuda: AttentionCached: %d queries but only %d cached keys", tq, tk))
-	}
-	pq := be.attnArgs("AttentionCached", tq*h*d, "out", out, "q", q)
-	pk := be.attnArgs("AttentionCached", tk*h*d, "k", k, "v", v)
-	if tq*h*d == 0 {
-		return
-	}
-	must("AttentionCached", be.attention(d).Cached(be.s, pq[0], pq[1], pk[0], pk[1], tq, tk, h))
-}
-
-// ---- cross-entropy --------------------------------------------------------------------
-
-func checkTargets(op string, targets []int32, rows, vocab int) {
-	if len(targets) < rows {
-		panic(fmt.Sprintf("cuda: %s: %d targets for %d rows", op, len(targets), rows))
-	}
-	for i, t := range targets[:rows] {
-		if int(t) >= vocab {
-			panic(fmt.Sprintf("cuda: %s: target %d at row %d is outside the vocabulary of %d", op, t, i, vocab))
-		}
-	}
-}
-
-// CrossEntropy implements kernels.Backend, fused over the vocabulary: no softmax is stored.
-// losses and lse are float32.
-func (be *Backend) CrossEntropy(losses, lse, logits kernels.Buffer, targets []int32, rows, vocab int) {
-	op := "CrossEntropy"
-	lo, ls, lg := be.buf(op, "losses", losses), be.buf(op, "lse", lse), be.buf(op, "logits", logits)
-	want(op, "losses", lo, kernels.Float32, rows)
-	want(op, "lse", ls, kernels.Float32, rows)
-	if lg.n < rows*vocab {
-		panic(fmt.Sprintf("cuda: %s: logits has %d elements, needs %d", op, lg.n, rows*vocab))
-	}
-	checkTargets(op, targets, rows, vocab)
-	if rows == 0 {
-		return
-	}
-	tg := be.uploadInts(op, targets[:rows])
-	defer be.Free(tg)
-	be.launch(variant("crossentropy_fwd", lg.dt), rows, 256, lo.ptr, ls.ptr, lg.ptr, tg.ptr, rows, vocab, DevicePtr(0))
-}
-
-// CrossEntropyBackward implements kernels.Backend.
-func (be *Backend) CrossEntropyBackward(dlogits, logits, lse kernels.Buffer, targets []int32, rows, vocab int, scale float64) {
-	op := "CrossEntropyBackward"
-	dl, lg, ls := be.buf(op, "dlogits", dlogits), be.buf(op, "logits", logits), be.buf(op, "lse", lse)
-	dt := sameType(op, -1, dl, lg)
-	want(op, "dlogits", dl, dt, rows*vocab)
-	want(op, "logits", lg, dt, rows*vocab)
-	want(op, "lse", ls, kernels.Float32, rows)
-	checkTargets(op, targets, rows, vocab)
-	if rows == 0 {
-		return
-	}
-	tg := be.uploadInts(op, targets[:rows])
-	defer be.Free(tg)
-	be.launch(variant("crossentropy_bwd", dt), rows, 256, dl.ptr, lg.ptr, ls.ptr, tg.ptr, rows, vocab, float32(scale))
-}
-
-// ---- optimizer ------------------------------------------------------------------------
-
-// adamwArgs folds the per-step constants in float64, as the CPU reference does.
-func adamwArgs(hp kernels.AdamW) []any {
-	c1 := 1 - math.Pow(hp.Beta1, float64(hp.Step))
-	c2 := 1 - math.Pow(hp.Beta2, float64(hp.Step))
-	return []any{float32(hp.Beta1), float32(hp.Beta2), float32(hp.LR / c1), float32(1 / math.Sqrt(c2)),
-		float32(hp.Eps), float32(1 - hp.LR*hp.WeightDecay), float32(hp.GradScale)}
-}
-
-func (be *Backend) adamwBufs(op string, p, g, m, v kernels.Buffer) []*buffer {
-	bufs := []*buffer{be.buf(op, "p", p), be.buf(op, "g", g), be.buf(op, "m", m), be.buf(op, "v", v)}
-	sameType(op, bufs[0].n, bufs...)
-	want(op, "p", bufs[0], kernels.Float32, 0)
-	return bufs
-}
-
-// AdamWUpdate implements kernels.Backend on float32 buffers.
-func (be *Backend) AdamWUpdate(p, g, m, v kernels.Buffer, hp kernels.AdamW) {
-	b := be.adamwBufs("AdamWUpdate", p, g, m, v)
-	n := int64(b[0].n)
-	be.launch1D("adamw_f32", n, append([]any{b[0].ptr, b[1].ptr, b[2].ptr, b[3].ptr, n}, adamwArgs(hp)...)...)
-}
-
-// AdamWUpdateCast implements kernels.Mixed: one pass updates the float32 masters and writes
-// the bf16 working copy w.
-func (be *Backend) AdamWUpdateCast(w, p, g, m, v kernels.Buffer, hp kernels.AdamW) {
-	b := be.adamwBufs("AdamWUpdateCast", p, g, m, v)
-	wb := be.buf("AdamWUpdateCast", "w", w)
-	want("AdamWUpdateCast", "w", wb, kernels.BFloat16, b[0].n)
-	n := int64(b[0].n)
-	be.launch1D("adamw_bf16", n, append([]any{b[0].ptr, b[1].ptr, b[2].ptr, b[3].ptr, wb.ptr, n}, adamwArgs(hp)...)...)
-}
+// PeakFLOPS implements kernels.Peak: the datasheet dense bf16 peak of the device, or 0 for a
+// device not in the table (MFU is then not reported).
+func (be *Backend) PeakFLOPS() float64 { return densePeak(be.dev.d.Name()) }
 
 var (
 	_ kernels.Backend = (*Backend)(nil)
@@ -802,6 +196,121 @@ var (
 	_ kernels.Peak    = (*Backend)(nil)
 )
 
-// PeakFLOPS implements kernels.Peak: the datasheet dense bf16 peak of the device, or 0 for a
-// device not in the table (MFU is then not reported).
-func (be *Backend) PeakFLOPS() float64 { return densePeak(be.d.Name()) }
+// cudaDevice is core's device on a GPU: the caching allocator, the legacy default stream, the
+// kernels of kernels/cuda/src compiled by NVRTC for arch, and cuBLASLt.
+type cudaDevice struct {
+	d    *Device
+	nv   *NVRTC
+	lt   *BLASLt
+	ws   Workspace
+	arch string // sm_XY (cubin) or compute_XY (PTX)
+	s    Stream // the legacy default stream
+
+	fns  map[string]*Function
+	mods []*Module
+	attn map[int]*Attention // guarded by core.mu through core.attention
+}
+
+const attentionFile = "attention.cu"
+
+// loadKernels compiles and loads every source but attention.cu for cd.arch.
+func (cd *cudaDevice) loadKernels() error {
+	files := src.Files()
+	names := make([]string, 0, len(files))
+	for name := range files {
+		if name != attentionFile {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		img, err := cd.nv.Compile(files[name], name, cd.arch, nil)
+		if err != nil {
+			return err
+		}
+		mod, err := cd.d.LoadModule(img)
+		if err != nil {
+			return fmt.Errorf("cuda: load %s (%s for %s): %w", name, codeOfArch(cd.arch), cd.arch, explainLoad(err, cd.nv))
+		}
+		cd.mods = append(cd.mods, mod)
+		for _, k := range src.Kernels {
+			if k.File != name {
+				continue
+			}
+			if cd.fns[k.Name], err = mod.Function(k.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// unloadKernels unloads what loadKernels loaded.
+func (cd *cudaDevice) unloadKernels() error {
+	var errs []error
+	for _, m := range cd.mods {
+		errs = append(errs, m.Unload())
+	}
+	cd.mods = nil
+	clear(cd.fns)
+	return errors.Join(errs...)
+}
+
+// explainLoad adds what to do to the driver's refusal of PTX newer than it reads.
+func explainLoad(err error, nv *NVRTC) error {
+	if code, ok := cuResultCode(err); ok && code == cuErrorUnsupportedPTXVersion {
+		major, minor := nv.Version()
+		return fmt.Errorf("%w (the PTX of NVRTC %d.%d is newer than this driver (CUDA %s) reads: load cubins (%s=cubin) or use an NVRTC no newer than the driver)",
+			err, major, minor, cudalib.FormatDriverVersion(cu.Version()), CodeEnv)
+	}
+	return err
+}
+
+func (cd *cudaDevice) Alloc(size int64) (uintptr, error) {
+	p, err := cd.d.Allocator().Alloc(size)
+	return uintptr(p), err
+}
+
+func (cd *cudaDevice) Free(p uintptr) error { return cd.d.Allocator().Free(DevicePtr(p)) }
+
+func (cd *cudaDevice) Upload(dst uintptr, src []byte) error { return Upload(cd.d, DevicePtr(dst), src) }
+
+func (cd *cudaDevice) Download(dst []byte, src uintptr) error {
+	return Download(cd.d, dst, DevicePtr(src))
+}
+
+func (cd *cudaDevice) Zero(dst uintptr, size int64) error {
+	return cd.d.Do(func() error { return cu.MemsetD8Async(DevicePtr(dst), 0, size, cd.s) })
+}
+
+func (cd *cudaDevice) CopyDevice(dst, src uintptr, size int64) error {
+	return cd.d.Do(func() error { return cu.MemcpyDtoDAsync(DevicePtr(dst), DevicePtr(src), size, cd.s) })
+}
+
+func (cd *cudaDevice) Launch(kernel string, grid, block int, args ...any) error {
+	return moduleLauncher{d: cd.d, fns: cd.fns, s: cd.s}.Launch(kernel, grid, block, args...)
+}
+
+// Attention compiles attention.cu for hd with the arch of the other kernels. core calls it
+// under its mutex, once per head dimension.
+func (cd *cudaDevice) Attention(hd int) (launcher, [8]int32, error) {
+	a, ok := cd.attn[hd]
+	if !ok {
+		var err error
+		if a, err = LoadAttention(cd.d, cd.nv, cd.arch, hd); err != nil {
+			return nil, [8]int32{}, err
+		}
+		cd.attn[hd] = a
+	}
+	g := a.k.geom
+	return a.on(cd.s), [8]int32{int32(g.fwdRows), int32(g.fwdThreads), int32(g.bwdRows), int32(g.bwdThreads),
+		int32(g.deltaRows), int32(g.deltaThreads), int32(g.cachedRows), int32(g.cachedThreads)}, nil
+}
+
+func (cd *cudaDevice) Gemm(transA, transB bool, m, n, k int, a, b, c uintptr, cType kernels.DType, beta float32) error {
+	return cd.lt.Gemm(cd.s, transA, transB, m, n, k, DevicePtr(a), DevicePtr(b), DevicePtr(c), cType, beta, cd.ws)
+}
+
+func (cd *cudaDevice) SMs() int { return cd.d.SMs() }
+
+func (cd *cudaDevice) Synchronize() error { return cd.d.Synchronize() }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"testing"
 	"time"
 
@@ -18,15 +19,26 @@ import (
 	"github.com/herd-llm/herd/model"
 )
 
-// newBackend opens the backend on device 0, or skips when the driver lists no device.
-func newBackend(tb testing.TB) *cuda.Backend {
+// newBackend opens the backend on device 0 with the default code kind (HERD_CUDA_CODE, else a
+// cubin with a fallback to PTX), or skips when the driver lists no device (fails under
+// HERD_REQUIRE_GPU=1).
+func newBackend(tb testing.TB) *cuda.Backend { return newBackendCode(tb, cuda.CodeAuto) }
+
+// newBackendCode is newBackend with the kernels compiled to the given kind of code.
+func newBackendCode(tb testing.TB, code cuda.Code) *cuda.Backend {
 	tb.Helper()
 	if n, err := cu.NumDevices(); err != nil || n == 0 {
+		if os.Getenv("HERD_REQUIRE_GPU") == "1" {
+			tb.Fatalf("HERD_REQUIRE_GPU=1 but no CUDA device (count %d, err %v)", n, err)
+		}
 		tb.Skipf("no CUDA device (count %d, err %v)", n, err)
 	}
-	be, err := cuda.New(cuda.Options{})
+	be, err := cuda.New(cuda.Options{Code: code, Logf: tb.Logf})
 	if err != nil {
 		tb.Fatalf("cuda.New: %v", err)
+	}
+	if code != cuda.CodeAuto && be.Code() != code {
+		tb.Fatalf("asked for %s, the backend loaded %s", code, be.Code())
 	}
 	tb.Cleanup(func() {
 		if err := be.Close(); err != nil {
@@ -39,8 +51,13 @@ func newBackend(tb testing.TB) *cuda.Backend {
 
 // Every op of the backend against the float64 CPU reference, on fresh random inputs with
 // poisoned outputs, at sizes that are not multiples of the tiles, within kernelstest.BFloat16.
+// It runs twice: with the kernels loaded as cubins (the default) and as PTX (the fallback).
 func TestBackendConformance(t *testing.T) {
-	kernelstest.RunAll(t, newBackend(t), kernelstest.BFloat16)
+	for _, code := range []cuda.Code{cuda.CodeCubin, cuda.CodePTX} {
+		t.Run(string(code), func(t *testing.T) {
+			kernelstest.RunAll(t, newBackendCode(t, code), kernelstest.BFloat16)
+		})
+	}
 }
 
 // Attention at the model's head dimensions, where the tensor-core path runs, and at lengths
@@ -74,23 +91,31 @@ func TestBackendAttentionHeadDims(t *testing.T) {
 		}
 		be.AttentionBackward(grads[0][0], grads[1][0], grads[2][0], bufs["dout"][0], out[0], lse[0], bufs["q"][0], bufs["k"][0], bufs["v"][0], b, tt, h, d)
 		ref.AttentionBackward(grads[0][1], grads[1][1], grads[2][1], bufs["dout"][1], out[1], lse[1], bufs["q"][1], bufs["k"][1], bufs["v"][1], b, tt, h, d)
+		// dq and dk cancel where a row attends to few keys (with T = 1 exactly: the softmax of
+		// one score has zero gradient), leaving rounding alone; their error is measured against
+		// the size of dv = P^T dout, the same products without the cancellation.
+		dv := make([]float64, n)
+		ref.Read(dv, grads[2][1])
+		dvScale := maxAbs(dv)
 		for _, c := range []struct {
-			name string
-			pair [2]kernels.Buffer
-			tol  float64
-		}{{"out", out, 2e-2}, {"lse", lse, 1e-3}, {"dq", grads[0], 2e-2}, {"dk", grads[1], 2e-2}, {"dv", grads[2], 2e-2}} {
+			name  string
+			pair  [2]kernels.Buffer
+			tol   float64
+			floor float64
+		}{{"out", out, 2e-2, 0}, {"lse", lse, 1e-3, 0}, {"dq", grads[0], 2e-2, dvScale}, {"dk", grads[1], 2e-2, dvScale}, {"dv", grads[2], 2e-2, 0}} {
 			got, want := make([]float64, c.pair[0].Len()), make([]float64, c.pair[1].Len())
 			be.Read(got, c.pair[0])
 			ref.Read(want, c.pair[1])
-			if e := normErr(got, want); !(e <= c.tol) {
+			if e := normErr(got, want, c.floor); !(e <= c.tol) {
 				t.Errorf("b=%d t=%d h=%d d=%d %s: normalized error %.3g > %.3g", b, tt, h, d, c.name, e, c.tol)
 			}
 		}
 	}
 }
 
-func normErr(got, want []float64) float64 {
-	var maxRef, maxErr float64
+// normErr is max|got - want| / max(max|want|, floor); NaN in got counts as the largest error.
+func normErr(got, want []float64, floor float64) float64 {
+	maxRef, maxErr := floor, 0.0
 	for i := range want {
 		maxRef = math.Max(maxRef, math.Abs(want[i]))
 		if d := math.Abs(got[i] - want[i]); d > maxErr || math.IsNaN(d) {
@@ -98,6 +123,14 @@ func normErr(got, want []float64) float64 {
 		}
 	}
 	return maxErr / math.Max(maxRef, 1e-30)
+}
+
+func maxAbs(v []float64) float64 {
+	m := 0.0
+	for _, e := range v {
+		m = math.Max(m, math.Abs(e))
+	}
+	return m
 }
 
 // One training step of the tiny and 125m presets on the GPU against the float32 CPU backend

@@ -68,6 +68,7 @@ import (
 	"unsafe"
 
 	"github.com/herd-llm/herd/kernels"
+	"github.com/herd-llm/herd/kernels/cuda/cudalib"
 )
 
 // Enum values from the CUDA 11.8 headers (cublas_api.h, library_types.h, cublasLt.h); they are
@@ -103,9 +104,6 @@ func cublasCheck(what string, status C.int) error {
 	return fmt.Errorf("cuda: %s: %s (%d)", what, name, int(status))
 }
 
-// cublasLtSonames are tried in order: the newest first.
-var cublasLtSonames = []string{"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so.11"}
-
 // BLASLt runs matrix multiplications on one device through cuBLASLt, loaded with dlopen.
 // Descriptors and the chosen algorithm are cached per problem shape. All its cuBLASLt calls run
 // on the device thread, so it is safe for concurrent use.
@@ -120,10 +118,11 @@ type BLASLt struct {
 	prefDestroy, heuristic, matmul                        unsafe.Pointer
 }
 
-// OpenBLASLt loads libcublasLt ($HERD_CUBLASLT, else libcublasLt.so.13, .12 or .11 from the
-// directories listed at LoadNVRTC) and creates a handle for the device.
+// OpenBLASLt loads libcublasLt as package cudalib finds it ($HERD_CUBLASLT alone when set,
+// else libcublasLt.so.13, .12 or .11 from the places listed at LoadNVRTC) and creates a handle
+// for the device.
 func (d *Device) OpenBLASLt() (*BLASLt, error) {
-	lib, err := openLibrary("HERD_CUBLASLT", cublasLtSonames)
+	lib, err := openLibrary(cudalib.CublasLt.Env, cudalib.CublasLt.Sonames)
 	if err != nil {
 		return nil, err
 	}
@@ -151,6 +150,12 @@ func (d *Device) OpenBLASLt() (*BLASLt, error) {
 	}
 	return b, nil
 }
+
+// Path returns the file libcublasLt was loaded from.
+func (b *BLASLt) Path() string { return b.lib.path }
+
+// Version returns cublasLtGetVersion(): major*10000 + minor*100 + patch.
+func (b *BLASLt) Version() (int, error) { return cudalib.CublasLtVersion(b.lib.lib) }
 
 // Close destroys the cached plans and the handle.
 func (b *BLASLt) Close() error {

@@ -6,19 +6,22 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/herd-llm/herd/kernels"
 	"gorgonia.org/cu"
 )
 
-// openDevice opens device 0 or skips the test when the driver reports no device. (A machine
-// without any CUDA driver cannot run this binary at all: gorgonia.org/cu calls cuInit at start.)
+// openDevice opens device 0 or skips the test when the driver reports no device, unless
+// HERD_REQUIRE_GPU=1 (as the GPU check sets), which makes that a failure. (A machine without any
+// CUDA driver cannot run this binary at all: gorgonia.org/cu calls cuInit at start.)
 func openDevice(t *testing.T) *Device {
 	t.Helper()
 	n, err := cu.NumDevices()
 	if err != nil || n == 0 {
-		t.Skipf("no CUDA device (count %d, err %v): GPU tests need a GPU machine", n, err)
+		noDevice(t, n, err)
 	}
 	d, err := Open(0)
 	if err != nil {
@@ -32,6 +35,15 @@ func openDevice(t *testing.T) *Device {
 	major, minor := d.ComputeCapability()
 	t.Logf("device 0: %s, sm_%d%d, %d MiB", d.Name(), major, minor, d.TotalMem()>>20)
 	return d
+}
+
+// noDevice skips, or fails under HERD_REQUIRE_GPU=1, a test that found no device.
+func noDevice(tb testing.TB, n int, err error) {
+	tb.Helper()
+	if os.Getenv("HERD_REQUIRE_GPU") == "1" {
+		tb.Fatalf("HERD_REQUIRE_GPU=1 but no CUDA device (count %d, err %v)", n, err)
+	}
+	tb.Skipf("no CUDA device (count %d, err %v): GPU tests need a GPU machine (HERD_REQUIRE_GPU=1 makes this a failure)", n, err)
 }
 
 func TestDeviceInfo(t *testing.T) {
@@ -83,19 +95,34 @@ extern "C" __global__ void vadd(const float* a, const float* b, float* c, int n)
 }
 `
 
+// TestNVRTCVectorAdd compiles, caches, loads and runs a kernel as a cubin for the device's
+// real architecture and as PTX for its virtual one: the two paths the backend chooses between.
 func TestNVRTCVectorAdd(t *testing.T) {
 	d := openDevice(t)
 	nv := loadNVRTC(t)
 	major, minor := d.ComputeCapability()
-	arch := fmt.Sprintf("compute_%d%d", major, minor)
 	maj, mnr := nv.Version()
-	t.Logf("NVRTC %d.%d from %s, arch %s", maj, mnr, nv.Path(), arch)
-	ptx, err := nv.Compile(vaddSource, "vadd.cu", arch, []string{"--std=c++17"})
+	t.Logf("NVRTC %d.%d from %s; builtins %+v", maj, mnr, nv.Path(), nv.Builtins())
+	for _, code := range []Code{CodeCubin, CodePTX} {
+		t.Run(string(code), func(t *testing.T) { vectorAdd(t, d, nv, code.Arch(major, minor), code) })
+	}
+}
+
+func vectorAdd(t *testing.T, d *Device, nv *NVRTC, arch string, code Code) {
+	img, err := nv.Compile(vaddSource, "vadd.cu", arch, []string{"--std=c++17"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	isELF := len(img) > 4 && string(img[:4]) == "\x7fELF"
+	if isELF != (code == CodeCubin) {
+		t.Fatalf("%s for %s: image starts %q, ELF %v", code, arch, img[:min(8, len(img))], isELF)
+	}
+	cached, _ := filepath.Glob(filepath.Join(nv.CacheDir, "*."+string(code)))
+	if len(cached) == 0 {
+		t.Errorf("no .%s file in the cache %s", code, nv.CacheDir)
+	}
 	again, err := nv.Compile(vaddSource, "vadd.cu", arch, []string{"--std=c++17"})
-	if err != nil || string(again) != string(ptx) {
+	if err != nil || string(again) != string(img) {
 		t.Fatalf("cached compile differs (err %v)", err)
 	}
 	if _, err := nv.Compile("this is not C++", "bad.cu", arch, nil); err == nil {
@@ -104,7 +131,7 @@ func TestNVRTCVectorAdd(t *testing.T) {
 		t.Logf("expected compile error: %v", err)
 	}
 
-	mod, err := d.LoadModule(ptx)
+	mod, err := d.LoadModule(img)
 	if err != nil {
 		t.Fatal(err)
 	}

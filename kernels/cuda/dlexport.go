@@ -12,11 +12,11 @@ type Library struct {
 	l *library
 }
 
-// OpenLibrary loads the first of sonames found: the file named by the environment variable env
-// (a path or a soname), then each soname in the directories searched for NVRTC and cuBLASLt
-// (CUDA_HOME/lib64, /usr/local/cuda/lib64, /usr/local/cuda/targets/x86_64-linux/lib,
-// /usr/lib/x86_64-linux-gnu), then each bare soname through the dynamic loader's own search.
-// The error wraps ErrLibraryNotFound and lists every place tried.
+// OpenLibrary loads the first of sonames found by package cudalib's search: the file named by
+// the environment variable env (a path or a soname) alone when it is set; otherwise each
+// soname in $HERD_CUDA_LIBDIR, $CUDA_HOME, the CUDA toolkits, the system's library directories
+// and the nvidia packages of Python environments, then through the dynamic loader's own
+// search. The error wraps ErrLibraryNotFound and lists every place tried.
 func OpenLibrary(env string, sonames []string) (*Library, error) {
 	l, err := openLibrary(env, sonames)
 	if err != nil {
@@ -25,7 +25,7 @@ func OpenLibrary(env string, sonames []string) (*Library, error) {
 	return &Library{l: l}, nil
 }
 
-// Path returns the path (or soname) the library was loaded from.
+// Path returns the file the library was loaded from.
 func (l *Library) Path() string { return l.l.path }
 
 // Sym returns the address of the named symbol.

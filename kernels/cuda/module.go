@@ -3,14 +3,16 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"unsafe"
 
 	"gorgonia.org/cu"
 )
 
-// Module is PTX loaded into a device's context.
+// Module is a cubin or PTX loaded into a device's context.
 type Module struct {
 	d *Device
 	m cu.Module
@@ -23,8 +25,8 @@ type Function struct {
 	f    cu.Function
 }
 
-// LoadModule loads PTX (as returned by NVRTC.Compile) into the device's context; the driver
-// JIT-compiles it for the device.
+// LoadModule loads a cubin or PTX (as returned by NVRTC.Compile) into the device's context; the
+// driver loads a cubin as it is and JIT-compiles PTX for the device.
 func (d *Device) LoadModule(ptx []byte) (*Module, error) {
 	var m cu.Module
 	err := d.Do(func() error {
@@ -82,7 +84,7 @@ func (d *Device) Launch(fn *Function, grid, block [3]int, shmem int, stream Stre
 }
 
 // KernelArgs stores each value in its own 8-byte slot, in the little-endian low bytes, and
-// returns pointers to the slots for Launch. Supported: DevicePtr, int (passed as int32, CUDA's
+// returns pointers to the slots for Launch. Supported: DevicePtr, uintptr (a device address), int (passed as int32, CUDA's
 // int), int32, uint32, int64, uint64, float32, float64. It panics on any other type, a broken
 // precondition of the caller.
 func KernelArgs(vals ...any) []unsafe.Pointer {
@@ -91,6 +93,8 @@ func KernelArgs(vals ...any) []unsafe.Pointer {
 	for i, v := range vals {
 		switch v := v.(type) {
 		case DevicePtr:
+			slots[i] = uint64(v)
+		case uintptr:
 			slots[i] = uint64(v)
 		case int:
 			if v < math.MinInt32 || v > math.MaxInt32 {
@@ -115,4 +119,19 @@ func KernelArgs(vals ...any) []unsafe.Pointer {
 		ptrs[i] = unsafe.Pointer(&slots[i])
 	}
 	return ptrs
+}
+
+// cuErrorUnsupportedPTXVersion is CUDA_ERROR_UNSUPPORTED_PTX_VERSION (cuda.h): the driver
+// refuses PTX of a newer ISA than it knows, as PTX from a newer NVRTC is.
+const cuErrorUnsupportedPTXVersion = 222
+
+// cuResultCode finds the CUresult in err's chain: gorgonia.org/cu returns it as an unexported
+// integer type, so it is read by kind.
+func cuResultCode(err error) (int, bool) {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if v := reflect.ValueOf(e); v.Kind() == reflect.Int {
+			return int(v.Int()), true
+		}
+	}
+	return 0, false
 }

@@ -47,42 +47,49 @@ import "C"
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"unsafe"
+
+	"github.com/herd-llm/herd/kernels/cuda/cudalib"
 )
 
 // ErrCompile is wrapped by every error of NVRTC.Compile that comes from NVRTC itself.
 var ErrCompile = errors.New("cuda: nvrtc compile failed")
 
-// nvrtcSonames are tried in order: the newest NVRTC first.
-var nvrtcSonames = []string{"libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so"}
+// nvrtcBuiltinFailure is NVRTC_ERROR_BUILTIN_OPERATION_FAILURE, what every compilation returns
+// when NVRTC cannot open its libnvrtc-builtins.
+const nvrtcBuiltinFailure = 7
 
-// NVRTC compiles CUDA C++ to PTX at run time. libnvrtc is loaded with dlopen (see LoadNVRTC),
-// so the binary does not depend on its soname. Compiled PTX is cached on disk. An NVRTC is safe
-// for concurrent use; it needs no device.
+// NVRTC compiles CUDA C++ at run time, to a cubin for a real architecture (sm_XY) or to PTX
+// for a virtual one (compute_XY). libnvrtc is loaded with dlopen (see LoadNVRTC), so the binary
+// does not depend on its soname. Compiled code is cached on disk. An NVRTC is safe for
+// concurrent use; it needs no device.
 type NVRTC struct {
 	lib          *library
 	major, minor int
+	builtins     cudalib.Builtins
 
-	// CacheDir holds compiled PTX, one file per sha256(source, arch, options, NVRTC version).
-	// LoadNVRTC sets it to $XDG_CACHE_HOME/herd/ptx (os.UserCacheDir); empty disables the cache.
+	// CacheDir holds compiled code, one file per sha256(source, code kind, arch, options, NVRTC
+	// version), named with the kind as extension (.cubin, .ptx). LoadNVRTC sets it to
+	// $XDG_CACHE_HOME/herd/nvrtc (os.UserCacheDir); empty disables the cache.
 	CacheDir string
 
 	version, create, compile, ptxSize, ptx, logSize, log, destroy unsafe.Pointer
+	cubinSize, cubin                                              unsafe.Pointer // NVRTC 11.1 and later
 	errorString                                                   unsafe.Pointer // optional
 }
 
-// LoadNVRTC loads libnvrtc: the path in $HERD_NVRTC, else libnvrtc.so.13, .12, .11.2 or .so
-// from /usr/local/cuda/lib64, /usr/local/cuda/targets/x86_64-linux/lib, /usr/lib/x86_64-linux-gnu,
-// $CUDA_HOME/lib64 or the loader's search path.
+// LoadNVRTC loads libnvrtc as package cudalib finds it ($HERD_NVRTC alone when set; else
+// libnvrtc.so.13, .12, .11.2 or .so from $HERD_CUDA_LIBDIR, $CUDA_HOME, the CUDA toolkits,
+// the system's library directories, the nvidia packages of Python environments, or the
+// loader's path), and makes sure that the libnvrtc-builtins of the same version can be loaded
+// (see cudalib.EnsureNVRTCBuiltins): without it every compilation would fail.
 func LoadNVRTC() (*NVRTC, error) {
-	lib, err := openLibrary("HERD_NVRTC", nvrtcSonames)
+	lib, err := openLibrary(cudalib.NVRTC.Env, cudalib.NVRTC.Sonames)
 	if err != nil {
 		return nil, err
 	}
@@ -101,13 +108,18 @@ func LoadNVRTC() (*NVRTC, error) {
 		return nil, err
 	}
 	n.errorString, _ = lib.sym("nvrtcGetErrorString")
+	n.cubinSize, _ = lib.sym("nvrtcGetCUBINSize")
+	n.cubin, _ = lib.sym("nvrtcGetCUBIN")
 	var major, minor C.int
 	if err := n.check("nvrtcVersion", C.herd_nvrtcVersion(n.version, &major, &minor)); err != nil {
 		return nil, err
 	}
 	n.major, n.minor = int(major), int(minor)
+	if n.builtins, err = (cudalib.Env{}).EnsureNVRTCBuiltins(lib.path, n.major, n.minor); err != nil {
+		return nil, err
+	}
 	if dir, err := os.UserCacheDir(); err == nil {
-		n.CacheDir = filepath.Join(dir, "herd", "ptx")
+		n.CacheDir = filepath.Join(dir, "herd", "nvrtc")
 	}
 	return n, nil
 }
@@ -118,6 +130,10 @@ func (n *NVRTC) Version() (major, minor int) { return n.major, n.minor }
 // Path returns the file libnvrtc was loaded from.
 func (n *NVRTC) Path() string { return n.lib.path }
 
+// Builtins says how libnvrtc-builtins was found: on the loader path, or loaded by LoadNVRTC
+// from beside NVRTC (then its Advice names the LD_LIBRARY_PATH that would find it).
+func (n *NVRTC) Builtins() cudalib.Builtins { return n.builtins }
+
 func (n *NVRTC) check(what string, r C.int) error {
 	if r == 0 {
 		return nil
@@ -125,24 +141,31 @@ func (n *NVRTC) check(what string, r C.int) error {
 	return fmt.Errorf("cuda: %s: %s (%d)", what, C.GoString(C.herd_nvrtcGetErrorString(n.errorString, r)), int(r))
 }
 
-// Compile compiles the CUDA C++ source src (name is used in diagnostics) for the virtual or
-// real architecture arch, e.g. "compute_90" or "sm_90a", with the extra NVRTC options opts, and
-// returns the PTX without its terminating NUL. A failed compilation returns an error that wraps
-// ErrCompile and holds NVRTC's log. Kernels meant to be found by name should be extern "C".
+// Compile compiles the CUDA C++ source src (name is used in diagnostics) for the architecture
+// arch with the extra NVRTC options opts. For a real architecture (sm_80, sm_90, sm_90a) it
+// returns the cubin, machine code the driver loads as it is; for a virtual one (compute_80,
+// compute_90) the PTX without its terminating NUL, which the driver JIT-compiles. A failed
+// compilation returns an error that wraps ErrCompile and holds NVRTC's log. Kernels meant to
+// be found by name should be extern "C".
 func (n *NVRTC) Compile(src, name, arch string, opts []string) ([]byte, error) {
-	key := n.cacheKey(src, arch, opts)
-	if ptx, ok := n.cached(key); ok {
-		return ptx, nil
+	code := codeOfArch(arch)
+	key := n.cacheKey(src, code, arch, opts)
+	if img, ok := n.cached(key, code); ok {
+		return img, nil
 	}
-	ptx, err := n.compileUncached(src, name, arch, opts)
+	img, err := n.compileUncached(src, name, code, arch, opts)
 	if err != nil {
 		return nil, err
 	}
-	n.store(key, ptx) // a failed write only costs a recompilation next time
-	return ptx, nil
+	n.store(key, code, img) // a failed write only costs a recompilation next time
+	return img, nil
 }
 
-func (n *NVRTC) compileUncached(src, name, arch string, opts []string) ([]byte, error) {
+func (n *NVRTC) compileUncached(src, name string, code Code, arch string, opts []string) ([]byte, error) {
+	if code == CodeCubin && (n.cubinSize == nil || n.cubin == nil) {
+		return nil, fmt.Errorf("%w: %s for %s: NVRTC %d.%d (%s) has no nvrtcGetCUBIN (NVRTC 11.1 or later has)",
+			ErrCompile, name, arch, n.major, n.minor, n.lib.path)
+	}
 	csrc, cname := C.CString(src), C.CString(name)
 	defer C.free(unsafe.Pointer(csrc))
 	defer C.free(unsafe.Pointer(cname))
@@ -157,19 +180,34 @@ func (n *NVRTC) compileUncached(src, name, arch string, opts []string) ([]byte, 
 	defer freeCStrings(copts, len(all))
 	r := C.herd_nvrtcCompileProgram(n.compile, prog, C.int(len(all)), copts)
 	if r != 0 {
-		return nil, fmt.Errorf("%w: %s for %s with %q: %s\n%s", ErrCompile, name, arch, opts,
-			C.GoString(C.herd_nvrtcGetErrorString(n.errorString, r)), n.programText(prog, n.logSize, n.log))
+		hint := ""
+		if r == nvrtcBuiltinFailure {
+			hint = fmt.Sprintf(" (NVRTC could not load libnvrtc-builtins.so.%d.%d: put its directory on LD_LIBRARY_PATH before starting the process)", n.major, n.minor)
+		}
+		return nil, fmt.Errorf("%w: %s for %s with %q: %s%s\n%s", ErrCompile, name, arch, opts,
+			C.GoString(C.herd_nvrtcGetErrorString(n.errorString, r)), hint, n.programText(prog, n.logSize, n.log))
+	}
+	sizeFn, getFn, what := n.ptxSize, n.ptx, "nvrtcGetPTX"
+	if code == CodeCubin {
+		sizeFn, getFn, what = n.cubinSize, n.cubin, "nvrtcGetCUBIN"
 	}
 	var size C.size_t
-	if err := n.check("nvrtcGetPTXSize", C.herd_nvrtcGetSize(n.ptxSize, prog, &size)); err != nil {
+	if err := n.check(what+"Size", C.herd_nvrtcGetSize(sizeFn, prog, &size)); err != nil {
 		return nil, err
 	}
 	buf := C.malloc(size + 1)
 	defer C.free(buf)
-	if err := n.check("nvrtcGetPTX", C.herd_nvrtcGetText(n.ptx, prog, (*C.char)(buf))); err != nil {
+	if err := n.check(what, C.herd_nvrtcGetText(getFn, prog, (*C.char)(buf))); err != nil {
 		return nil, err
 	}
-	return bytes.TrimRight(C.GoBytes(buf, C.int(size)), "\x00"), nil
+	img := C.GoBytes(buf, C.int(size))
+	if code == CodePTX {
+		img = bytes.TrimRight(img, "\x00")
+	}
+	if len(img) == 0 {
+		return nil, fmt.Errorf("%w: %s for %s: %s returned nothing", ErrCompile, name, arch, what)
+	}
+	return img, nil
 }
 
 // programText reads the program's log (or another NUL-terminated text with the same getters).
@@ -203,31 +241,21 @@ func freeCStrings(arr **C.char, n int) {
 	C.free(unsafe.Pointer(arr))
 }
 
-// cacheKey hashes everything that determines the PTX. Fields are length-prefixed so that no two
-// different inputs produce the same byte stream.
-func (n *NVRTC) cacheKey(src, arch string, opts []string) string {
-	h := sha256.New()
-	field := func(s string) { fmt.Fprintf(h, "%d:%s;", len(s), s) }
-	field(fmt.Sprintf("nvrtc %d.%d", n.major, n.minor))
-	field(arch)
-	for _, o := range opts {
-		field(o)
-	}
-	field(src)
-	return hex.EncodeToString(h.Sum(nil))
+func (n *NVRTC) cacheKey(src string, code Code, arch string, opts []string) string {
+	return codeCacheKey(n.major, n.minor, code, arch, opts, src)
 }
 
-func (n *NVRTC) cached(key string) ([]byte, bool) {
+func (n *NVRTC) cached(key string, code Code) ([]byte, bool) {
 	if n.CacheDir == "" {
 		return nil, false
 	}
-	ptx, err := os.ReadFile(filepath.Join(n.CacheDir, key+".ptx"))
-	return ptx, err == nil && len(ptx) > 0
+	img, err := os.ReadFile(filepath.Join(n.CacheDir, key+"."+string(code)))
+	return img, err == nil && len(img) > 0
 }
 
-// store writes the PTX atomically: a temporary file in the same directory, renamed into place,
+// store writes the code atomically: a temporary file in the same directory, renamed into place,
 // so a concurrent reader sees either nothing or the whole file.
-func (n *NVRTC) store(key string, ptx []byte) error {
+func (n *NVRTC) store(key string, code Code, img []byte) error {
 	if n.CacheDir == "" {
 		return nil
 	}
@@ -238,10 +266,10 @@ func (n *NVRTC) store(key string, ptx []byte) error {
 	if err != nil {
 		return err
 	}
-	_, werr := f.Write(ptx)
+	_, werr := f.Write(img)
 	cerr := f.Close()
 	if err = errors.Join(werr, cerr); err == nil {
-		err = os.Rename(f.Name(), filepath.Join(n.CacheDir, key+".ptx"))
+		err = os.Rename(f.Name(), filepath.Join(n.CacheDir, key+"."+string(code)))
 	}
 	if err != nil {
 		os.Remove(f.Name())

@@ -122,41 +122,67 @@ func testMatMul(t *testing.T, s *suite) {
 	}
 }
 
+// residualKinds lists whether the residual stream (and its gradient) is in a master buffer:
+// only in activations on a plain backend, in both on a mixed one, where the model keeps it in
+// float32.
+func (s *suite) residualKinds() []bool {
+	if s.mixed != nil {
+		return []bool{false, true}
+	}
+	return []bool{false}
+}
+
+// allocResidual allocates in a master buffer when master is set, an activation otherwise.
+func (s *suite) allocResidual(master bool) func(int) kernels.Buffer {
+	if master {
+		return s.allocMaster
+	}
+	return s.allocAct
+}
+
 func testEmbedding(t *testing.T, s *suite) {
 	vocab, dim := 37, 19
 	tokens := []int32{0, 5, 36, 5, 5, 12, 0, 36, 1}
-	table := s.randomM(vocab*dim, 1)
-	out := s.poisoned(len(tokens) * dim)
-	s.be.Embedding(out.got, table.got, tokens, dim)
-	s.ref.Embedding(out.want, table.want, tokens, dim)
-	exact := 0.0
-	if s.mixed != nil {
-		exact = s.tol.Elementwise // the float32 table rounded to the activation type
+	for _, master := range s.residualKinds() {
+		alloc := s.allocResidual(master)
+		table := s.randomM(vocab*dim, 1)
+		out := s.poisonedIn(alloc, len(tokens)*dim)
+		s.be.Embedding(out.got, table.got, tokens, dim)
+		s.ref.Embedding(out.want, table.want, tokens, dim)
+		exact := 0.0
+		if s.mixed != nil && !master {
+			exact = s.tol.Elementwise // the float32 table rounded to the activation type
+		}
+		s.check(t, name("Embedding", "master", b2i(master)), out, exact)
+		dout, dtable := s.randomIn(alloc, len(tokens)*dim, 1), s.randomM(vocab*dim, 1)
+		s.be.EmbeddingBackward(dtable.got, dout.got, tokens, dim)
+		s.ref.EmbeddingBackward(dtable.want, dout.want, tokens, dim)
+		s.check(t, name("EmbeddingBackward (repeated tokens accumulate)", "master", b2i(master)), dtable, s.tol.Elementwise)
+		s.free(table, out, dout, dtable)
 	}
-	s.check(t, "Embedding", out, exact)
-	dout, dtable := s.random(len(tokens)*dim, 1), s.randomM(vocab*dim, 1)
-	s.be.EmbeddingBackward(dtable.got, dout.got, tokens, dim)
-	s.ref.EmbeddingBackward(dtable.want, dout.want, tokens, dim)
-	s.check(t, "EmbeddingBackward (repeated tokens accumulate)", dtable, s.tol.Elementwise)
-	s.free(table, out, dout, dtable)
 }
 
+// testRMSNorm runs the norm on activations and, on a mixed backend, as the model runs it on the
+// float32 residual stream: x and dx in master buffers, out and dout activations.
 func testRMSNorm(t *testing.T, s *suite) {
-	for _, rows := range rowsCases {
-		for _, dim := range dimCases {
-			x, gain := s.random(rows*dim, 3), s.randomM(dim, 1)
-			out, rstd := s.poisoned(rows*dim), s.poisonedM(rows)
-			s.be.RMSNorm(out.got, rstd.got, x.got, gain.got, rows, dim, 1e-6)
-			s.ref.RMSNorm(out.want, rstd.want, x.want, gain.want, rows, dim, 1e-6)
-			what := name("RMSNorm", "rows", rows, "dim", dim)
-			s.check(t, what+" out", out, s.tol.Reduction)
-			s.check(t, what+" rstd", rstd, s.tol.Reduction)
-			dout, dx, dgain := s.random(rows*dim, 1), s.random(rows*dim, 1), s.randomM(dim, 1)
-			s.be.RMSNormBackward(dx.got, dgain.got, dout.got, x.got, gain.got, rstd.got, rows, dim)
-			s.ref.RMSNormBackward(dx.want, dgain.want, dout.want, x.want, gain.want, rstd.want, rows, dim)
-			s.check(t, what+" dx", dx, s.tol.Reduction)
-			s.check(t, what+" dgain", dgain, s.tol.Reduction)
-			s.free(x, gain, out, rstd, dout, dx, dgain)
+	for _, master := range s.residualKinds() {
+		for _, rows := range rowsCases {
+			for _, dim := range dimCases {
+				resid := s.allocResidual(master)
+				x, gain := s.randomIn(resid, rows*dim, 3), s.randomM(dim, 1)
+				out, rstd := s.poisoned(rows*dim), s.poisonedM(rows)
+				s.be.RMSNorm(out.got, rstd.got, x.got, gain.got, rows, dim, 1e-6)
+				s.ref.RMSNorm(out.want, rstd.want, x.want, gain.want, rows, dim, 1e-6)
+				what := name("RMSNorm", "rows", rows, "dim", dim, "residual master", b2i(master))
+				s.check(t, what+" out", out, s.tol.Reduction)
+				s.check(t, what+" rstd", rstd, s.tol.Reduction)
+				dout, dx, dgain := s.random(rows*dim, 1), s.randomIn(resid, rows*dim, 1), s.randomM(dim, 1)
+				s.be.RMSNormBackward(dx.got, dgain.got, dout.got, x.got, gain.got, rstd.got, rows, dim)
+				s.ref.RMSNormBackward(dx.want, dgain.want, dout.want, x.want, gain.want, rstd.want, rows, dim)
+				s.check(t, what+" dx", dx, s.tol.Reduction)
+				s.check(t, what+" dgain", dgain, s.tol.Reduction)
+				s.free(x, gain, out, rstd, dout, dx, dgain)
+			}
 		}
 	}
 }
@@ -217,7 +243,15 @@ func testSwiGLU(t *testing.T, s *suite) {
 	s.free(a, b, out, dout, da, db)
 }
 
+// testCrossEntropy runs on activation logits and, on a mixed backend, on float32 logits, as
+// the model feeds them.
 func testCrossEntropy(t *testing.T, s *suite) {
+	for _, master := range s.residualKinds() {
+		testCrossEntropyIn(t, s, s.allocResidual(master), master)
+	}
+}
+
+func testCrossEntropyIn(t *testing.T, s *suite, alloc func(int) kernels.Buffer, master bool) {
 	for _, sh := range [][2]int{{1, 2}, {9, 1000}, {33, 32000}} {
 		rows, vocab := sh[0], sh[1]
 		targets := make([]int32, rows)
@@ -227,14 +261,14 @@ func testCrossEntropy(t *testing.T, s *suite) {
 		if rows > 2 {
 			targets[1] = -1 // ignored row
 		}
-		logits := s.random(rows*vocab, 4)
+		logits := s.randomIn(alloc, rows*vocab, 4)
 		losses, lse := s.poisonedM(rows), s.poisonedM(rows)
-		what := name("CrossEntropy", "rows", rows, "vocab", vocab)
+		what := name("CrossEntropy", "rows", rows, "vocab", vocab, "master", b2i(master))
 		s.be.CrossEntropy(losses.got, lse.got, logits.got, targets, rows, vocab)
 		s.ref.CrossEntropy(losses.want, lse.want, logits.want, targets, rows, vocab)
 		s.check(t, what+" losses", losses, s.tol.Reduction)
 		s.check(t, what+" lse", lse, s.tol.Reduction)
-		dl := s.poisoned(rows * vocab)
+		dl := s.poisonedIn(alloc, rows*vocab)
 		s.be.CrossEntropyBackward(dl.got, logits.got, lse.got, targets, rows, vocab, 0.25)
 		s.ref.CrossEntropyBackward(dl.want, logits.want, lse.want, targets, rows, vocab, 0.25)
 		// Each element of dlogits is scale times a difference of probabilities in [-1, 1].

@@ -5,9 +5,11 @@
 //             dx[r,j]  += rstd * (dout[r,j] gain[j] - x[r,j] rstd^2 c / dim)   (accumulated)
 //             dgain[j] += sum_r dout[r,j] x[r,j] rstd[r]                       (accumulated)
 //
-// Variants: _f32 (all fp32) and _bf16 (x, out, dout, dx in bf16). gain, dgain, rstd and the
-// dgain partials are fp32 in both; every sum is accumulated in fp32. bf16 is stored as
-// unsigned short and rounded to nearest-even once per store.
+// Variants: _f32 (all fp32), _bf16 (x, out, dout, dx in bf16) and _f32_bf16, the one mixed
+// precision training uses: x and dx are the fp32 residual stream, out and dout bf16 (the
+// normalized activation feeds a bf16 matmul, and its gradient comes from one). gain, dgain,
+// rstd and the dgain partials are fp32 in every variant; every sum is accumulated in fp32.
+// bf16 is stored as unsigned short and rounded to nearest-even once per store.
 //
 // dgain is reduced deterministically in two kernels, without atomics:
 //   1. rmsnorm_bwd_*: block b owns rows [b*rowsPerBlock, min((b+1)*rowsPerBlock, rows)),
@@ -45,14 +47,14 @@ __device__ float block_sum(float v, float *sh)
 
 // ---- forward --------------------------------------------------------------------------
 
-template <typename T>
-__device__ void rmsnorm_fwd_body(T *out, float *rstd, const T *x, const float *gain, int rows, int dim, float eps)
+template <typename TO, typename TX>
+__device__ void rmsnorm_fwd_body(TO *out, float *rstd, const TX *x, const float *gain, int rows, int dim, float eps)
 {
     __shared__ float sh[32];
     int r = blockIdx.x;
     if (r >= rows) return;
-    const T *xr = x + (long long)r * dim;
-    T *orow = out + (long long)r * dim;
+    const TX *xr = x + (long long)r * dim;
+    TO *orow = out + (long long)r * dim;
     float ss = 0.0f;
     for (int j = threadIdx.x; j < dim; j += blockDim.x) {
         float v = ld(xr, j);
@@ -76,10 +78,16 @@ extern "C" __global__ void rmsnorm_fwd_bf16(bf16_t *out, float *rstd, const bf16
     rmsnorm_fwd_body(out, rstd, x, gain, rows, dim, eps);
 }
 
+extern "C" __global__ void rmsnorm_fwd_f32_bf16(bf16_t *out, float *rstd, const float *x, const float *gain, int rows,
+                                                int dim, float eps)
+{
+    rmsnorm_fwd_body(out, rstd, x, gain, rows, dim, eps);
+}
+
 // ---- backward -------------------------------------------------------------------------
 
-template <typename T>
-__device__ void rmsnorm_bwd_body(T *dx, float *part, const T *dout, const T *x, const float *gain,
+template <typename TX, typename TG>
+__device__ void rmsnorm_bwd_body(TX *dx, float *part, const TG *dout, const TX *x, const float *gain,
                                  const float *rstd, int rows, int dim, int rowsPerBlock)
 {
     __shared__ float sh[32];
@@ -88,8 +96,9 @@ __device__ void rmsnorm_bwd_body(T *dx, float *part, const T *dout, const T *x, 
     float *pb = part + (long long)blockIdx.x * dim;
     for (int j = threadIdx.x; j < dim; j += blockDim.x) pb[j] = 0.0f;
     for (int r = r0; r < r1; r++) {
-        const T *xr = x + (long long)r * dim, *gr = dout + (long long)r * dim;
-        T *dxr = dx + (long long)r * dim;
+        const TX *xr = x + (long long)r * dim;
+        const TG *gr = dout + (long long)r * dim;
+        TX *dxr = dx + (long long)r * dim;
         float c = 0.0f;
         for (int j = threadIdx.x; j < dim; j += blockDim.x) c += ld(gr, j) * gain[j] * ld(xr, j);
         c = block_sum(c, sh);
@@ -111,6 +120,13 @@ extern "C" __global__ void rmsnorm_bwd_f32(float *dx, float *part, const float *
 
 extern "C" __global__ void rmsnorm_bwd_bf16(bf16_t *dx, float *part, const bf16_t *dout, const bf16_t *x,
                                             const float *gain, const float *rstd, int rows, int dim, int rowsPerBlock)
+{
+    rmsnorm_bwd_body(dx, part, dout, x, gain, rstd, rows, dim, rowsPerBlock);
+}
+
+extern "C" __global__ void rmsnorm_bwd_f32_bf16(float *dx, float *part, const bf16_t *dout, const float *x,
+                                                const float *gain, const float *rstd, int rows, int dim,
+                                                int rowsPerBlock)
 {
     rmsnorm_bwd_body(dx, part, dout, x, gain, rstd, rows, dim, rowsPerBlock);
 }

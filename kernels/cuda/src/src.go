@@ -7,7 +7,8 @@
 // live in common.cuh, which Files inlines into each source so that NVRTC compiles every file
 // on its own. Kernel names are <op>_<variant>: _f32 runs all in
 // fp32; _bf16 keeps activations in bf16 and parameters, their gradients and statistics in
-// fp32, accumulating in fp32 (fp64 for the gradient norm). Launch geometry and shared memory
+// fp32, accumulating in fp32 (fp64 for the gradient norm); _f32_bf16 (RMSNorm) reads the fp32
+// residual stream and writes a bf16 activation, and backward the reverse. Launch geometry and shared memory
 // are documented in each file's header.
 package src
 
@@ -68,6 +69,8 @@ var Kernels = []Kernel{
 	{"rmsnorm_fwd_bf16", "rmsnorm.cu", []string{"bf16_t *out", "float *rstd", "const bf16_t *x", "const float *gain", "int rows", "int dim", "float eps"}},
 	{"rmsnorm_bwd_f32", "rmsnorm.cu", []string{"float *dx", "float *part", "const float *dout", "const float *x", "const float *gain", "const float *rstd", "int rows", "int dim", "int rowsPerBlock"}},
 	{"rmsnorm_bwd_bf16", "rmsnorm.cu", []string{"bf16_t *dx", "float *part", "const bf16_t *dout", "const bf16_t *x", "const float *gain", "const float *rstd", "int rows", "int dim", "int rowsPerBlock"}},
+	{"rmsnorm_fwd_f32_bf16", "rmsnorm.cu", []string{"bf16_t *out", "float *rstd", "const float *x", "const float *gain", "int rows", "int dim", "float eps"}},
+	{"rmsnorm_bwd_f32_bf16", "rmsnorm.cu", []string{"float *dx", "float *part", "const bf16_t *dout", "const float *x", "const float *gain", "const float *rstd", "int rows", "int dim", "int rowsPerBlock"}},
 	{"rmsnorm_bwd_dgain_f32", "rmsnorm.cu", []string{"float *dgain", "const float *part", "int nblocks", "int dim"}},
 	// rope.cu
 	{"rope_fwd_f32", "rope.cu", []string{"float *out", "const float *x", "int B", "int T", "int H", "int D", "int pos0", "double theta"}},
