@@ -116,10 +116,13 @@ func (g *Generator) Feed(tokens []int32) ([]float32, error) {
 	sl := func(b kernels.Buffer, w int) kernels.Buffer { return be.Slice(b, 0, n*w) }
 	x, xn, q, kk, vv, att, h := sl(g.s.x, d), sl(g.s.xn, d), sl(g.s.q, d), sl(g.s.kk, d), sl(g.s.vv, d), sl(g.s.att, d), sl(g.s.h, d)
 	a, b, gg, rstd := sl(g.s.a, f), sl(g.s.b, f), sl(g.s.g, f), sl(g.s.rstd, 1)
+	m.useParams(m.embUnit(), m.blockUnit(0))
 	emb, _ := m.headParam("tok_embeddings.weight")
 	be.Embedding(x, emb, tokens, d)
+	m.doneParams(m.embUnit())
 	tk := g.pos + n
 	for i := 0; i < c.Layers; i++ {
+		m.useParams(m.blockUnit(i), m.blockUnit(i+1))
 		w := func(k int) kernels.Buffer { p, _ := m.layerParam(i, k); return p }
 		be.RMSNorm(xn, rstd, x, w(pAttnNorm), n, d, c.NormEps)
 		m.linear(q, xn, w(pWq), n, d, d)
@@ -136,7 +139,10 @@ func (g *Generator) Feed(tokens []int32) ([]float32, error) {
 		m.linear(b, xn, w(pW3), n, f, d)
 		be.SwiGLU(gg, a, b)
 		m.residual(x, h, gg, w(pW2), n, d, f)
+		m.doneParams(m.blockUnit(i))
 	}
+	m.useParams(m.headUnit(), -1)
+	defer m.doneParams(m.headUnit())
 	norm, _ := m.headParam("norm.weight")
 	out, _ := m.headParam("output.weight")
 	last := be.Slice(x, (n-1)*d, d)

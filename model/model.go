@@ -26,20 +26,19 @@ type Model struct {
 	pass      *pass // activations kept by the last Forward, until Backward
 	kept      Kept
 	gradReady func(off, n int)
+
+	units    []Unit // the layout's units (see Residency)
+	specUnit []int  // the unit of each spec
+	res      Residency
+	lent     []lentUnit // with res: the storage of the units held now
 }
 
 // OnGradReady registers fn to be called during Backward each time a contiguous range
 // [off, off+n) of the gradient buffer has received its last contribution of the pass: the
 // final norm and output head first, then each block from the last to the first, then the
-// embedding. A data-parallel trainer starts reducing each range while backward goes on.
-// nil unregisters.
+// embedding (the units, see Residency). A data-parallel trainer starts reducing each range
+// while backward goes on. nil unregisters.
 func (m *Model) OnGradReady(fn func(off, n int)) { m.gradReady = fn }
-
-func (m *Model) gradDone(first, last ParamSpec) {
-	if m.gradReady != nil {
-		m.gradReady(first.Offset, last.Offset+last.Size-first.Offset)
-	}
-}
 
 // Kept reports the activation memory the last Forward held for Backward, measured as growth
 // of the backend's live bytes.
@@ -67,6 +66,7 @@ func New(c Config, be kernels.Backend) (*Model, error) {
 	}
 	m := &Model{Cfg: c, Layout: NewLayout(c), be: be}
 	m.mixed, _ = be.(kernels.Mixed)
+	m.units, m.specUnit = m.Layout.Units(), m.Layout.specUnits()
 	m.params = m.allocMaster(m.Layout.Size)
 	m.grads = m.allocMaster(m.Layout.Size)
 	m.work = m.params
@@ -88,14 +88,15 @@ func New(c Config, be kernels.Backend) (*Model, error) {
 func (m *Model) Backend() kernels.Backend { return m.be }
 
 // Params returns the flat parameter buffer: the float32 master weights on a mixed-precision
-// backend. Whoever writes it directly must call ParamsUpdated afterwards.
+// backend. Whoever writes it directly must call ParamsUpdated afterwards. It is nil on a
+// model whose storage a Residency lends.
 func (m *Model) Params() kernels.Buffer { return m.params }
 
 // ParamsUpdated refreshes what the passes read from Params after it was written directly
 // (a checkpoint or weights file loaded into it): on a mixed-precision backend, the working
 // copy in the activation type. On other backends it does nothing.
 func (m *Model) ParamsUpdated() {
-	if m.mixed != nil {
+	if m.mixed != nil && m.res == nil {
 		m.mixed.Cast(m.work, m.params)
 	}
 }
@@ -118,11 +119,14 @@ func (m *Model) allocAct(n int, f32 bool) kernels.Buffer {
 	return m.be.Alloc(n)
 }
 
-// Grads returns the flat gradient buffer.
+// Grads returns the flat gradient buffer (nil on a model whose storage a Residency lends).
 func (m *Model) Grads() kernels.Buffer { return m.grads }
 
 // Init sets the parameters to InitParams(seed), drawn in float32 on all cores.
 func (m *Model) Init(seed uint64) {
+	if m.res != nil {
+		panic(ErrResident)
+	}
 	host := make([]float32, m.Layout.Size)
 	InitParams(m.Cfg, m.Layout, seed, host)
 	m.be.Write32(m.params, host)
@@ -130,7 +134,12 @@ func (m *Model) Init(seed uint64) {
 }
 
 // ZeroGrad sets every gradient to zero.
-func (m *Model) ZeroGrad() { m.be.Zero(m.grads) }
+// A Residency lends zeroed gradient buffers: then it does nothing.
+func (m *Model) ZeroGrad() {
+	if m.res == nil {
+		m.be.Zero(m.grads)
+	}
+}
 
 // LastKept returns the activation memory measured during the last Forward.
 func (m *Model) LastKept() Kept { return m.kept }
@@ -139,6 +148,9 @@ func (m *Model) LastKept() Kept { return m.kept }
 func (m *Model) Close() {
 	m.dropPass()
 	m.ws.free(m.be)
+	if m.res != nil {
+		return
+	}
 	if m.work != m.params {
 		m.be.Free(m.work)
 	}
@@ -147,8 +159,7 @@ func (m *Model) Close() {
 }
 
 func (m *Model) layerParam(i, k int) (w, dw kernels.Buffer) {
-	j := 1 + i*perLayer + k
-	return m.p[j], m.g[j]
+	return m.spec(1 + i*perLayer + k)
 }
 
 func (m *Model) headParam(name string) (w, dw kernels.Buffer) {
@@ -156,7 +167,7 @@ func (m *Model) headParam(name string) (w, dw kernels.Buffer) {
 	if !ok {
 		panic("model: no parameter " + name)
 	}
-	return m.p[i], m.g[i]
+	return m.spec(i)
 }
 
 // linear sets y = x w^T for x [n, in] and w [out, in].
@@ -225,8 +236,10 @@ func (m *Model) Forward(tokens, targets []int32, b, t int) (float64, error) {
 	for k := range ps.head {
 		ps.head[k] = m.actBuf(ps, headActs[k], m.ws.head[k], n)
 	}
+	m.useParams(m.embUnit(), m.blockUnit(0))
 	emb, _ := m.headParam("tok_embeddings.weight")
 	be.Embedding(ps.head[hX0], emb, tokens, c.Dim)
+	m.doneParams(m.embUnit())
 	headBytes := be.LiveBytes() - start
 
 	m.kept.PerLayer = make([]int64, c.Layers)
@@ -240,12 +253,16 @@ func (m *Model) Forward(tokens, targets []int32, b, t int) (float64, error) {
 		if !layerActs[aQ].keep[c.Remat] {
 			a[aQ], a[aK] = a[aQr], a[aKr] // RoPE then rotates in place
 		}
+		m.useParams(m.blockUnit(i), m.blockUnit(i+1))
 		m.layerForward(i, x, a, b, t, func(act) bool { return true })
+		m.doneParams(m.blockUnit(i))
 		m.kept.PerLayer[i] = be.LiveBytes() - before
 		x = a[aOut]
 	}
 
 	h := &ps.head
+	m.useParams(m.headUnit(), -1)
+	defer m.doneParams(m.headUnit())
 	norm, _ := m.headParam("norm.weight")
 	out, _ := m.headParam("output.weight")
 	be.RMSNorm(h[hXnF], h[hRstdF], x, norm, n, c.Dim, c.NormEps)
@@ -340,6 +357,9 @@ func (m *Model) Backward() error {
 	if c.Layers > 0 {
 		xL = ps.layers[c.Layers-1][aOut]
 	}
+	next := m.headUnit() - 1 // the last block (the embedding when there is none)
+	m.useParams(m.headUnit(), next)
+	m.useGrads(m.headUnit())
 	norm, dnorm := m.headParam("norm.weight")
 	out, dout := m.headParam("output.weight")
 	be.CrossEntropyBackward(h[hLogits], h[hLogits], h[hLseCE], ps.targets, n, c.Vocab, scale)
@@ -358,8 +378,8 @@ func (m *Model) Backward() error {
 	be.MatMul(dxn, dlogits, out, n, d, c.Vocab, false, false, 0)
 	be.Zero(dres)
 	be.RMSNormBackward(dres, dnorm, dxn, xL, norm, h[hRstdF], n, d)
-	specs := m.Layout.Specs
-	m.gradDone(specs[len(specs)-2], specs[len(specs)-1])
+	m.doneGrads(m.headUnit())
+	m.doneParams(m.headUnit())
 
 	for i := c.Layers - 1; i >= 0; i-- {
 		x := h[hX0]
@@ -367,13 +387,21 @@ func (m *Model) Backward() error {
 			x = ps.layers[i-1][aOut]
 		}
 		a := &ps.layers[i]
+		next := -1 // the embedding needs no parameters in backward
+		if i > 0 {
+			next = m.blockUnit(i - 1)
+		}
+		m.useParams(m.blockUnit(i), next)
+		m.useGrads(m.blockUnit(i))
 		m.layerForward(i, x, a, ps.b, ps.t, func(k act) bool { return !layerActs[k].keep[c.Remat] })
 		m.layerBackward(i, x, a, dres, ps.b, ps.t)
-		m.gradDone(m.Layout.layerSpec(i, 0), m.Layout.layerSpec(i, perLayer-1))
+		m.doneGrads(m.blockUnit(i))
+		m.doneParams(m.blockUnit(i))
 	}
+	m.useGrads(m.embUnit())
 	_, demb := m.headParam("tok_embeddings.weight")
 	be.EmbeddingBackward(demb, dres, ps.tokens, d)
-	m.gradDone(specs[0], specs[0])
+	m.doneGrads(m.embUnit())
 	m.dropPass()
 	return nil
 }
