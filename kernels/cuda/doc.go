@@ -1,7 +1,9 @@
 // Package cuda is the CUDA runtime layer of herd: one goroutine per device that owns the CUDA
 // context, a caching device allocator, run-time kernel compilation through NVRTC, and row-major
-// GEMM through cuBLASLt. Everything except this comment and the pure-Go size-class and block-cache
-// bookkeeping sits behind the build tag cuda, so the default build needs neither cgo nor CUDA.
+// GEMM through cuBLASLt. What touches CUDA sits behind the build tag cuda, so the default build
+// needs neither cgo nor CUDA; the pure-Go parts are untagged and tested everywhere: the
+// backend's ops over a device interface (core.go, attnlaunch.go), code kinds and the cache key
+// (code.go), size classes and the allocator's block cache.
 //
 // # Building
 //
