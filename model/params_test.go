@@ -8,7 +8,8 @@ import (
 
 // The initial weights depend on the seed alone, not on how many goroutines draw them.
 func TestInitParamsIndependentOfCores(t *testing.T) {
-	c, _ := Preset("15m")
+	c, _ := Preset("tiny")
+	c.Vocab = 8192 // about 20 chunks, several per worker
 	l := NewLayout(c)
 	one := make([]float32, l.Size)
 	initParams(c, l, 3, one, 1)

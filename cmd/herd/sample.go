@@ -1,11 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
+	"sort"
 
 	"github.com/herd-llm/herd/model"
 	"github.com/herd-llm/herd/worker"
@@ -20,6 +23,7 @@ func runSample(args []string, stdout, stderr io.Writer) error {
 	temp := fs.Float64("temperature", 0.8, "sampling temperature; 0 picks the most likely token every time")
 	topP := fs.Float64("top-p", 0.95, "nucleus sampling: draw only from the most likely tokens whose probabilities add up to this")
 	seed := fs.Uint64("seed", 1, "random seed of the sampler")
+	trace := fs.String("trace", "", "also write FILE: one JSON line per generated token with its id and the 5 highest logits, for comparing backends token for token (with --temperature 0)")
 	backend := backendFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: herd sample --run DIR [--prompt TEXT] [flags]")
@@ -61,6 +65,15 @@ func runSample(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var tw *json.Encoder
+	if *trace != "" {
+		f, err := os.Create(*trace)
+		if err != nil {
+			return fmt.Errorf("--trace: %w", err)
+		}
+		defer f.Close()
+		tw = json.NewEncoder(f)
+	}
 	rng := rand.New(rand.NewPCG(*seed, 0x5a))
 	fmt.Fprint(stdout, *prompt)
 	for i := 0; i < *tokens; i++ {
@@ -68,6 +81,11 @@ func runSample(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("after %d generated tokens: %w", i, err)
 		}
 		id := model.SampleToken(logits, *temp, *topP, rng)
+		if tw != nil {
+			if err := tw.Encode(traceLine{Index: i, Token: id, Top: topLogits(logits, 5)}); err != nil {
+				return fmt.Errorf("--trace: %w", err)
+			}
+		}
 		stdout.Write(r.Tokenizer.Decode([]int32{id}))
 		if i+1 < *tokens {
 			if logits, err = g.Feed([]int32{id}); err != nil {
@@ -88,4 +106,33 @@ func checkLogits(logits []float32) error {
 		}
 	}
 	return nil
+}
+
+// traceLine is one generated token in sample's --trace file.
+type traceLine struct {
+	Index int          `json:"i"`
+	Token int32        `json:"token"`
+	Top   []tokenLogit `json:"top"` // the highest logits, highest first
+}
+
+type tokenLogit struct {
+	Token int32   `json:"token"`
+	Logit float32 `json:"logit"`
+}
+
+// topLogits returns the k highest logits with their token ids, highest first (lower id first
+// among equal logits, as greedy sampling picks).
+func topLogits(logits []float32, k int) []tokenLogit {
+	top := make([]tokenLogit, 0, k+1)
+	for i, v := range logits {
+		if len(top) == k && v <= top[k-1].Logit {
+			continue
+		}
+		top = append(top, tokenLogit{int32(i), v})
+		sort.SliceStable(top, func(a, b int) bool { return top[a].Logit > top[b].Logit })
+		if len(top) > k {
+			top = top[:k]
+		}
+	}
+	return top
 }

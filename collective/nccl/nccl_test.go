@@ -18,14 +18,18 @@ import (
 	"github.com/herd-llm/herd/kernels/cuda"
 )
 
-// openDevice opens device 0 for the test, or skips it when the driver lists no device. (A
+// openDevice opens device 0 for the test, or skips it when the driver lists no device (fails
+// under HERD_REQUIRE_GPU=1). (A
 // machine without a CUDA driver cannot start this binary at all: gorgonia.org/cu calls cuInit
 // at start.)
 func openDevice(tb testing.TB) *cuda.Device {
 	tb.Helper()
 	n, err := cu.NumDevices()
 	if err != nil || n == 0 {
-		tb.Skipf("no CUDA device (count %d, err %v): GPU tests need a GPU machine", n, err)
+		if os.Getenv("HERD_REQUIRE_GPU") == "1" {
+			tb.Fatalf("HERD_REQUIRE_GPU=1 but no CUDA device (count %d, err %v)", n, err)
+		}
+		tb.Skipf("no CUDA device (count %d, err %v): GPU tests need a GPU machine (HERD_REQUIRE_GPU=1 makes this a failure)", n, err)
 	}
 	d, err := cuda.Open(0)
 	if err != nil {

@@ -1,7 +1,9 @@
 // Package cuda is the CUDA runtime layer of herd: one goroutine per device that owns the CUDA
 // context, a caching device allocator, run-time kernel compilation through NVRTC, and row-major
-// GEMM through cuBLASLt. Everything except this comment and the pure-Go size-class and block-cache
-// bookkeeping sits behind the build tag cuda, so the default build needs neither cgo nor CUDA.
+// GEMM through cuBLASLt. What touches CUDA sits behind the build tag cuda, so the default build
+// needs neither cgo nor CUDA; the pure-Go parts are untagged and tested everywhere: the
+// backend's ops over a device interface (core.go, attnlaunch.go), code kinds and the cache key
+// (code.go), size classes and the allocator's block cache.
 //
 // # Building
 //
@@ -21,8 +23,18 @@
 //
 //	CGO_LDFLAGS=-L/usr/lib/x86_64-linux-gnu/stubs go build -tags cuda ./kernels/cuda/...
 //
-// NVRTC and cuBLASLt are not linked: they are loaded with dlopen at run time (see HERD_NVRTC
-// and HERD_CUBLASLT), so one binary serves CUDA 11, 12 and 13 installations.
+// NVRTC and cuBLASLt are not linked: they are loaded with dlopen at run time, as package
+// cudalib finds them (HERD_NVRTC and HERD_CUBLASLT name them explicitly; HERD_CUDA_LIBDIR adds
+// directories; the nvidia packages of Python environments are searched too), so one binary
+// serves CUDA 11, 12 and 13 installations. Kernels are compiled to cubins for the device's
+// architecture, or to PTX (HERD_CUDA_CODE).
+//
+// # Testing without a GPU
+//
+// The ops of the backend live in core.go, untagged, over a device interface. The tests of
+// emu_test.go run them on kernels/cuda/emu, which compiles the kernel sources with g++ and runs
+// them on the CPU, so that `go test ./kernels/cuda` checks every kernel's indexing, barriers and
+// tensor-core fragments against the float64 reference on any machine with g++.
 //
 // Importing gorgonia.org/cu runs cuInit at program start and exits the process (status 1,
 // "NoDevice") when it fails, so a cuda-tagged binary, tests included, cannot start on a machine

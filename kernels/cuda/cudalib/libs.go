@@ -12,7 +12,9 @@ var (
 	NVRTC    = Lib{Name: "libnvrtc", Env: "HERD_NVRTC", Sonames: []string{"libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so"}}
 	CublasLt = Lib{Name: "libcublasLt", Env: "HERD_CUBLASLT", Sonames: []string{"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so.11"}}
 	NCCL     = Lib{Name: "libnccl", Env: "HERD_NCCL", Sonames: []string{"libnccl.so.2", "libnccl.so"}}
-	Driver   = Lib{Name: "libcuda", Env: "HERD_LIBCUDA", Sonames: []string{"libcuda.so.1"}}
+	// Driver is the driver's libcuda, which cuda-tagged binaries link against; it is opened
+	// here only to report its path and version (HERD_LIBCUDA names the file to report on).
+	Driver = Lib{Name: "libcuda", Env: "HERD_LIBCUDA", Sonames: []string{"libcuda.so.1"}}
 )
 
 // Lib describes one library of the CUDA stack.

@@ -40,7 +40,9 @@ import (
 //go:embed harness/cuda_emu.h harness/harness.cpp
 var harnessFiles embed.FS
 
-// ErrNoCompiler is returned by Start when no C++ compiler is found.
+// ErrNoCompiler is returned by Start when no C++ compiler is found, and on machines the
+// harness is not written for (its fiber switch is x86-64 assembly; it uses Linux's mmap and
+// signal details).
 var ErrNoCompiler = errors.New("emu: no C++ compiler (g++) found")
 
 // Options configures Start.
@@ -90,6 +92,9 @@ type Device struct {
 
 // LookCXX returns the C++ compiler Start would use.
 func LookCXX(cxx string) (string, error) {
+	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
+		return "", fmt.Errorf("%w: the harness runs on linux/amd64, this is %s/%s", ErrNoCompiler, runtime.GOOS, runtime.GOARCH)
+	}
 	if cxx == "" {
 		cxx = os.Getenv("CXX")
 	}

@@ -5,6 +5,8 @@
 //	cudalibs           one line per library: path and version, or why it was not found
 //	cudalibs -ldpath   the directories to put on LD_LIBRARY_PATH, colon-separated: those of
 //	                   NVRTC (which opens libnvrtc-builtins by soname), cuBLASLt and NCCL
+//	cudalibs -pythons  the python3 executables of the Python environments the search knows,
+//	                   one a line, most specific first (for finding the one with torch)
 //
 // It needs no GPU and no cuda build tag.
 package main
@@ -13,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/herd-llm/herd/kernels/cuda/cudalib"
@@ -20,10 +23,19 @@ import (
 
 func main() {
 	ldpath := flag.Bool("ldpath", false, "print only the directories for LD_LIBRARY_PATH")
+	pythons := flag.Bool("pythons", false, "print the python3 executables of the Python environments found")
 	flag.Parse()
 	env := cudalib.Env{}
-	if *ldpath {
+	switch {
+	case *ldpath:
 		fmt.Println(strings.Join(env.LoaderDirs(), ":"))
+		return
+	case *pythons:
+		for _, root := range env.PythonRoots() {
+			if p := filepath.Join(root, "bin", "python3"); isExecutable(p) {
+				fmt.Println(p)
+			}
+		}
 		return
 	}
 	fmt.Printf("search order: %s\n", strings.Join(env.Dirs(), " "))
@@ -31,4 +43,9 @@ func main() {
 		fmt.Println(l)
 	}
 	fmt.Printf("LD_LIBRARY_PATH=%s\n", os.Getenv("LD_LIBRARY_PATH"))
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
 }
