@@ -67,6 +67,7 @@ type Ring struct {
 	sendQ, recvQ opQueue
 	wmu          sync.Mutex // one frame at a time on rightConn
 	rightDirty   bool       // a frame on rightConn was cut short; nothing may follow it
+	sent         atomic.Int64
 
 	hb       beats
 	lmu      sync.Mutex // one frame at a time on leftConn: heartbeats, then the abort
@@ -142,6 +143,11 @@ func (r *Ring) listen() error {
 	r.ln = ln
 	return nil
 }
+
+// SentBytes returns the bytes of collective data this rank has sent to its right neighbour
+// since Start: the elements of every data frame, without frame headers, heartbeats or
+// control frames. It is what a collective costs on the wire, to compare with a plan.
+func (r *Ring) SentBytes() int64 { return r.sent.Load() }
 
 // Rank returns this member's rank.
 func (r *Ring) Rank() int { return r.rank }

@@ -227,6 +227,8 @@ func (r *Ring) writeData(fw *frameWriter, h header, seg []float32) error {
 	err := fw.writeData(h, seg)
 	if err != nil {
 		r.rightDirty = true
+	} else {
+		r.sent.Add(4 * int64(len(seg)))
 	}
 	r.wmu.Unlock()
 	if err != nil {

@@ -91,3 +91,46 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// SentBytes counts what each collective puts on the wire: an all-reduce of n elements sends
+// (W-1) chunks in its reduce-scatter and (W-1) in its all-gather, 2(W-1)/W * n elements in
+// all; a reduce-scatter or an all-gather alone half of that.
+func TestRingSentBytes(t *testing.T) {
+	const w, n = 4, 10007
+	rings := collectivetest.StartRing(t, w, nil)
+	run := func(op func(r *collective.Ring, buf []float32) error) []int64 {
+		before := make([]int64, w)
+		errs := make(chan error, w)
+		for r, ring := range rings {
+			before[r] = ring.SentBytes()
+			go func() { errs <- op(ring, make([]float32, n)) }()
+		}
+		for range rings {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		out := make([]int64, w)
+		for r, ring := range rings {
+			out[r] = ring.SentBytes() - before[r]
+		}
+		return out
+	}
+	ctx := context.Background()
+	all := run(func(r *collective.Ring, b []float32) error { return r.AllReduce(ctx, b, collective.Sum) })
+	rs := run(func(r *collective.Ring, b []float32) error { return r.ReduceScatter(ctx, b, collective.Sum) })
+	ag := run(func(r *collective.Ring, b []float32) error { return r.AllGather(ctx, b) })
+	var total [3]int64
+	for r := 0; r < w; r++ {
+		total[0] += all[r]
+		total[1] += rs[r]
+		total[2] += ag[r]
+		if all[r] != rs[r]+ag[r] {
+			t.Errorf("rank %d: all-reduce sent %d bytes, reduce-scatter %d + all-gather %d", r, all[r], rs[r], ag[r])
+		}
+	}
+	// Over the whole ring each pass sends every chunk W-1 times.
+	if want := int64(4 * (w - 1) * n); total[1] != want || total[2] != want || total[0] != 2*want {
+		t.Errorf("bytes sent by all ranks: all-reduce %d, reduce-scatter %d, all-gather %d; want %d, %d, %d", total[0], total[1], total[2], 2*want, want, want)
+	}
+}

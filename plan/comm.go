@@ -12,8 +12,9 @@ import "github.com/herd-llm/herd/model"
 //	reduce-scatter, all-gather      (W-1)/W * P*e each
 //	ZeRO-1: reduce-scatter of the accumulated gradients + all-gather of the updated parameters
 //	ZeRO-2: a reduce-scatter per micro-batch (gradients are kept split) + the all-gather
-//	ZeRO-3: per micro-batch, an all-gather before forward, another before backward and a
-//	        reduce-scatter: 1.5 times plain data parallelism per micro-batch
+//	ZeRO-3: per micro-batch, an all-gather before forward, another before backward (of all
+//	        but the token embedding, which backward does not read) and a reduce-scatter:
+//	        about 1.5 times plain data parallelism per micro-batch
 //
 // Hidden: the gradient collectives run behind backward and ZeRO-3's prefetched gathers behind
 // forward and backward, each up to Assumptions.Overlap of its own time and at most the
@@ -55,9 +56,12 @@ func commTime(c Config, mb int, fwd, bwd float64) Comm {
 		return cm
 	}
 	cm.Link, cm.Bandwidth = dpLink(c)
-	share := float64(w-1) / float64(w) * float64(localParams(c))
+	frac := float64(w-1) / float64(w)
+	share := frac * float64(localParams(c))
 	rsBytes, agBytes := share*float64(c.Assume.ReduceBytes), share*float64(c.Assume.GatherBytes)
 	rs, ag := rsBytes/cm.Bandwidth, agBytes/cm.Bandwidth // one reduce-scatter, one all-gather
+	agBwdBytes := frac * float64(localParams(c)-embeddingParams(c)) * float64(c.Assume.GatherBytes)
+	agBwd := agBwdBytes / cm.Bandwidth // ZeRO-3's gather before backward
 	k := float64(c.SequencesPerRank() / mb)
 	hide := func(comm, behind float64) float64 { return min(c.Assume.Overlap*comm, behind) }
 	switch c.ZeRO {
@@ -68,7 +72,7 @@ func commTime(c Config, mb int, fwd, bwd float64) Comm {
 	case 2:
 		cm.DP, cm.DPHidden, cm.Bytes = k*rs+ag, k*hide(rs, bwd), k*rsBytes+agBytes
 	case 3:
-		cm.DP, cm.DPHidden, cm.Bytes = k*(2*ag+rs), k*(hide(ag, fwd)+hide(ag+rs, bwd)), k*(2*agBytes+rsBytes)
+		cm.DP, cm.DPHidden, cm.Bytes = k*(ag+agBwd+rs), k*(hide(ag, fwd)+hide(agBwd+rs, bwd)), k*(agBytes+agBwdBytes+rsBytes)
 	}
 	cm.Exposed += cm.DP - cm.DPHidden
 	return cm
@@ -80,7 +84,7 @@ func tpCommTime(c Config, mb int) float64 {
 		return 0
 	}
 	t := float64(c.TP)
-	perCollective := 2 * (t - 1) / t * float64(mb*c.Seq*c.Model.Dim*actType.Size())
+	perCollective := 2 * (t - 1) / t * float64(mb*c.Seq*c.Model.Dim*c.actType().Size())
 	perBlock := 4.0
 	if c.Model.Remat == model.RematFull {
 		perBlock = 6

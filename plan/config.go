@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 
+	"github.com/herd-llm/herd/kernels"
 	"github.com/herd-llm/herd/model"
 )
 
@@ -24,6 +25,12 @@ type Config struct {
 	// Tokens is the training budget (--tokens).
 	Tokens float64     `json:"tokens"`
 	Assume Assumptions `json:"assumptions"`
+	// Compute is the element type the passes compute in: 0 or kernels.BFloat16 on GPUs (a
+	// bf16 working copy of the float32 masters, bf16 activations), kernels.Float32 on herd's
+	// CPU backend, which computes on the float32 masters themselves: no working copy, so
+	// ZeRO-1 and -2 keep the masters whole and ZeRO-3 gathers float32 (set
+	// Assume.GatherBytes to 4 to match).
+	Compute kernels.DType `json:"compute,omitempty"`
 
 	sizes sizes // from the model's spec table; set by the exported entry points
 }
@@ -101,6 +108,8 @@ func (c Config) checkParallel() error {
 	switch {
 	case c.GPUs < 1:
 		return flagErr("--gpus", "= %d, must be >= 1", c.GPUs)
+	case c.Compute != 0 && c.Compute != kernels.BFloat16 && c.Compute != kernels.Float32:
+		return fieldErr("", "compute", "= %v: the passes compute in bfloat16 (GPUs) or float32 (the CPU backend)", c.Compute)
 	case c.ZeRO < 0 || c.ZeRO > 3:
 		return flagErr("--zero", "= %d: unknown ZeRO stage (allowed: 0 plain data parallelism, 1 optimizer state, 2 and gradients, 3 and parameters)", c.ZeRO)
 	case c.TP < 1 || c.TP > c.GPU.GPUsPerNode:
@@ -172,6 +181,22 @@ func (c Config) checkTokens() error {
 		return flagErr("--tokens", "= %g, must be > 0", c.Tokens)
 	}
 	return nil
+}
+
+// actType returns the element type of activations, and of the tensor-parallel collectives
+// that move them.
+func (c Config) actType() kernels.DType {
+	if c.Compute == kernels.Float32 {
+		return kernels.Float32
+	}
+	return kernels.BFloat16
+}
+
+// embeddingParams returns the token embedding's parameters on one tensor-parallel rank: the
+// one table that backward does not read (its gradient is a scatter-add of the incoming
+// gradient), so ZeRO-3 gathers it before forward only.
+func embeddingParams(c Config) int64 {
+	return int64(c.Model.Vocab) * int64(c.Model.Dim) / int64(c.TP)
 }
 
 // localParams returns the parameters one tensor-parallel rank holds: every matrix split t

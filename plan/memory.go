@@ -5,10 +5,6 @@ import (
 	"github.com/herd-llm/herd/model"
 )
 
-// actType is the element type of activations on a GPU (bf16, DESIGN's numerics), and of the
-// tensor-parallel collectives that move them.
-const actType = kernels.BFloat16
-
 // Bytes per element of the state that stays float32: masters, gradients, AdamW moments.
 const (
 	masterBytes = 4
@@ -19,7 +15,9 @@ const (
 // Memory is what one GPU holds at the peak of a step, in bytes.
 type Memory struct {
 	// Params: float32 masters (split W ways from ZeRO-1) and the bf16 working copy that the
-	// matrix multiplies read (stages 0-2; ZeRO-3 gathers it block by block instead).
+	// matrix multiplies read (stages 0-2; ZeRO-3 gathers it block by block instead). Where
+	// the passes compute in float32 (Config.Compute) the masters are what they read: whole
+	// through ZeRO-2, split W ways by ZeRO-3.
 	Params int64 `json:"params"`
 	// Grads: float32 gradients (split W ways from ZeRO-2).
 	Grads int64 `json:"grads"`
@@ -49,12 +47,15 @@ func memoryOf(c Config, mb int) Memory {
 		}
 		return local
 	}
-	working := local * int64(actType.Size())
-	if c.ZeRO == 3 {
-		working = 0
+	params := owned(1)*masterBytes + local*int64(kernels.BFloat16.Size()) // masters and the working copy
+	switch {
+	case c.Compute == kernels.Float32:
+		params = owned(3) * masterBytes
+	case c.ZeRO == 3:
+		params = owned(1) * masterBytes
 	}
 	m := Memory{
-		Params:      owned(1)*masterBytes + working,
+		Params:      params,
 		Grads:       owned(2) * gradBytes,
 		Optimizer:   owned(1) * momentBytes,
 		Activations: activationBytes(c, mb),
@@ -72,17 +73,18 @@ func memoryOf(c Config, mb int) Memory {
 // hidden units, the rest by sequence (Megatron's sequence parallelism, which LLaMA used).
 func activationBytes(c Config, mb int) int64 {
 	m, n := c.Model, mb*c.Seq
-	kept := model.ActivationBytes(m, m.Remat, actType, n)
-	workspace := int64(n) * (model.ActivationBytesPerTokenPerLayer(m, model.RematNone, actType) -
-		model.ActivationBytesPerTokenPerLayer(m, m.Remat, actType))
+	act := c.actType()
+	kept := model.ActivationBytes(m, m.Remat, act, n)
+	workspace := int64(n) * (model.ActivationBytesPerTokenPerLayer(m, model.RematNone, act) -
+		model.ActivationBytesPerTokenPerLayer(m, m.Remat, act))
 	return (kept + workspace) / int64(c.TP)
 }
 
 // bucketParams returns the largest group of parameters that moves as one: a block, or the
-// embedding (or head) table, per tensor-parallel rank.
+// output head with the final norm, per tensor-parallel rank.
 func bucketParams(m model.Config, tp int) int64 {
 	block := int64(4*m.Dim*m.Dim + 3*m.Dim*m.FFNHidden + 2*m.Dim)
-	return max(block, int64(m.Vocab*m.Dim)) / int64(tp)
+	return max(block, int64(m.Vocab*m.Dim+m.Dim)) / int64(tp)
 }
 
 func commBufferBytes(c Config, mb int) int64 {
@@ -92,19 +94,19 @@ func commBufferBytes(c Config, mb int) int64 {
 		b += 2 * bucket * gradBytes // a full bucket of gradients before its reduce-scatter, double-buffered
 	}
 	if c.DP() > 1 && c.ZeRO == 3 {
-		b += int64(c.Assume.PrefetchBlocks) * bucket * gatheredBytes(c.Assume.GatherBytes)
+		b += int64(c.Assume.PrefetchBlocks) * bucket * gatheredBytes(c.Assume.GatherBytes, c.actType())
 	}
 	if c.TP > 1 {
-		b += 2 * int64(mb*c.Seq*c.Model.Dim*actType.Size()) // a block input gathered along the sequence, and its gradient
+		b += 2 * int64(mb*c.Seq*c.Model.Dim*c.actType().Size()) // a block input gathered along the sequence, and its gradient
 	}
 	return b
 }
 
 // gatheredBytes returns the bytes per parameter of a gathered block: the gathered elements,
 // and a bf16 copy to compute with when they are wider.
-func gatheredBytes(gather int) int64 {
-	if gather > actType.Size() {
-		return int64(gather + actType.Size())
+func gatheredBytes(gather int, act kernels.DType) int64 {
+	if gather > act.Size() {
+		return int64(gather + act.Size())
 	}
 	return int64(gather)
 }

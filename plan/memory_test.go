@@ -3,6 +3,7 @@ package plan
 import (
 	"testing"
 
+	"github.com/herd-llm/herd/kernels"
 	"github.com/herd-llm/herd/model"
 )
 
@@ -13,18 +14,26 @@ func TestPlanMemoryZeROStages(t *testing.T) {
 	n := int64(model.NumParams(config(t, "7b", w, 0, 1).Model))
 	shard := (n + w - 1) / w
 	for _, tc := range []struct {
+		compute                 kernels.DType
 		zero                    int
 		params, grads, optState int64
 	}{
-		{0, 4*n + 2*n, 4 * n, 8 * n},
-		{1, 4*shard + 2*n, 4 * n, 8 * shard},
-		{2, 4*shard + 2*n, 4 * shard, 8 * shard},
-		{3, 4 * shard, 4 * shard, 8 * shard},
+		{0, 0, 4*n + 2*n, 4 * n, 8 * n},
+		{0, 1, 4*shard + 2*n, 4 * n, 8 * shard},
+		{0, 2, 4*shard + 2*n, 4 * shard, 8 * shard},
+		{0, 3, 4 * shard, 4 * shard, 8 * shard},
+		// Computing in float32 on the masters themselves: no working copy, and the masters
+		// stay whole until ZeRO-3.
+		{kernels.Float32, 0, 4 * n, 4 * n, 8 * n},
+		{kernels.Float32, 1, 4 * n, 4 * n, 8 * shard},
+		{kernels.Float32, 2, 4 * n, 4 * shard, 8 * shard},
+		{kernels.Float32, 3, 4 * shard, 4 * shard, 8 * shard},
 	} {
 		c := config(t, "7b", w, tc.zero, 1).withSizes()
+		c.Compute = tc.compute
 		m := memoryOf(c, 1)
 		if m.Params != tc.params || m.Grads != tc.grads || m.Optimizer != tc.optState {
-			t.Errorf("ZeRO-%d: params %d grads %d optimizer %d, want %d %d %d", tc.zero, m.Params, m.Grads, m.Optimizer, tc.params, tc.grads, tc.optState)
+			t.Errorf("ZeRO-%d, compute %v: params %d grads %d optimizer %d, want %d %d %d", tc.zero, tc.compute, m.Params, m.Grads, m.Optimizer, tc.params, tc.grads, tc.optState)
 		}
 		if sum := m.Params + m.Grads + m.Optimizer + m.Activations + m.CommBuffers + m.Reserve; m.Total != sum {
 			t.Errorf("ZeRO-%d: total %d, parts sum to %d", tc.zero, m.Total, sum)
@@ -36,8 +45,8 @@ func TestPlanMemoryZeROStages(t *testing.T) {
 func TestPlanMemoryActivations(t *testing.T) {
 	c := config(t, "13b", 8, 0, 1).withSizes()
 	m := c.Model
-	kept := model.ActivationBytes(m, model.RematHybrid, actType, 4*2048)
-	workspace := int64(4*2048) * (model.ActivationBytesPerTokenPerLayer(m, model.RematNone, actType) - model.ActivationBytesPerTokenPerLayer(m, model.RematHybrid, actType))
+	kept := model.ActivationBytes(m, model.RematHybrid, kernels.BFloat16, 4*2048)
+	workspace := int64(4*2048) * (model.ActivationBytesPerTokenPerLayer(m, model.RematNone, kernels.BFloat16) - model.ActivationBytesPerTokenPerLayer(m, model.RematHybrid, kernels.BFloat16))
 	if got := activationBytes(c, 4); got != kept+workspace {
 		t.Errorf("tp 1: %d, want %d", got, kept+workspace)
 	}

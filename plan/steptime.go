@@ -70,7 +70,7 @@ func memoryBoundTimes(c Config, mb int) (optimizer, elementwise float64) {
 		updated = ceilDiv(updated, int64(c.DP()))
 	}
 	optimizer = float64(updated) * c.Assume.OptimizerBytes / bw
-	perToken := float64(c.Model.Layers) * float64(model.ActivationBytesPerTokenPerLayer(c.Model, model.RematNone, actType))
+	perToken := float64(c.Model.Layers) * float64(model.ActivationBytesPerTokenPerLayer(c.Model, model.RematNone, c.actType()))
 	tokens := float64(c.SequencesPerRank() * c.Seq)
 	elementwise = tokens * perToken * c.Assume.ElementwiseTraffic / float64(c.TP) / bw
 	return optimizer, elementwise

@@ -132,7 +132,7 @@ func layoutRanges(l model.Layout) []checkpoint.TensorRange {
 // training run must also have the same sequence length, global batch and seed, so the data
 // stream continues where it stopped (the number of ranks may differ). A step-0 checkpoint
 // (from herd import) only provides weights. prev receives the checkpoint's run config.
-func checkResume(cfg TrainConfig, mod *model.Model, sb *stateBuffers, tokHash string, prev *RunConfig) func(*checkpoint.Manifest) (checkpoint.State, error) {
+func checkResume(cfg TrainConfig, mod *model.Model, alloc func() checkpoint.State, tokHash string, prev *RunConfig) func(*checkpoint.Manifest) (checkpoint.State, error) {
 	want := layoutRanges(mod.Layout)
 	return func(m *checkpoint.Manifest) (checkpoint.State, error) {
 		if fmt.Sprint(m.Layout) != fmt.Sprint(want) {
@@ -151,7 +151,7 @@ func checkResume(cfg TrainConfig, mod *model.Model, sb *stateBuffers, tokHash st
 			return checkpoint.State{}, fmt.Errorf("worker: checkpoint step %d used --batch %d --seq %d --seed %d; resume with the same values (the number of processes may change)",
 				m.Step, m.Cursor.GlobalBatch, m.Cursor.Seq, m.Cursor.Seed)
 		}
-		return sb.forLoad(), nil
+		return alloc(), nil
 	}
 }
 
@@ -265,7 +265,7 @@ func setAsideMetrics(dir string, step int) (moved int, err error) {
 
 // saveCheckpoint starts an asynchronous save of the state after step and returns how long
 // the step loop was held. Under ZeRO each rank writes the chunks it owns.
-func saveCheckpoint(ctx context.Context, saver *checkpoint.Saver, cfg TrainConfig, rc RunConfig, mod *model.Model, sb *stateBuffers, z *zeroOptim, tokJSON []byte, step int) (time.Duration, error) {
+func saveCheckpoint(ctx context.Context, saver *checkpoint.Saver, cfg TrainConfig, rc RunConfig, mod *model.Model, sb *stateBuffers, z *zeroState, tokJSON []byte, step int) (time.Duration, error) {
 	raw, err := json.Marshal(rc)
 	if err != nil {
 		return 0, err
@@ -279,7 +279,6 @@ func saveCheckpoint(ctx context.Context, saver *checkpoint.Saver, cfg TrainConfi
 		Extra:         map[string][]byte{TokenizerName: tokJSON},
 	}
 	if z != nil {
-		sb.pull()
 		req.Spans, req.Elems = z.spans(), int64(mod.Layout.Size)
 	} else {
 		req.State = sb.pull()

@@ -33,9 +33,14 @@ type dataParallel struct {
 	redErr   error       // the first error a Reduce returned during this Backward
 	reducing bool
 	waited   time.Duration // how long the last finish waited for the gradient sums
-	// scatter reduce-scatters each range instead of all-reducing it (ZeRO): every rank gets
-	// the sums of its chunks only.
+	// scatter reduce-scatters each range instead of all-reducing it (ZeRO-1): every rank
+	// gets the sums of its chunks only.
 	scatter bool
+	// crc, when set, gives the parameters' checksum that checkParams compares (ZeRO holds
+	// them elsewhere); by default the model's parameter buffer's.
+	crc func(context.Context) (uint32, error)
+	// lentGrads: the model's gradients are lent by ZeRO's Residency, which reduces them.
+	lentGrads bool
 }
 
 // GradReducer sums ranges of a model's float32 gradient buffer across the data-parallel ranks
@@ -54,6 +59,12 @@ type GradReducer interface {
 func newDataParallel(ctx context.Context, comm collective.Communicator, red GradReducer, m *model.Model) *dataParallel {
 	dp := &dataParallel{ctx: ctx, comm: comm, m: m}
 	if comm != nil && comm.Size() > 1 {
+		if m.Resident() {
+			// ZeRO-2 and -3: the lent gradients are reduced as the model hands them back;
+			// only the loss is left to average.
+			dp.lentGrads = true
+			return dp
+		}
 		if red != nil {
 			dp.red, dp.reducing = red, true
 		} else if hostBackend(m) {
@@ -71,11 +82,11 @@ func hostBackend(m *model.Model) bool {
 	return ok
 }
 
-func (dp *dataParallel) active() bool { return dp.grads != nil || dp.reducing }
+func (dp *dataParallel) active() bool { return dp.grads != nil || dp.reducing || dp.lentGrads }
 
 // startBuckets arms the model's gradient hook for the coming Backward.
 func (dp *dataParallel) startBuckets() {
-	if !dp.active() {
+	if !dp.active() || dp.lentGrads {
 		return
 	}
 	if dp.reducing {
@@ -139,7 +150,15 @@ func (dp *dataParallel) checkParams(step int) error {
 	if !dp.active() {
 		return nil
 	}
-	sum := paramsCRC(dp)
+	var sum uint32
+	if dp.crc != nil {
+		var err error
+		if sum, err = dp.crc(dp.ctx); err != nil {
+			return fmt.Errorf("parameter check at step %d: %w", step, err)
+		}
+	} else {
+		sum = paramsCRC(dp)
+	}
 	w, r := dp.comm.Size(), dp.comm.Rank()
 	// Two 16-bit halves per rank travel as exactly representable float32 values.
 	buf := make([]float32, 2*w)

@@ -73,7 +73,7 @@ func (t *Trainer) JoinRound(ctx context.Context, rs RoundStart) error {
 			return fmt.Errorf("%w: the round loads a checkpoint, but the job has no checkpoint location", ErrConfig)
 		}
 		var prev RunConfig
-		if _, err := checkpoint.LoadStep(ctx, *loc, rs.Start, checkResume(*cfg, t.model, t.sb, t.tok.Hash(), &prev)); err != nil {
+		if _, err := checkpoint.LoadStep(ctx, *loc, rs.Start, checkResume(*cfg, t.model, t.sb.forLoad, t.tok.Hash(), &prev)); err != nil {
 			return fmt.Errorf("loading the checkpoint of step %d: %w", rs.Start, err)
 		}
 		t.sb.push()

@@ -97,8 +97,13 @@ func (r *Run) LoadModel(be kernels.Backend) (*model.Model, error) {
 func SaveWeights(m *model.Model, path string) error {
 	host := make([]float32, m.Layout.Size)
 	m.Backend().Read32(host, m.Params())
-	tensors := make([]checkpoint.Tensor, len(m.Layout.Specs))
-	for i, s := range m.Layout.Specs {
+	return saveWeights(m.Layout, host, path)
+}
+
+// saveWeights writes whole parameters laid out by l as float32 safetensors.
+func saveWeights(l model.Layout, host []float32, path string) error {
+	tensors := make([]checkpoint.Tensor, len(l.Specs))
+	for i, s := range l.Specs {
 		tensors[i] = checkpoint.Tensor{Name: s.Name, Shape: s.Shape, Data: host[s.Offset : s.Offset+s.Size]}
 	}
 	return checkpoint.WriteFileAtomic(path, func(w io.Writer) error {

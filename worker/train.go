@@ -52,8 +52,8 @@ type TrainConfig struct {
 	// CheckEvery is the number of steps between cross-rank parameter checksums (data
 	// parallel only); 0 disables the check.
 	CheckEvery int
-	// Zero is the ZeRO stage: 0 replicates the whole state on every rank, 1 shards the AdamW
-	// moments across the ranks (see zero.go).
+	// Zero is the ZeRO stage: 0 replicates the whole state on every rank; 1 shards the AdamW
+	// moments across the ranks, 2 the gradients too, 3 the parameters too (see zero.go).
 	Zero int
 	// Checkpoint configures periodic sharded checkpoints and resuming.
 	Checkpoint CheckpointConfig
@@ -89,8 +89,8 @@ func (c TrainConfig) Validate() error {
 		return bad("--warmup = %d exceeds --steps = %d", c.WarmupSteps, c.Steps)
 	case c.EvalEvery < 0 || c.SampleEvery < 0 || c.EvalSeqs <= 0:
 		return bad("--eval-every, --sample-every must be >= 0 and --eval-seqs > 0")
-	case c.Zero < 0 || c.Zero > 1:
-		return bad("--zero = %d: the stages are 0 (replicated) and 1 (moments sharded); 2 and 3 are not built yet", c.Zero)
+	case c.Zero < 0 || c.Zero > 3:
+		return bad("--zero = %d: the stages are 0 (replicated), 1 (moments sharded), 2 (and gradients), 3 (and parameters)", c.Zero)
 	}
 	if err := c.Model.CheckSeq(c.Seq); err != nil {
 		return fmt.Errorf("--seq: %w", err)

@@ -50,10 +50,11 @@ type Trainer struct {
 	sched   model.Schedule
 	rc      RunConfig
 
-	model *model.Model
-	opt   optimizer  // AdamW over the whole state, or over this rank's shard (zero)
-	zero  *zeroOptim // when the state is sharded (TrainConfig.Zero > 0)
-	sb    *stateBuffers
+	model  *model.Model
+	opt    optimizer        // AdamW over the whole state, or over this rank's shard (zero)
+	zero   *zeroState       // when the state is sharded (TrainConfig.Zero > 0)
+	loaded checkpoint.State // under ZeRO: the whole state a load filled, until adopted
+	sb     *stateBuffers    // the whole state's host view (no ZeRO)
 
 	comm collective.Communicator
 	red  GradReducer
@@ -135,22 +136,9 @@ func NewTrainer(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io
 			return nil, err
 		}
 	}
-	if t.model, err = model.New(cfg.Model, be); err != nil {
+	if err := t.buildState(); err != nil {
 		t.releaseClaims(true)
 		return nil, err
-	}
-	if cfg.Zero == 0 {
-		full, err := model.NewOptimizer(t.model, cfg.Optim)
-		if err != nil {
-			t.model.Close()
-			t.releaseClaims(true)
-			return nil, err
-		}
-		t.opt = fullOptim{full}
-		mb, vb := full.Moments()
-		t.sb = newStateBuffers(t.model, mb, vb)
-	} else {
-		t.sb = newStateBuffers(t.model, nil, nil)
 	}
 	if err := t.setComm(t.comm, t.red); err != nil {
 		t.model.Close()
@@ -162,6 +150,38 @@ func NewTrainer(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io
 	}
 	t.menc = json.NewEncoder(io.Discard)
 	return t, nil
+}
+
+// buildState allocates the model and its training state: whole, or sharded by ZeRO, in
+// which case stages 2 and 3 lend the model its storage.
+func (t *Trainer) buildState() error {
+	cfg, be := t.cfg, t.be
+	var err error
+	if cfg.Zero > 0 {
+		if t.zero, err = newZeroState(cfg.Zero, cfg.Optim, be, model.NewLayout(cfg.Model)); err != nil {
+			return err
+		}
+		t.opt = t.zero
+	}
+	if cfg.Zero >= 2 {
+		t.model, err = model.NewResident(cfg.Model, be, t.zero)
+	} else {
+		t.model, err = model.New(cfg.Model, be)
+	}
+	if err != nil {
+		return err
+	}
+	if cfg.Zero == 0 {
+		full, err := model.NewOptimizer(t.model, cfg.Optim)
+		if err != nil {
+			t.model.Close()
+			return err
+		}
+		t.opt = fullOptim{full}
+		mb, vb := full.Moments()
+		t.sb = newStateBuffers(t.model, mb, vb)
+	}
+	return nil
 }
 
 // claim makes rank 0 the only writer of the run directory and of the checkpoint location,
@@ -283,12 +303,12 @@ func (t *Trainer) Restore(ctx context.Context) error {
 func (t *Trainer) restoreLead(ctx context.Context) (int, error) {
 	cfg := t.cfg
 	if cfg.Checkpoint.Resume == nil {
-		t.model.Init(cfg.Seed)
+		t.initFresh()
 		return 0, nil
 	}
 	var prev RunConfig
 	loc := cfg.Checkpoint.Resume
-	man, err := checkpoint.LoadLatest(ctx, *loc, checkResume(cfg, t.model, t.sb, t.tok.Hash(), &prev), t.bar.println)
+	man, err := checkpoint.LoadLatest(ctx, *loc, checkResume(cfg, t.model, t.loadBuffers, t.tok.Hash(), &prev), t.bar.println)
 	if err != nil {
 		return 0, err
 	}
@@ -306,11 +326,11 @@ func (t *Trainer) restoreLead(ctx context.Context) (int, error) {
 func (t *Trainer) restoreFollower(ctx context.Context, step int) error {
 	cfg := t.cfg
 	if cfg.Checkpoint.Resume == nil {
-		t.model.Init(cfg.Seed)
+		t.initFresh()
 		return nil
 	}
 	var prev RunConfig
-	if _, err := checkpoint.LoadStep(ctx, *cfg.Checkpoint.Resume, step, checkResume(cfg, t.model, t.sb, t.tok.Hash(), &prev)); err != nil {
+	if _, err := checkpoint.LoadStep(ctx, *cfg.Checkpoint.Resume, step, checkResume(cfg, t.model, t.loadBuffers, t.tok.Hash(), &prev)); err != nil {
 		return fmt.Errorf("rank %d: loading step %d, which rank 0 chose: %w", cfg.rank(), step, err)
 	}
 	t.adoptLoaded()
@@ -318,13 +338,35 @@ func (t *Trainer) restoreFollower(ctx context.Context, step int) error {
 	return nil
 }
 
-// adoptLoaded puts a loaded checkpoint into the backend: the whole state, or under ZeRO the
-// whole parameters and this rank's chunks of the moments.
-func (t *Trainer) adoptLoaded() {
-	t.sb.push()
+// initFresh sets the weights from the seed and zero moments.
+func (t *Trainer) initFresh() {
 	if t.zero != nil {
-		t.zero.adopt(t.sb.loaded.M, t.sb.loaded.V)
+		t.zero.init(t.cfg.Model, t.cfg.Seed)
+		return
 	}
+	t.model.Init(t.cfg.Seed)
+}
+
+// loadBuffers returns the buffers a checkpoint load fills: the state's own host view, or
+// under ZeRO whole temporary buffers that each rank takes its part of.
+func (t *Trainer) loadBuffers() checkpoint.State {
+	if t.zero != nil {
+		n := t.model.Layout.Size
+		t.loaded = checkpoint.State{Params: make([]float32, n), M: make([]float32, n), V: make([]float32, n)}
+		return t.loaded
+	}
+	return t.sb.forLoad()
+}
+
+// adoptLoaded puts a loaded checkpoint into the backend: the whole state, or under ZeRO
+// this rank's part of it.
+func (t *Trainer) adoptLoaded() {
+	if t.zero != nil {
+		t.zero.adopt(t.loaded)
+		t.loaded = checkpoint.State{}
+		return
+	}
+	t.sb.push()
 	t.sb.loaded = checkpoint.State{}
 }
 
@@ -495,31 +537,18 @@ func (t *Trainer) setComm(comm collective.Communicator, red GradReducer) error {
 	}
 	t.dp = newDataParallel(context.Background(), comm, red, t.model)
 	t.dp.scatter = t.zero != nil && world > 1
+	if t.zero != nil {
+		t.dp.crc = t.zero.checksum
+	}
 	share := t.cfg.Batch / world
 	t.inputs, t.targets = make([]int32, share*t.cfg.Seq), make([]int32, share*t.cfg.Seq)
 	return nil
 }
 
 // shard partitions the state among the group's ranks for ZeRO and allocates this rank's
-// shard of the moments.
+// shards.
 func (t *Trainer) shard() error {
-	plan, err := newZeroPlan(t.model.Layout, t.cfg.Zero, t.cfg.world(), t.cfg.rank())
-	if err != nil {
-		return err
-	}
-	comm := t.comm
-	if comm == nil {
-		comm = collective.NewInMemGroup(1)[0]
-	}
-	z, err := newZeroOptim(t.model, t.cfg.Optim, plan, comm)
-	if err != nil {
-		return err
-	}
-	if t.zero != nil {
-		t.zero.Close()
-	}
-	t.zero, t.opt = z, z
-	return nil
+	return t.zero.shard(t.model, t.comm)
 }
 
 // banner prints the run's model and data once, on rank 0.
@@ -535,6 +564,9 @@ func (t *Trainer) banner() {
 		cfg.Data, len(t.ds.Train), len(t.val.Inputs), cfg.Batch, cfg.Seq, cfg.Steps, cfg.PeakLR, t.sched.WarmupSteps)
 	if len(t.val.Inputs) == 0 {
 		fmt.Fprintln(t.log, "note: the dataset has no held-out tokens (prepared with --held-out 0): no validation, no baseline")
+	}
+	if cfg.Zero > 0 {
+		fmt.Fprintf(t.log, "zero: stage %d, this rank's shard holds %d of %d elements\n", cfg.Zero, t.zero.plan.size, t.zero.plan.elems)
 	}
 	t.noteWorld()
 }
@@ -564,23 +596,7 @@ func (t *Trainer) Step(ctx context.Context) error {
 		return err
 	}
 	accum := cfg.Batch / cfg.world() / cfg.MicroBatch
-	t.model.ZeroGrad()
-	var loss float64
-	for a := 0; a < accum; a++ {
-		lo, hi := a*cfg.MicroBatch*cfg.Seq, (a+1)*cfg.MicroBatch*cfg.Seq
-		l, err := t.model.Forward(t.inputs[lo:hi], t.targets[lo:hi], cfg.MicroBatch, cfg.Seq)
-		if err != nil {
-			return err
-		}
-		if a == accum-1 {
-			t.dp.startBuckets() // the last micro-batch finishes each gradient range
-		}
-		if err := t.model.Backward(); err != nil {
-			return err
-		}
-		loss += l / float64(accum)
-	}
-	loss, err := t.dp.finish(loss)
+	loss, err := t.passes(ctx, accum)
 	if err != nil {
 		return fmt.Errorf("step %d: %w", step+1, err)
 	}
@@ -615,10 +631,43 @@ func (t *Trainer) Step(ctx context.Context) error {
 	if err := t.logStep(loss, lr, norm, stall); err != nil {
 		return err
 	}
-	if t.lead && cfg.EvalEvery > 0 && t.step%cfg.EvalEvery == 0 && t.step < cfg.Steps {
-		return t.validate(t.step)
+	if (t.lead || t.everyRankForwards()) && cfg.EvalEvery > 0 && t.step%cfg.EvalEvery == 0 && t.step < cfg.Steps {
+		return t.validate(ctx, t.step)
 	}
 	return nil
+}
+
+// passes runs the forward and backward passes of a step over this rank's inputs in accum
+// micro-batches and leaves the gradients, summed across ranks, where the optimizer reads
+// them. It returns the loss averaged over the ranks.
+func (t *Trainer) passes(ctx context.Context, accum int) (float64, error) {
+	cfg := t.cfg
+	t.model.ZeroGrad()
+	if t.model.Resident() {
+		t.zero.begin(ctx) // the passes' collectives run under ctx
+		t.zero.zeroGrads()
+	}
+	var loss float64
+	for a := 0; a < accum; a++ {
+		lo, hi := a*cfg.MicroBatch*cfg.Seq, (a+1)*cfg.MicroBatch*cfg.Seq
+		l, err := t.model.Forward(t.inputs[lo:hi], t.targets[lo:hi], cfg.MicroBatch, cfg.Seq)
+		if err != nil {
+			return 0, err
+		}
+		if a == accum-1 {
+			t.dp.startBuckets() // the last micro-batch finishes each gradient range
+		}
+		if err := t.model.Backward(); err != nil {
+			return 0, err
+		}
+		loss += l / float64(accum)
+	}
+	if t.model.Resident() {
+		if err := t.zero.endPass(); err != nil {
+			return 0, err
+		}
+	}
+	return t.dp.finish(loss)
 }
 
 // logStep writes the metrics line of the step just done and updates the progress bar.
@@ -644,9 +693,18 @@ func (t *Trainer) logStep(loss, lr, norm float64, stall time.Duration) error {
 	return nil
 }
 
+// everyRankForwards reports whether every rank must run the model's forward passes for a
+// validation or a sample: under ZeRO-3 each forward gathers the parameters, a collective.
+func (t *Trainer) everyRankForwards() bool { return t.cfg.Zero == 3 && t.cfg.world() > 1 }
+
 // validate evaluates the held-out split (and --eval-text), prints a sample when asked, and
-// logs the result. Only rank 0 validates.
-func (t *Trainer) validate(step int) error {
+// logs the result. Only rank 0 validates, unless every rank must run the forwards with it
+// (ZeRO-3); rank 0 alone logs.
+func (t *Trainer) validate(ctx context.Context, step int) error {
+	if t.zero != nil {
+		t.zero.begin(ctx)
+		defer func() { t.zero.endPass() }()
+	}
 	if len(t.val.Inputs) == 0 {
 		return nil
 	}
@@ -670,11 +728,14 @@ func (t *Trainer) validate(step int) error {
 			return err
 		}
 	}
+	t.res.Val = ev.Val
+	if !t.lead {
+		return nil
+	}
 	t.bar.println(line)
 	if ev.Sample != "" {
 		t.bar.println("sample: " + printable(ev.Sample))
 	}
-	t.res.Val = ev.Val
 	return t.menc.Encode(ev)
 }
 
@@ -691,18 +752,37 @@ func (t *Trainer) Finish(ctx context.Context) (*Result, error) {
 	if err := t.finalSave(ctx); err != nil {
 		return nil, err
 	}
+	if t.everyRankForwards() {
+		if err := t.validate(ctx, cfg.Steps); err != nil {
+			return nil, err
+		}
+	}
+	var whole []float32 // under ZeRO the final weights are assembled from the shards
+	if t.zero != nil && cfg.Out != "" {
+		var err error
+		if whole, err = t.zero.wholeParams(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if !t.lead {
 		return res, nil
 	}
-	if err := t.validate(cfg.Steps); err != nil {
-		return nil, err
+	if !t.everyRankForwards() {
+		if err := t.validate(ctx, cfg.Steps); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Out == "" {
 		return res, nil // the driver keeps the record; the weights are in the final checkpoint
 	}
 	rc := t.rc
 	rc.StepsDone = cfg.Steps
-	if err := SaveWeights(t.model, filepath.Join(cfg.Out, WeightsName)); err != nil {
+	path := filepath.Join(cfg.Out, WeightsName)
+	if whole != nil {
+		if err := saveWeights(t.model.Layout, whole, path); err != nil {
+			return nil, err
+		}
+	} else if err := SaveWeights(t.model, path); err != nil {
 		return nil, err
 	}
 	if err := writeJSON(filepath.Join(cfg.Out, RunConfigName), rc); err != nil {

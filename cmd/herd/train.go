@@ -47,7 +47,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	pureGo := fs.Bool("pure-go", false, "cpu: use the pure-Go matmul even when a BLAS library is installed")
 	nproc := fs.Int("nproc", 1, "data-parallel processes on this machine; each takes its slice of every global batch and gradients are summed over a TCP ring on 127.0.0.1")
 	collTimeout := fs.Duration("collective-timeout", 5*time.Minute, "deadline of one collective operation: a rank that waits longer fails the run, naming the rank that did not answer; it must also cover rank 0's validations, which the other ranks wait for (> 0)")
-	zero := fs.Int("zero", 0, "ZeRO stage: 0 keeps the whole training state on every process; 1 shards the AdamW moments across the --nproc processes (gradients reduce-scattered, parameters all-gathered after each step)")
+	zero := fs.Int("zero", 0, "ZeRO stage: 0 keeps the whole training state on every process; 1 shards the AdamW moments across the --nproc processes, 2 the gradients too, 3 the parameters too (gathered unit by unit for each pass); cpu backend")
 	checkEvery := fs.Int("check-every", 50, "steps between checks that all processes hold identical parameters (0: only at the end)")
 	ckptURI := fs.String("checkpoint", "", "where to write sharded checkpoints: a directory, file:///path or s3://bucket/prefix (default: DIR/checkpoints of --out)")
 	ckptEvery := fs.Int("checkpoint-every", 500, "steps between checkpoints, written in the background; the last step always saves (0: only the last)")
@@ -79,8 +79,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if *nproc < 1 {
 		return fmt.Errorf("--nproc = %d, must be >= 1", *nproc)
 	}
-	if *zero < 0 || *zero > 1 {
-		return fmt.Errorf("--zero = %d: the stages are 0 (replicated state) and 1 (AdamW moments sharded); 2 and 3 are not built yet", *zero)
+	if *zero < 0 || *zero > 3 {
+		return fmt.Errorf("--zero = %d: the stages are 0 (replicated state), 1 (AdamW moments sharded), 2 (and gradients), 3 (and parameters)", *zero)
 	}
 	if *collTimeout <= 0 {
 		return fmt.Errorf("--collective-timeout = %v, must be > 0: it is how a hung rank is found", *collTimeout)

@@ -10,8 +10,8 @@ import (
 	"github.com/herd-llm/herd/checkpoint"
 )
 
-// zeroStages are the ZeRO stages built so far, compared against plain data parallelism.
-var zeroStages = []int{1}
+// zeroStages are the ZeRO stages, each compared against plain data parallelism.
+var zeroStages = []int{1, 2, 3}
 
 // ZeRO is exact: for 2 and 4 processes, in one micro-batch per step and in several, with
 // gradient clipping active, each stage gives the same per-step losses and final parameters as
@@ -51,19 +51,19 @@ func TestZeroMatchesDataParallel(t *testing.T) {
 }
 
 // A checkpoint written under ZeRO holds each rank's chunks, and resumes in another stage and
-// world size: 4 processes under ZeRO-1 stop after step 8; the run continues as ZeRO-1 on 2
-// processes and as one plain process, each exactly on the uninterrupted run's data and within
-// summation order of its losses.
+// world size: 4 processes under ZeRO-3 stop after step 8; the run continues as ZeRO-1 on 2
+// processes, as ZeRO-2 on 2 and as one plain process, each exactly on the uninterrupted run's
+// data and within summation order of its losses.
 func TestZeroCheckpointsReshard(t *testing.T) {
 	e := newCkptEnv(t)
 	ref := filepath.Join(e.dir, "ref")
-	if out, ok := e.train(t, ref, nil, "--steps", "16", "--nproc", "4", "--zero", "1"); !ok {
+	if out, ok := e.train(t, ref, nil, "--steps", "16", "--nproc", "4", "--zero", "3"); !ok {
 		t.Fatal(out)
 	}
 	lref, dref := stepLog(t, ref)
-	for _, to := range [][2]int{{2, 1}, {1, 0}} {
+	for _, to := range [][2]int{{2, 1}, {2, 2}, {1, 0}} {
 		run := filepath.Join(e.dir, fmt.Sprintf("to-w%d-z%d", to[0], to[1]))
-		if out, ok := e.train(t, run, []string{"HERD_FAILPOINT=after-manifest@8"}, "--steps", "16", "--checkpoint-every", "8", "--nproc", "4", "--zero", "1"); ok {
+		if out, ok := e.train(t, run, []string{"HERD_FAILPOINT=after-manifest@8"}, "--steps", "16", "--checkpoint-every", "8", "--nproc", "4", "--zero", "3"); ok {
 			t.Fatalf("the failpoint did not stop the run:\n%s", out)
 		}
 		store, err := checkpoint.NewDirStore(filepath.Join(run, "checkpoints"))
@@ -85,7 +85,7 @@ func TestZeroCheckpointsReshard(t *testing.T) {
 		l, d := stepLog(t, run)
 		for s := 1; s <= 16; s++ {
 			if d[s] != dref[s] || math.Abs(l[s]-lref[s]) > 1e-5*lref[s] {
-				t.Errorf("zero 1 x4 -> zero %d x%d, step %d: loss %v data %v, uninterrupted %v %v", to[1], to[0], s, l[s], d[s], lref[s], dref[s])
+				t.Errorf("zero 3 x4 -> zero %d x%d, step %d: loss %v data %v, uninterrupted %v %v", to[1], to[0], s, l[s], d[s], lref[s], dref[s])
 			}
 		}
 	}

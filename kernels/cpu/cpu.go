@@ -38,6 +38,7 @@ type Backend[T Float] struct {
 	blaErr error     // why no BLAS library is in use, when lib is nil
 
 	live atomic.Int64
+	peak atomic.Int64 // the high-water mark of live since the last ResetPeak
 
 	mu   sync.Mutex
 	free map[int][]*buf[T] // released buffers by length, reused by Alloc
@@ -114,7 +115,9 @@ func (be *Backend[T]) Alloc(n int) kernels.Buffer {
 	if n < 0 {
 		panic(fmt.Sprintf("cpu: Alloc of %d elements", n))
 	}
-	be.live.Add(int64(n) * be.elemSize())
+	live := be.live.Add(int64(n) * be.elemSize())
+	for peak := be.peak.Load(); live > peak && !be.peak.CompareAndSwap(peak, live); peak = be.peak.Load() {
+	}
 	be.mu.Lock()
 	if l := be.free[n]; len(l) > 0 {
 		b := l[len(l)-1]
@@ -159,6 +162,13 @@ func (be *Backend[T]) Slice(x kernels.Buffer, off, n int) kernels.Buffer {
 
 // LiveBytes implements kernels.Backend.
 func (be *Backend[T]) LiveBytes() int64 { return be.live.Load() }
+
+// PeakBytes returns the high-water mark of LiveBytes since the backend was made or since
+// the last ResetPeak.
+func (be *Backend[T]) PeakBytes() int64 { return be.peak.Load() }
+
+// ResetPeak starts a new high-water mark at the current LiveBytes.
+func (be *Backend[T]) ResetPeak() { be.peak.Store(be.live.Load()) }
 
 func (be *Backend[T]) data(x kernels.Buffer) []T { return x.(*buf[T]).data }
 

@@ -56,3 +56,20 @@ func (m mixed32) AdamWUpdateCast(w, p, g, mm, v kernels.Buffer, hp kernels.AdamW
 func TestConformanceMixedPaths(t *testing.T) {
 	kernelstest.RunAll(t, mixed32{cpu.New[float32](cpu.Options{})}, kernelstest.Float32)
 }
+
+// PeakBytes keeps the high-water mark of LiveBytes until ResetPeak.
+func TestPeakBytes(t *testing.T) {
+	be := cpu.New[float32](cpu.Options{})
+	a, b := be.Alloc(100), be.Alloc(50)
+	be.Free(a)
+	c := be.Alloc(20)
+	if got := be.PeakBytes(); got != 600 {
+		t.Errorf("peak %d bytes after 100+50 live elements, want 600", got)
+	}
+	be.ResetPeak()
+	if got := be.PeakBytes(); got != 280 {
+		t.Errorf("peak %d bytes after ResetPeak with 70 live elements, want 280", got)
+	}
+	be.Free(b)
+	be.Free(c)
+}
