@@ -147,25 +147,27 @@ const (
 	serialWork = 1 << 18
 )
 
-// split shrinks the tiles until an m x n product has about four per worker, so that the
-// workers finish close together even when the tiles at the edges are smaller. The tiles stay
-// multiples of mr x nr and no smaller than minStripsM x minStripsN strips.
+// split chooses the tiles of an m x n product: no larger than bl, as even as the kernel's
+// mr x nr block allows, and, with more than one worker, about four per worker, so that the
+// workers finish close together. Every tile packs its rows of op(A) and its columns of op(B),
+// so op(A) is packed once per column of tiles and op(B) once per row of tiles, k*(m*tilesN +
+// n*tilesM) elements in all: to reach the tile count, split adds a column of tiles (packing m
+// more elements per step of k) when m <= n and a row of tiles otherwise, down to tiles of
+// minStripsM x minStripsN strips.
 func (bl blocking) split(m, n, workers, mr, nr int) blocking {
-	if workers <= 1 {
-		return bl
-	}
-	minMC, minNC := minStripsM*mr, minStripsN*nr
-	for ceilDiv(m, bl.mc)*ceilDiv(n, bl.nc) < 4*workers {
-		switch {
-		case bl.nc > minNC && (bl.nc >= bl.mc || bl.mc <= minMC):
-			bl.nc = max(minNC, roundUp(bl.nc/2, nr))
-		case bl.mc > minMC:
-			bl.mc = max(minMC, roundUp(bl.mc/2, mr))
-		default:
-			return bl
+	tilesM, tilesN := ceilDiv(m, bl.mc), ceilDiv(n, bl.nc)
+	mostM, mostN := m/(minStripsM*mr), n/(minStripsN*nr)
+	for workers > 1 && tilesM*tilesN < 4*workers {
+		canM, canN := tilesM < mostM, tilesN < mostN
+		if canN && (m <= n || !canM) {
+			tilesN++
+		} else if canM {
+			tilesM++
+		} else {
+			break
 		}
 	}
-	return bl
+	return blocking{mc: roundUp(ceilDiv(m, tilesM), mr), nc: roundUp(ceilDiv(n, tilesN), nr), kc: bl.kc}
 }
 
 // problem holds the operands of one Gemm call.

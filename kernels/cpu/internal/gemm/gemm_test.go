@@ -356,15 +356,36 @@ func TestGemmPanicsOnBadArguments(t *testing.T) {
 
 func TestSplitKeepsTilesAligned(t *testing.T) {
 	for _, kern := range kernelsFor[float32]() {
-		minMC, minNC := minStripsM*kern.mr, minStripsN*kern.nr
 		for _, workers := range []int{1, 2, 3, 8, 64} {
-			for _, mn := range [][2]int{{1, 1}, {256, 768}, {256, 32000}, {2304, 768}, {5, 5000}, {2048, 64}} {
-				bl := kern.bl.split(mn[0], mn[1], workers, kern.mr, kern.nr)
-				if bl.mc%kern.mr != 0 || bl.nc%kern.nr != 0 || bl.mc < minMC || bl.nc < minNC || bl.kc != kern.bl.kc {
-					t.Errorf("%s: split(%d, %d, %d) = %+v, want mc a multiple of %d >= %d, nc a multiple of %d >= %d",
-						kern.name, mn[0], mn[1], workers, bl, kern.mr, minMC, kern.nr, minNC)
+			for _, mn := range [][2]int{{1, 1}, {256, 768}, {256, 32000}, {2304, 768}, {5, 5000}, {2048, 64}, {4096, 64}} {
+				m, n := mn[0], mn[1]
+				bl := kern.bl.split(m, n, workers, kern.mr, kern.nr)
+				if bl.mc%kern.mr != 0 || bl.nc%kern.nr != 0 || bl.mc > kern.bl.mc || bl.nc > kern.bl.nc || bl.kc != kern.bl.kc {
+					t.Errorf("%s: split(%d, %d, %d) = %+v, want mc a multiple of %d, nc of %d, within %+v",
+						kern.name, m, n, workers, bl, kern.mr, kern.nr, kern.bl)
+				}
+				// Tiles as even as the block allows: the last one is at most one block short.
+				if last := m - (ceilDiv(m, bl.mc)-1)*bl.mc; bl.mc-last >= kern.mr*ceilDiv(m, bl.mc) {
+					t.Errorf("%s: split(%d, %d, %d) = %+v leaves a last row of tiles of %d rows", kern.name, m, n, workers, bl, last)
 				}
 			}
+		}
+	}
+}
+
+// TestSplitPacksLess checks the tiles split picks for 2 workers and a 12 x 32 kernel with
+// tiles of up to 240 x 1024: at least 8, even, and cut along the dimension that packs less.
+func TestSplitPacksLess(t *testing.T) {
+	bl := blocking{mc: 240, nc: 1024, kc: 256}
+	for _, c := range []struct{ m, n, mc, nc int }{
+		{256, 768, 132, 192},    // 2 x 4 tiles: 4 columns pack op(A) (256 rows) 4 times
+		{256, 2304, 132, 576},   // 2 x 4
+		{2048, 64, 228, 64},     // 9 x 1: a 64-column B is cheap to pack 9 times
+		{2048, 4096, 228, 1024}, // 9 x 4, within the largest tiles already
+		{24, 40, 24, 64},        // too small to cut: one tile
+	} {
+		if got := bl.split(c.m, c.n, 2, 12, 32); got.mc != c.mc || got.nc != c.nc {
+			t.Errorf("split(%d, %d) = %d x %d tiles, want %d x %d", c.m, c.n, got.mc, got.nc, c.mc, c.nc)
 		}
 	}
 }
