@@ -11,21 +11,35 @@ import (
 )
 
 // BenchmarkTrainStep times one full training step (forward, backward, AdamW) on the float32
-// CPU backend at B=4, T=64 with LLaMA's hybrid rematerialization, through the BLAS matmul
-// and through the pure-Go one. It reports tokens/s and achieved GFLOP/s with the model-FLOPs
-// formula 6*(N - N_emb) + 12*L*T*d per token.
+// CPU backend with LLaMA's hybrid rematerialization, through the BLAS matmul and through the
+// pure-Go one: 15m and 125m at B=4, T=64, and the quickstart's run (herd train with its
+// defaults: the tiny preset with the built-in corpus's 4096-token vocabulary, B=16, T=128). It
+// reports tokens/s and achieved GFLOP/s with the model-FLOPs formula 6*(N - N_emb) + 12*L*T*d
+// per token.
 //
 //	go test ./model -run '^$' -bench TrainStep -benchtime 5x
 func BenchmarkTrainStep(b *testing.B) {
-	const batch, seq = 4, 64
-	for _, preset := range []string{"15m", "125m"} {
+	runs := []struct {
+		name, preset string
+		vocab        int // 0: the preset's
+		batch, seq   int
+	}{
+		{"15m", "15m", 0, 4, 64},
+		{"125m", "125m", 0, 4, 64},
+		{"quickstart", "tiny", 4096, 16, 128},
+	}
+	for _, r := range runs {
 		for _, path := range []string{"blas", "purego"} {
-			b.Run(fmt.Sprintf("%s/%s", preset, path), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/%s", r.name, path), func(b *testing.B) {
 				be := cpu.New[float32](cpu.Options{PureGo: path == "purego"})
 				if lib, err := be.BLAS(); path == "blas" && lib == "" {
 					b.Skipf("no BLAS library: %v", err)
 				}
-				c, _ := model.Preset(preset)
+				c, _ := model.Preset(r.preset)
+				if r.vocab != 0 {
+					c.Vocab = r.vocab
+				}
+				batch, seq := r.batch, r.seq
 				m := newModel(b, c, be, 1)
 				defer m.Close()
 				opt, err := model.NewOptimizer(m, model.DefaultOptim())

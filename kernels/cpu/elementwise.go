@@ -80,12 +80,14 @@ func (be *Backend[T]) SumSquares(x kernels.Buffer) float64 {
 	return s
 }
 
-// SwiGLU implements kernels.Backend: out = silu(a) * b.
+// SwiGLU implements kernels.Backend: out = silu(a) * b. The goroutines take groups of 8
+// elements, so that which elements the vector routine computes (all but the last len%8) does
+// not depend on the number of cores.
 func (be *Backend[T]) SwiGLU(out, a, b kernels.Buffer) {
 	o, x, y := be.data(out), be.data(a), be.data(b)
 	checkLen("SwiGLU", len(o), a, b)
-	par.For(len(o), grain, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
+	forGroups(len(o), func(lo, hi int) {
+		for i := lo + swigluVec(o[lo:hi], x[lo:hi], y[lo:hi]); i < hi; i++ {
 			s := sigmoid(x[i])
 			o[i] = x[i] * s * y[i]
 		}
@@ -97,14 +99,20 @@ func (be *Backend[T]) SwiGLU(out, a, b kernels.Buffer) {
 func (be *Backend[T]) SwiGLUBackward(da, db, dout, a, b kernels.Buffer) {
 	dx, dy, g, x, y := be.data(da), be.data(db), be.data(dout), be.data(a), be.data(b)
 	checkLen("SwiGLUBackward", len(g), da, db, a, b)
-	par.For(len(g), grain, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
+	forGroups(len(g), func(lo, hi int) {
+		for i := lo + swigluBackwardVec(dx[lo:hi], dy[lo:hi], g[lo:hi], x[lo:hi], y[lo:hi]); i < hi; i++ {
 			s := sigmoid(x[i])
 			silu := x[i] * s
 			dx[i] = g[i] * y[i] * (s + silu*(1-s))
 			dy[i] = g[i] * silu
 		}
 	})
+}
+
+// forGroups runs fn over [0, n) across the cores like par.For, in chunks that start at
+// multiples of 8.
+func forGroups(n int, fn func(lo, hi int)) {
+	par.For((n+7)/8, grain/8, func(lo, hi int) { fn(lo*8, min(hi*8, n)) })
 }
 
 func sigmoid[T Float](x T) T { return T(1 / (1 + math.Exp(-float64(x)))) }

@@ -50,15 +50,8 @@ func (be *Backend[T]) CrossEntropy(losses, lse, logits kernels.Buffer, targets [
 	par.For(rows, rowGrain(vocab), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			zr := z[i*vocab : (i+1)*vocab]
-			mx := float64(zr[0])
-			for _, v := range zr {
-				mx = math.Max(mx, float64(v))
-			}
-			var s float64
-			for _, v := range zr {
-				s += math.Exp(float64(v) - mx)
-			}
-			lz := mx + math.Log(s)
+			mx := rowMax(zr)
+			lz := mx + math.Log(sumExp(zr, mx))
 			ls[i] = T(lz)
 			tg := int(targets[i])
 			switch {
@@ -86,11 +79,39 @@ func (be *Backend[T]) CrossEntropyBackward(dlogits, logits, lse kernels.Buffer, 
 				clear(dr)
 				continue
 			}
-			lz := float64(ls[i])
-			for j, v := range zr {
-				dr[j] = T(scale * math.Exp(float64(v)-lz))
-			}
+			expScale(dr, zr, float64(ls[i]), scale)
 			dr[tg] -= T(scale)
 		}
 	})
+}
+
+// rowMax returns the largest element of z (len(z) >= 1), or NaN when the Go loop meets one;
+// the vector routine may skip a NaN, which sumExp then turns into NaN. The vector routines of
+// vec_amd64.go take a prefix of the row, the loops here the rest.
+func rowMax[T Float](z []T) float64 {
+	mx, n := maxVec(z)
+	if n == 0 {
+		mx = float64(z[0])
+	}
+	for _, v := range z[n:] {
+		mx = math.Max(mx, float64(v))
+	}
+	return mx
+}
+
+// sumExp returns the sum of e^(z_j - shift) in float64.
+func sumExp[T Float](z []T, shift float64) float64 {
+	s, n := sumExpVec(z, shift)
+	for _, v := range z[n:] {
+		s += math.Exp(float64(v) - shift)
+	}
+	return s
+}
+
+// expScale sets dst_j = scale * e^(z_j - shift). dst may be z.
+func expScale[T Float](dst, z []T, shift, scale float64) {
+	n := expScaleVec(dst, z, shift, scale)
+	for j, v := range z[n:] {
+		dst[n+j] = T(scale * math.Exp(float64(v)-shift))
+	}
 }

@@ -102,10 +102,10 @@ func (h *head[T]) forwardTile(s *scratch[T], acc []T, i0, i1 int, visits *atomic
 				}
 			}
 			corr := exp(m[r] - mx)
+			h.expShift(p, mx)
 			var sum T
-			for c, x := range p {
-				p[c] = exp(x - mx)
-				sum += p[c]
+			for _, x := range p {
+				sum += x
 			}
 			m[r], l[r] = mx, l[r]*corr+sum
 			ar := acc[r*h.d:][:h.d]
@@ -222,10 +222,11 @@ func (h *head[T]) gradTile(s *scratch[T], i0, i1, j0, j1 int, wantQ, wantKV bool
 		r := i - i0
 		p, ds := s.s[r*tileK:][:nv], s.ds[r*tileK:][:nv]
 		doi := h.row(h.do, i)
-		di, lse := dot(doi, h.row(h.o, i)), h.lse[i]
-		for c, x := range p {
-			p[c] = exp(x - lse)
-			ds[c] = h.scale * p[c] * (dot(doi, h.row(h.v, j0+c)) - di)
+		di := dot(doi, h.row(h.o, i))
+		h.expShift(p, h.lse[i])
+		h.dots(ds, doi, h.v, j0, 1)
+		for c, x := range ds {
+			ds[c] = h.scale * p[c] * (x - di)
 		}
 		if wantQ {
 			h.mulAdd(h.row(h.dq, i), ds, 1, h.k, j0, nv)
@@ -249,11 +250,7 @@ func (h *head[T]) gradTile(s *scratch[T], i0, i1, j0, j1 int, wantQ, wantKV bool
 // below the diagonal (c < validCols(i0+r, j0, j1)); the others are left untouched.
 func (h *head[T]) scores(s []T, i0, i1, j0, j1 int) {
 	for i := i0; i < i1; i++ {
-		qi := h.row(h.q, i)
-		sr := s[(i-i0)*tileK:][:validCols(i, j0, j1)]
-		for c := range sr {
-			sr[c] = h.scale * dot(qi, h.row(h.k, j0+c))
-		}
+		h.dots(s[(i-i0)*tileK:][:validCols(i, j0, j1)], h.row(h.q, i), h.k, j0, h.scale)
 	}
 }
 

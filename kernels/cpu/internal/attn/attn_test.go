@@ -182,11 +182,12 @@ const (
 
 // checkAgainstReference runs B = 2, H = 2 over every T and D listed. Under the race detector,
 // which slows the arithmetic about fifteenfold, it leaves out D = 64: the schedule and hence
-// what runs concurrently depend on T, not on D.
+// what runs concurrently depend on T, not on D. D = 12 keeps float32 on the Go loops even
+// where the vector loops run (they need D to be a multiple of 8).
 func checkAgainstReference[T Float](t *testing.T, tol float64) {
-	headSizes := []int{8, 16, 64}
+	headSizes := []int{8, 12, 16, 64}
 	if raceEnabled {
-		headSizes = headSizes[:2]
+		headSizes = headSizes[:3]
 	}
 	var worst [5]float64 // out, lse, dq, dk, dv
 	defer func() {
@@ -218,7 +219,22 @@ func checkAgainstReference[T Float](t *testing.T, tol float64) {
 }
 
 func TestMatchesReferenceFloat64(t *testing.T) { checkAgainstReference[float64](t, tol64) }
-func TestMatchesReferenceFloat32(t *testing.T) { checkAgainstReference[float32](t, tol32) }
+
+// TestMatchesReferenceFloat32 checks float32 twice: with the vector row loops where this CPU
+// has them, and with the Go loops alone.
+func TestMatchesReferenceFloat32(t *testing.T) {
+	t.Run("vector", func(t *testing.T) {
+		if !vectorRows[float32](16) {
+			t.Skip("no vector row loops on this CPU or build")
+		}
+		checkAgainstReference[float32](t, tol32)
+	})
+	t.Run("go", func(t *testing.T) {
+		defer func() { useVector = true }()
+		useVector = false
+		checkAgainstReference[float32](t, tol32)
+	})
+}
 
 // TestGradientFiniteDifferences checks every element of dq, dk and dv against central
 // differences of L = sum(out * W), whose gradient with respect to out is W. An element of

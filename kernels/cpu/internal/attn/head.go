@@ -8,9 +8,10 @@ import "math"
 type head[T Float] struct {
 	q, k, v, o, lse []T
 	do, dq, dk, dv  []T
-	n, d, stride    int // T, D and H*D
-	off             int // where the pair's row 0 starts in the [B, T, H, D] tensors
-	scale           T   // 1/sqrt(D)
+	n, d, stride    int  // T, D and H*D
+	off             int  // where the pair's row 0 starts in the [B, T, H, D] tensors
+	scale           T    // 1/sqrt(D)
+	vec             bool // rows take the vector loops of vec_amd64.go (vectorRows)
 }
 
 // newHead returns the view of pair bh = b*H + h.
@@ -22,6 +23,7 @@ func newHead[T Float](bh, B, Tn, H, D int, q, k, v, o, lse []T) *head[T] {
 		lse: lse[bh*Tn:][:Tn],
 		n:   Tn, d: D, stride: H * D, off: off,
 		scale: T(1 / math.Sqrt(float64(D))),
+		vec:   vectorRows[T](D),
 	}
 }
 
@@ -36,9 +38,13 @@ func (h *head[T]) row(x []T, t int) []T {
 	return x[i : i+h.d : i+h.d]
 }
 
-// mulAdd adds sum_n w[n*ws] * row(x, first+n) for n in [0, count) to y, four rows at a
-// time; each element of y therefore sees the same additions in the same order whoever calls.
+// mulAdd adds sum_n w[n*ws] * row(x, first+n) for n in [0, count) to y: in the vector loop
+// one row at a time, in Go four rows at a time. Each element of y therefore sees the same
+// additions in the same order whoever calls.
 func (h *head[T]) mulAdd(y, w []T, ws int, x []T, first, count int) {
+	if h.vec && mulAddVec(y, w, ws, x[first*h.stride:], h.stride, count) {
+		return
+	}
 	n := 0
 	for ; n+4 <= count; n += 4 {
 		t := first + n
@@ -47,5 +53,29 @@ func (h *head[T]) mulAdd(y, w []T, ws int, x []T, first, count int) {
 	}
 	for ; n < count; n++ {
 		axpy(y, w[n*ws], h.row(x, first+n))
+	}
+}
+
+// dots sets dst[c] = scale * x . row(rows, first+c) for every c of dst: the vector loop takes
+// the rows in groups of 8, Go the rest.
+func (h *head[T]) dots(dst, x, rows []T, first int, scale T) {
+	c := 0
+	if h.vec {
+		c = dotsVec(dst, x, rows[first*h.stride:], h.stride, scale)
+	}
+	for ; c < len(dst); c++ {
+		dst[c] = scale * dot(x, h.row(rows, first+c))
+	}
+}
+
+// expShift sets p[c] = exp(p[c] - shift): in the vector loop for the longest prefix that is a
+// multiple of 8, then in Go.
+func (h *head[T]) expShift(p []T, shift T) {
+	c := 0
+	if h.vec {
+		c = expShiftVec(p, shift)
+	}
+	for ; c < len(p); c++ {
+		p[c] = exp(p[c] - shift)
 	}
 }

@@ -1,5 +1,9 @@
 package attn
 
+// useVector lets rows take the assembly loops of vec_amd64.go where the CPU, the element type
+// and D allow. Tests turn it off to check the Go loops on the same machine.
+var useVector = true
+
 // dot returns sum_i a[i]*b[i] over len(a) elements, with four interleaved accumulators
 // (lanes i mod 4) that are added as (s0+s1)+(s2+s3) at the end.
 func dot[T Float](a, b []T) T {

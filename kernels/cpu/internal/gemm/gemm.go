@@ -8,9 +8,13 @@
 //
 // The pure Go path follows the GotoBLAS layout. C is cut into tiles of up to mc x nc elements
 // that the cores share out through par.For. For each tile, op(A) and op(B) are copied (packed) kc
-// deep into strips of mr rows and nr columns, which turns all four transpose combinations into
-// one memory layout, so a single micro-kernel (kernel.go) does all the arithmetic with an
-// mr x nr block of C held in registers.
+// deep into strips of mr rows and nr columns (pack.go), which turns all four transpose
+// combinations into one memory layout, so a single micro-kernel does all the arithmetic with an
+// mr x nr block of C held in registers. The micro-kernel is chosen at run time from the CPU's
+// features (kernel.go): on x86-64, assembly kernels for AVX-512 (float32, 12 x 32) or AVX2 and
+// FMA (float32 4 x 24, float64 6 x 8), with vector routines that pack float32; everywhere else,
+// and in builds with the purego tag, a portable kernel written in Go. "Pure Go" means no cgo
+// and no library: the assembly is Go assembly, built by the Go toolchain.
 package gemm
 
 import (
@@ -43,11 +47,13 @@ func Gemm[T Float](lib *Lib, transA, transB bool, m, n, k int, alpha T, a []T, l
 		panic("gemm: *Lib was not returned by Load")
 	}
 	q := problem[T]{transA, transB, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc}
-	q.solve(lib, defaultBlocking())
+	kern := bestKernel[T]()
+	q.solve(lib, kern, kern.bl)
 }
 
-// solve computes the product of checked operands, on lib if it is not nil.
-func (q *problem[T]) solve(lib *Lib, bl blocking) {
+// solve computes the product of checked operands, on lib if it is not nil, otherwise with
+// the micro-kernel kern and tiles of at most bl.
+func (q *problem[T]) solve(lib *Lib, kern microKernel[T], bl blocking) {
 	switch {
 	case q.m == 0 || q.n == 0:
 	case q.k == 0 || q.alpha == 0:
@@ -55,7 +61,7 @@ func (q *problem[T]) solve(lib *Lib, bl blocking) {
 	case lib != nil && fitsInt32(q.m, q.n, q.k, q.lda, q.ldb, q.ldc):
 		blasGemm(lib, q)
 	default:
-		q.run(bl)
+		q.run(kern, bl)
 	}
 }
 
@@ -121,44 +127,47 @@ func scale[T Float](rows, cols int, beta T, c []T, ldc int) {
 	}
 }
 
-// blocking holds the tile sizes of the pure Go path, in elements. mc is a multiple of mr and nc
-// a multiple of nr.
+// blocking holds the tile sizes of the pure Go path, in elements. mc is a multiple of the
+// micro-kernel's mr and nc a multiple of its nr.
 type blocking struct {
-	mc int // rows of C per tile; a packed mc x kc block of A (128 KiB of float32) stays in L2
-	nc int // columns of C per tile; a packed kc x nc block of B stays in L2
-	kc int // depth of one packing pass; an mr x kc strip of A and a kc x nr strip of B fit in L1
+	mc int // rows of C per tile; the packed mc x kc block of A stays in L2
+	nc int // columns of C per tile; the packed kc x nc block of B streams through L2
+	kc int // depth of one packing pass; a kc x nr strip of B stays in L1
 }
 
-func defaultBlocking() blocking { return blocking{mc: 128, nc: 384, kc: 256} }
-
 const (
-	// minMC and minNC bound split: smaller tiles would spend more on packing than they gain
-	// in balance.
-	minMC = 8 * mr
-	minNC = 16 * nr
+	// minStripsM and minStripsN bound split: tiles of fewer strips would spend more on
+	// packing than they gain in balance.
+	minStripsM = 8
+	minStripsN = 4
 
 	// serialWork is the m*n*k below which a call runs on the calling goroutine alone:
-	// about 50µs of arithmetic, where starting goroutines stops paying for itself.
+	// about 50µs of arithmetic on the portable kernel, where starting goroutines stops paying
+	// for itself.
 	serialWork = 1 << 18
 )
 
-// split shrinks the tiles until an m x n product has about four per worker, so that the
-// workers finish close together even when the tiles at the edges are smaller.
-func (bl blocking) split(m, n, workers int) blocking {
-	if workers <= 1 {
-		return bl
-	}
-	for ceilDiv(m, bl.mc)*ceilDiv(n, bl.nc) < 4*workers {
-		switch {
-		case bl.nc > minNC && (bl.nc >= bl.mc || bl.mc <= minMC):
-			bl.nc = max(minNC, roundUp(bl.nc/2, nr))
-		case bl.mc > minMC:
-			bl.mc = max(minMC, roundUp(bl.mc/2, mr))
-		default:
-			return bl
+// split chooses the tiles of an m x n product: no larger than bl, as even as the kernel's
+// mr x nr block allows, and, with more than one worker, about four per worker, so that the
+// workers finish close together. Every tile packs its rows of op(A) and its columns of op(B),
+// so op(A) is packed once per column of tiles and op(B) once per row of tiles, k*(m*tilesN +
+// n*tilesM) elements in all: to reach the tile count, split adds a column of tiles (packing m
+// more elements per step of k) when m <= n and a row of tiles otherwise, down to tiles of
+// minStripsM x minStripsN strips.
+func (bl blocking) split(m, n, workers, mr, nr int) blocking {
+	tilesM, tilesN := ceilDiv(m, bl.mc), ceilDiv(n, bl.nc)
+	mostM, mostN := m/(minStripsM*mr), n/(minStripsN*nr)
+	for workers > 1 && tilesM*tilesN < 4*workers {
+		canM, canN := tilesM < mostM, tilesN < mostN
+		if canN && (m <= n || !canM) {
+			tilesN++
+		} else if canM {
+			tilesM++
+		} else {
+			break
 		}
 	}
-	return bl
+	return blocking{mc: roundUp(ceilDiv(m, tilesM), mr), nc: roundUp(ceilDiv(n, tilesN), nr), kc: bl.kc}
 }
 
 // problem holds the operands of one Gemm call.
@@ -176,22 +185,24 @@ type problem[T Float] struct {
 
 // run computes the product tile by tile. par.For starts one worker per core, and the workers
 // take tiles in order from a shared counter rather than in fixed chunks, so a worker whose core
-// is busy with other work holds up no more than the tile it is on.
-func (q *problem[T]) run(bl blocking) {
+// is busy with other work holds up no more than the tile it is on. Tiles are numbered down
+// the columns of tiles, so that a worker's next tile usually shares its block of B, which the
+// worker then does not pack again (see workspace.packB).
+func (q *problem[T]) run(kern microKernel[T], bl blocking) {
 	workers := runtime.GOMAXPROCS(0)
 	if q.m*q.n*q.k < serialWork {
 		workers = 1
 	}
-	bl = bl.split(q.m, q.n, workers)
-	tilesN := ceilDiv(q.n, bl.nc)
-	tiles := ceilDiv(q.m, bl.mc) * tilesN
+	bl = bl.split(q.m, q.n, workers, kern.mr, kern.nr)
+	tilesM := ceilDiv(q.m, bl.mc)
+	tiles := tilesM * ceilDiv(q.n, bl.nc)
 	pool := workspacePool[T]()
 	var next atomic.Int64
 	work := func(int, int) {
 		ws := pool.Get().(*workspace[T])
-		ws.fit(bl)
+		ws.fit(kern, bl)
 		for t := int(next.Add(1) - 1); t < tiles; t = int(next.Add(1) - 1) {
-			q.tile(ws, bl, t/tilesN*bl.mc, t%tilesN*bl.nc)
+			q.tile(ws, kern, bl, t%tilesM*bl.mc, t/tilesM*bl.nc)
 		}
 		pool.Put(ws)
 	}
@@ -202,31 +213,73 @@ func (q *problem[T]) run(bl blocking) {
 	par.For(min(workers, tiles), 1, work)
 }
 
-// tile computes the tile of C whose top-left element is (i0, j0).
-func (q *problem[T]) tile(ws *workspace[T], bl blocking, i0, j0 int) {
+// tile computes the tile of C whose top-left element is (i0, j0). The first pass over k
+// applies beta (the kernel does not read C when beta == 0), the later ones add to C. Blocks at
+// the right and bottom edges of C that are smaller than the kernel's are computed into
+// ws.edge and added from there.
+func (q *problem[T]) tile(ws *workspace[T], kern microKernel[T], bl blocking, i0, j0 int) {
+	mr, nr := kern.mr, kern.nr
 	rows, cols := min(bl.mc, q.m-i0), min(bl.nc, q.n-j0)
-	scale(rows, cols, q.beta, q.c[i0*q.ldc+j0:], q.ldc)
+	beta := q.beta
 	for p0 := 0; p0 < q.k; p0 += bl.kc {
 		depth := min(bl.kc, q.k-p0)
-		pa := q.packA(ws.a, i0, rows, p0, depth)
-		pb := q.packB(ws.b, j0, cols, p0, depth)
+		pa := q.packA(ws.a, kern, i0, rows, p0, depth)
+		pb := ws.packB(q, kern, j0, cols, p0, depth)
 		for j := 0; j < cols; j += nr {
 			strip := pb[j*depth : (j+nr)*depth]
+			w := min(nr, cols-j)
 			for i := 0; i < rows; i += mr {
+				a := pa[i*depth : (i+mr)*depth]
 				c := q.c[(i0+i)*q.ldc+j0+j:]
-				kernel(depth, pa[i*depth:(i+mr)*depth], strip, c, q.ldc, min(mr, rows-i), min(nr, cols-j), q.alpha)
+				if h := min(mr, rows-i); h < mr || w < nr {
+					kern.run(depth, a, strip, ws.edge, nr, q.alpha, 0)
+					addEdge(c, q.ldc, ws.edge, nr, h, w, beta)
+					continue
+				}
+				kern.run(depth, a, strip, c, q.ldc, q.alpha, beta)
 			}
+		}
+		beta = 1
+	}
+}
+
+// addEdge sets the rows x cols top-left corner of C to e + beta*C, where e is a block with
+// row stride lde; with beta == 0 it does not read C.
+func addEdge[T Float](c []T, ldc int, e []T, lde, rows, cols int, beta T) {
+	for i := range rows {
+		dst, src := c[i*ldc:i*ldc+cols], e[i*lde:i*lde+cols]
+		if beta == 0 {
+			copy(dst, src)
+			continue
+		}
+		for j, v := range src {
+			dst[j] = v + beta*dst[j]
 		}
 	}
 }
 
-// workspace holds one worker's packed blocks of A and B.
-type workspace[T Float] struct{ a, b []T }
+// workspace holds one worker's packed blocks of A and B and the block that edge kernels write.
+type workspace[T Float] struct {
+	a, b, edge []T
+	// packedB says which block of op(B) b holds: packB skips packing the same block again
+	// for the next tile down the same column. It is reset by fit, at the start of each product.
+	packedB packedKey
+}
 
-// fit sizes the buffers for bl, reusing their memory when it is large enough.
-func (ws *workspace[T]) fit(bl blocking) {
-	ws.a = grow(ws.a, roundUp(bl.mc, mr)*bl.kc)
-	ws.b = grow(ws.b, roundUp(bl.nc, nr)*bl.kc)
+// packedKey names a packed block of op(B) within one product: its first row and column and
+// its size. valid is false when b holds nothing reusable.
+type packedKey struct {
+	valid               bool
+	p0, j0, depth, cols int
+}
+
+// fit sizes the buffers for kern and bl, reusing their memory when it is large enough, and
+// forgets any packed block of an earlier product.
+func (ws *workspace[T]) fit(kern microKernel[T], bl blocking) {
+	ws.a = grow(ws.a, roundUp(bl.mc, kern.mr)*bl.kc)
+	ws.b = grow(ws.b, roundUp(bl.nc, kern.nr)*bl.kc)
+	ws.edge = grow(ws.edge, kern.mr*kern.nr)
+	ws.packedB = packedKey{}
 }
 
 func grow[T Float](s []T, n int) []T {

@@ -176,31 +176,51 @@ func check[T Float](t *testing.T, tc gemmCase, o operands[T], got []T, want, mag
 }
 
 // path is one way of computing a product: Gemm with or without a library, or the pure Go
-// path with a given blocking.
+// path forced onto one micro-kernel, with its own tile sizes or with tiles so small that tile,
+// strip and kc edges fall inside even the small shapes.
 type path struct {
-	lib *Lib
-	bl  *blocking // nil: call Gemm
+	lib    *Lib
+	kernel string // "": call Gemm
+	small  bool
 }
 
-func gemmOn[T Float](p path, tc gemmCase, o operands[T], c []T) {
-	if p.bl == nil {
-		Gemm(p.lib, tc.transA, tc.transB, tc.m, tc.n, tc.k, T(tc.alpha), o.a, o.lda, o.b, o.ldb, T(tc.beta), c, o.ldc)
-		return
+// kernelNames are the micro-kernels the tests force, on the CPUs that run them.
+var kernelNames = []string{"avx512", "avx2", "portable"}
+
+// runner returns a function that computes a case on p. It skips t when p's micro-kernel does
+// not run for T on this CPU.
+func runner[T Float](t *testing.T, p path) func(tc gemmCase, o operands[T], c []T) {
+	t.Helper()
+	if p.kernel == "" {
+		return func(tc gemmCase, o operands[T], c []T) {
+			Gemm(p.lib, tc.transA, tc.transB, tc.m, tc.n, tc.k, T(tc.alpha), o.a, o.lda, o.b, o.ldb, T(tc.beta), c, o.ldc)
+		}
 	}
-	checkArgs(tc.transA, tc.transB, tc.m, tc.n, tc.k, len(o.a), o.lda, len(o.b), o.ldb, len(c), o.ldc)
-	q := problem[T]{tc.transA, tc.transB, tc.m, tc.n, tc.k, T(tc.alpha), T(tc.beta), o.a, o.lda, o.b, o.ldb, c, o.ldc}
-	q.solve(nil, *p.bl)
+	kern, ok := kernelNamed[T](p.kernel)
+	if !ok {
+		t.Skipf("the %s kernel does not run for %T on this CPU (or this build)", p.kernel, T(0))
+	}
+	bl := kern.bl
+	if p.small {
+		bl = blocking{mc: 2 * kern.mr, nc: 2 * kern.nr, kc: 5}
+	}
+	return func(tc gemmCase, o operands[T], c []T) {
+		checkArgs(tc.transA, tc.transB, tc.m, tc.n, tc.k, len(o.a), o.lda, len(o.b), o.ldb, len(c), o.ldc)
+		q := problem[T]{tc.transA, tc.transB, tc.m, tc.n, tc.k, T(tc.alpha), T(tc.beta), o.a, o.lda, o.b, o.ldb, c, o.ldc}
+		q.solve(nil, kern, bl)
+	}
 }
 
 // runCases runs every case on p and checks it, stopping after a few failures.
 func runCases[T Float](t *testing.T, p path) {
+	gemmOn := runner[T](t, p)
 	rng := rand.New(rand.NewPCG(1, 2))
 	failures := 0
 	for _, tc := range gemmCases() {
 		o := newOperands[T](tc, rng)
 		want, mag := reference(tc, o)
 		got := append([]T(nil), o.c...)
-		gemmOn(p, tc, o, got)
+		gemmOn(tc, o, got)
 		if !check(t, tc, o, got, want, mag) {
 			if failures++; failures == 5 {
 				t.Fatal("stopping after 5 failing cases")
@@ -228,15 +248,22 @@ func blasForTest(t *testing.T) *Lib {
 	return nil
 }
 
-// testPaths are the paths every case runs on. The small blocking puts tile, strip and kc edges
-// inside even the small shapes. get skips the test when its path is unavailable.
-var testPaths = []struct {
+// testPaths are the paths every case runs on: the default (Gemm with a nil Lib), each
+// micro-kernel with its own tiles and with small ones, and BLAS. get skips the test when its
+// path is unavailable.
+var testPaths = func() []testPath {
+	paths := []testPath{{"purego", func(*testing.T) path { return path{} }}}
+	for _, k := range kernelNames {
+		paths = append(paths,
+			testPath{"kernel=" + k, func(*testing.T) path { return path{kernel: k} }},
+			testPath{"kernel=" + k + "/smallblocks", func(*testing.T) path { return path{kernel: k, small: true} }})
+	}
+	return append(paths, testPath{"blas", func(t *testing.T) path { return path{lib: blasForTest(t)} }})
+}()
+
+type testPath struct {
 	name string
 	get  func(t *testing.T) path
-}{
-	{"purego", func(*testing.T) path { return path{} }},
-	{"purego-smallblocks", func(*testing.T) path { return path{bl: &blocking{mc: 8, nc: 6, kc: 5}} }},
-	{"blas", func(t *testing.T) path { return path{lib: blasForTest(t)} }},
 }
 
 func TestGemm(t *testing.T) {
@@ -255,12 +282,12 @@ func TestGemmNamedType(t *testing.T) {
 	type f32 float32
 	for _, tp := range testPaths {
 		t.Run(tp.name, func(t *testing.T) {
-			p := tp.get(t)
+			gemmOn := runner[f32](t, tp.get(t))
 			tc := gemmCase{transB: true, m: 9, n: 10, k: 11, alpha: 1, beta: 0.5}
 			o := newOperands[f32](tc, rand.New(rand.NewPCG(3, 4)))
 			want, mag := reference(tc, o)
 			got := append([]f32(nil), o.c...)
-			gemmOn(p, tc, o, got)
+			gemmOn(tc, o, got)
 			check(t, tc, o, got, want, mag)
 		})
 	}
@@ -271,11 +298,11 @@ func TestGemmNamedType(t *testing.T) {
 func TestGemmConcurrent(t *testing.T) {
 	for _, tp := range testPaths {
 		t.Run(tp.name, func(t *testing.T) {
-			p := tp.get(t)
+			gemmOn := runner[float32](t, tp.get(t))
 			tc := gemmCase{transA: true, m: 48, n: 40, k: 64, alpha: 1, beta: 1}
 			o := newOperands[float32](tc, rand.New(rand.NewPCG(5, 6)))
 			alone := append([]float32(nil), o.c...)
-			gemmOn(p, tc, o, alone)
+			gemmOn(tc, o, alone)
 			var wg sync.WaitGroup
 			results := make([][]float32, 4)
 			for g := range results {
@@ -283,7 +310,7 @@ func TestGemmConcurrent(t *testing.T) {
 				wg.Go(func() {
 					for range 3 {
 						copy(results[g], o.c)
-						gemmOn(p, tc, o, results[g])
+						gemmOn(tc, o, results[g])
 					}
 				})
 			}
@@ -328,13 +355,56 @@ func TestGemmPanicsOnBadArguments(t *testing.T) {
 }
 
 func TestSplitKeepsTilesAligned(t *testing.T) {
-	for _, workers := range []int{1, 2, 3, 8, 64} {
-		for _, mn := range [][2]int{{1, 1}, {256, 768}, {256, 32000}, {2304, 768}, {5, 5000}} {
-			bl := defaultBlocking().split(mn[0], mn[1], workers)
-			if bl.mc%mr != 0 || bl.nc%nr != 0 || bl.mc < minMC || bl.nc < minNC || bl.kc != defaultBlocking().kc {
-				t.Errorf("split(%d, %d, %d) = %+v, want mc a multiple of %d >= %d, nc a multiple of %d >= %d",
-					mn[0], mn[1], workers, bl, mr, minMC, nr, minNC)
+	for _, kern := range kernelsFor[float32]() {
+		for _, workers := range []int{1, 2, 3, 8, 64} {
+			for _, mn := range [][2]int{{1, 1}, {256, 768}, {256, 32000}, {2304, 768}, {5, 5000}, {2048, 64}, {4096, 64}} {
+				m, n := mn[0], mn[1]
+				bl := kern.bl.split(m, n, workers, kern.mr, kern.nr)
+				if bl.mc%kern.mr != 0 || bl.nc%kern.nr != 0 || bl.mc > kern.bl.mc || bl.nc > kern.bl.nc || bl.kc != kern.bl.kc {
+					t.Errorf("%s: split(%d, %d, %d) = %+v, want mc a multiple of %d, nc of %d, within %+v",
+						kern.name, m, n, workers, bl, kern.mr, kern.nr, kern.bl)
+				}
+				// Tiles as even as the block allows: the last one is at most one block short.
+				if last := m - (ceilDiv(m, bl.mc)-1)*bl.mc; bl.mc-last >= kern.mr*ceilDiv(m, bl.mc) {
+					t.Errorf("%s: split(%d, %d, %d) = %+v leaves a last row of tiles of %d rows", kern.name, m, n, workers, bl, last)
+				}
 			}
 		}
+	}
+}
+
+// TestSplitPacksLess checks the tiles split picks for 2 workers and a 12 x 32 kernel with
+// tiles of up to 240 x 1024: at least 8, even, and cut along the dimension that packs less.
+func TestSplitPacksLess(t *testing.T) {
+	bl := blocking{mc: 240, nc: 1024, kc: 256}
+	for _, c := range []struct{ m, n, mc, nc int }{
+		{256, 768, 132, 192},    // 2 x 4 tiles: 4 columns pack op(A) (256 rows) 4 times
+		{256, 2304, 132, 576},   // 2 x 4
+		{2048, 64, 228, 64},     // 9 x 1: a 64-column B is cheap to pack 9 times
+		{2048, 4096, 228, 1024}, // 9 x 4, within the largest tiles already
+		{24, 40, 24, 64},        // too small to cut: one tile
+	} {
+		if got := bl.split(c.m, c.n, 2, 12, 32); got.mc != c.mc || got.nc != c.nc {
+			t.Errorf("split(%d, %d) = %d x %d tiles, want %d x %d", c.m, c.n, got.mc, got.nc, c.mc, c.nc)
+		}
+	}
+}
+
+// TestKernelBlockings checks each kernel's own tile sizes: multiples of its block, and kc
+// deep enough that the k loop runs unrolled.
+func TestKernelBlockings(t *testing.T) {
+	check := func(name string, mr, nr int, bl blocking) {
+		if bl.mc%mr != 0 || bl.nc%nr != 0 || bl.kc < 4 {
+			t.Errorf("%s kernel (%dx%d): blocking %+v, want mc a multiple of mr, nc of nr, kc >= 4", name, mr, nr, bl)
+		}
+	}
+	for _, k := range kernelsFor[float32]() {
+		check(k.name+" float32", k.mr, k.nr, k.bl)
+	}
+	for _, k := range kernelsFor[float64]() {
+		check(k.name+" float64", k.mr, k.nr, k.bl)
+	}
+	if k := kernelsFor[float32](); k[len(k)-1].name != "portable" {
+		t.Errorf("float32 kernels end with %q, want the portable kernel last", k[len(k)-1].name)
 	}
 }

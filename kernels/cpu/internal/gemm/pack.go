@@ -5,90 +5,95 @@ package gemm
 //
 // A block of op(A) of rows x depth is stored as strips of mr rows; strip s holds element (i, p)
 // of the strip at s*mr*depth + p*mr + i. A block of op(B) of depth x cols is stored as strips
-// of nr columns; strip t holds element (p, j) of the strip at t*nr*depth + p*nr + j. The kernel
-// always runs on full strips and drops the results that fall outside C, so rows and columns past
-// the edge of the block only need harmless values: they are zeroed rather than left holding
-// whatever an earlier block put there.
+// of nr columns; strip t holds element (p, j) of the strip at t*nr*depth + p*nr + j. mr and nr
+// are the micro-kernel's. The kernel always runs on full strips, and the driver drops the
+// results that fall outside C, so rows and columns past the edge of the block only need
+// harmless values: they are zeroed rather than left holding whatever an earlier block put
+// there.
+//
+// Both operands pack the same way: n elements across (rows of op(A), columns of op(B)) by
+// depth, in strips of a given width. Only the stored orientation differs. Either the strips
+// run along the stored rows (op(A) with transA, op(B) without transB: packAlong copies
+// pieces of rows), or across them (op(A) without transA, op(B) with transB: packAcross
+// transposes).
 
-// packA packs rows x depth of op(A), starting at (i0, p0), into dst and returns the used part.
-func (q *problem[T]) packA(dst []T, i0, rows, p0, depth int) []T {
-	strips := ceilDiv(rows, mr)
-	dst = dst[:strips*mr*depth]
-	for s := range strips {
-		strip := dst[s*mr*depth : (s+1)*mr*depth]
-		h := min(mr, rows-s*mr)
-		if h < mr {
-			clear(strip)
-		}
-		if q.transA {
-			packRows(strip, q.a, p0*q.lda+i0+s*mr, q.lda, depth, h, mr)
-		} else {
-			packCols(strip, q.a, (i0+s*mr)*q.lda+p0, q.lda, depth, h, mr)
-		}
+// packA packs rows x depth of op(A), starting at (i0, p0), into strips of kern.mr rows in dst
+// and returns the used part.
+func (q *problem[T]) packA(dst []T, kern microKernel[T], i0, rows, p0, depth int) []T {
+	dst = dst[:roundUp(rows, kern.mr)*depth]
+	if q.transA {
+		packAlong(dst, q.a, p0*q.lda+i0, q.lda, depth, rows, kern.mr, kern.vecPack)
+	} else {
+		packAcross(dst, q.a, i0*q.lda+p0, q.lda, depth, rows, kern.mr, kern.vecPack)
 	}
 	return dst
 }
 
-// packB packs depth x cols of op(B), starting at (p0, j0), into dst and returns the used part.
-func (q *problem[T]) packB(dst []T, j0, cols, p0, depth int) []T {
-	strips := ceilDiv(cols, nr)
-	dst = dst[:strips*nr*depth]
-	for t := range strips {
-		strip := dst[t*nr*depth : (t+1)*nr*depth]
-		w := min(nr, cols-t*nr)
-		if w < nr {
-			clear(strip)
-		}
-		if q.transB {
-			packCols(strip, q.b, (j0+t*nr)*q.ldb+p0, q.ldb, depth, w, nr)
-		} else {
-			packRows(strip, q.b, p0*q.ldb+j0+t*nr, q.ldb, depth, w, nr)
-		}
+// packB packs depth x cols of op(B), starting at (p0, j0), into strips of kern.nr columns in
+// dst and returns the used part.
+func (q *problem[T]) packB(dst []T, kern microKernel[T], j0, cols, p0, depth int) []T {
+	dst = dst[:roundUp(cols, kern.nr)*depth]
+	if q.transB {
+		packAcross(dst, q.b, j0*q.ldb+p0, q.ldb, depth, cols, kern.nr, kern.vecPack)
+	} else {
+		packAlong(dst, q.b, p0*q.ldb+j0, q.ldb, depth, cols, kern.nr, kern.vecPack)
 	}
 	return dst
 }
 
-// packRows fills a strip of the given width from depth stored rows of w contiguous elements,
-// src[off+p*ld : off+p*ld+w]: the case where the strip runs along the stored rows (op(A) with
-// transA, op(B) without transB).
-func packRows[T Float](strip, src []T, off, ld, depth, w, width int) {
-	if w == width && width == mr {
-		for p := range depth {
-			*(*[mr]T)(strip[p*mr:]) = [mr]T(src[off+p*ld:])
-		}
-		return
+// packB returns the block of op(B) at (p0, j0), packed into ws.b: packed now, or left from the
+// worker's previous tile when that tile used the same block.
+func (ws *workspace[T]) packB(q *problem[T], kern microKernel[T], j0, cols, p0, depth int) []T {
+	key := packedKey{valid: true, p0: p0, j0: j0, depth: depth, cols: cols}
+	if ws.packedB == key {
+		return ws.b[:roundUp(cols, kern.nr)*depth]
 	}
-	if w == width && width == nr {
+	ws.packedB = key
+	return q.packB(ws.b, kern, j0, cols, p0, depth)
+}
+
+// packAlong packs n x depth elements whose strips run along the stored rows: step p of the
+// block is src[off+p*ld : off+p*ld+n], and strip s takes width elements of it. It walks the
+// source row by row, so that reads are contiguous, and writes each piece to its strip. With vec
+// a vector routine copies the full strips where one applies.
+func packAlong[T Float](dst, src []T, off, ld, depth, n, width int, vec bool) {
+	full := n / width
+	if !(vec && copyStripsVec(dst, src, off, ld, depth, full, width)) {
 		for p := range depth {
-			*(*[nr]T)(strip[p*nr:]) = [nr]T(src[off+p*ld:])
+			row := src[off+p*ld : off+p*ld+full*width]
+			for s := range full {
+				copy(dst[(s*depth+p)*width:][:width], row[s*width:(s+1)*width])
+			}
 		}
-		return
 	}
-	for p := range depth {
-		copy(strip[p*width:p*width+w], src[off+p*ld:off+p*ld+w])
+	if w := n - full*width; w > 0 {
+		strip := dst[full*width*depth : (full+1)*width*depth]
+		clear(strip)
+		for p := range depth {
+			copy(strip[p*width:p*width+w], src[off+p*ld+full*width:][:w])
+		}
 	}
 }
 
-// packCols fills a strip of the given width from w stored rows of depth contiguous elements,
-// src[off+i*ld : off+i*ld+depth]: the case where the strip runs across the stored rows (op(A)
-// without transA, op(B) with transB). Full strips read their rows side by side, so that the
-// strip is written in order.
-func packCols[T Float](strip, src []T, off, ld, depth, w, width int) {
-	row := func(i int) []T { return src[off+i*ld : off+i*ld+depth] }
-	switch {
-	case w == width && width == mr:
-		r0, r1, r2, r3 := row(0), row(1), row(2), row(3)
-		for p := range r0 {
-			*(*[mr]T)(strip[p*mr:]) = [mr]T{r0[p], r1[p], r2[p], r3[p]}
+// packAcross packs n x depth elements whose strips run across the stored rows: element i of
+// step p is src[off+i*ld+p], and strip s takes elements s*width to (s+1)*width. A strip is
+// a transpose of width stored rows; with vec a vector routine transposes them where one
+// applies, and the loop below packs the rest. Its stores are strided, but a strip is small
+// enough to stay in L1.
+func packAcross[T Float](dst, src []T, off, ld, depth, n, width int, vec bool) {
+	for s := range ceilDiv(n, width) {
+		strip := dst[s*width*depth : (s+1)*width*depth]
+		w := min(width, n-s*width)
+		if w < width {
+			clear(strip)
 		}
-	case w == width && width == nr:
-		r0, r1, r2 := row(0), row(1), row(2)
-		for p := range r0 {
-			*(*[nr]T)(strip[p*nr:]) = [nr]T{r0[p], r1[p], r2[p]}
+		first := off + s*width*ld
+		i := 0
+		if vec {
+			i = transposeVec(strip, src, first, ld, depth, w, width)
 		}
-	default:
-		for i := range w {
-			for p, v := range row(i) {
+		for ; i < w; i++ {
+			for p, v := range src[first+i*ld : first+i*ld+depth] {
 				strip[p*width+i] = v
 			}
 		}
