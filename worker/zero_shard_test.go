@@ -28,17 +28,20 @@ type shardRun struct {
 	noPrefetch        bool // stage 3: gather each unit only when needed
 }
 
-// shardFigures is what one rank measured over the last step of a shardRun.
+// shardFigures is what one rank measured: its buffers after the run, the backend's bytes
+// after the run and at most during it, and per step after the first (the first allocates
+// what the others reuse) the bytes it sent on the ring, its wait for gathered parameters and
+// the step's time.
 type shardFigures struct {
-	mem        zeroMemory // the rank's buffers by kind
-	live, peak int64      // the backend's bytes after the step, and at most during it
-	sent       int64      // bytes this rank sent on the ring during the step
+	mem        zeroMemory
+	live, peak int64
+	sent       int64
 	gatherWait time.Duration
 	step       time.Duration
 }
 
-// run trains r.steps steps with the Trainer's own passes and optimizer and returns each
-// rank's figures over the last.
+// run trains r.steps (at least 2) steps with the Trainer's own passes and optimizer and
+// returns each rank's figures.
 func (r shardRun) run(tb testing.TB) []shardFigures {
 	tb.Helper()
 	var rings []*collective.Ring
@@ -91,11 +94,11 @@ func (r shardRun) rank(ring *collective.Ring, rank int) (shardFigures, error) {
 	t.initFresh()
 	rng := rand.New(rand.NewPCG(uint64(rank), 3))
 	ctx := context.Background()
+	be.ResetPeak()
 	for s := range r.steps {
 		for i := range t.inputs {
 			t.inputs[i], t.targets[i] = int32(rng.IntN(r.model.Vocab)), int32(rng.IntN(r.model.Vocab))
 		}
-		be.ResetPeak()
 		var sent int64
 		if ring != nil {
 			sent = ring.SentBytes()
@@ -111,13 +114,21 @@ func (r shardRun) rank(ring *collective.Ring, rank int) (shardFigures, error) {
 		if _, err := t.opt.Step(ctx, 1e-3, 1/float64(r.micro*r.world)); err != nil {
 			return fig, fmt.Errorf("step %d: %w", s+1, err)
 		}
-		fig.step = time.Since(start)
+		if s == 0 {
+			continue // the first step allocates what the others reuse
+		}
+		fig.step += time.Since(start)
 		if ring != nil {
-			fig.sent = ring.SentBytes() - sent
+			fig.sent += ring.SentBytes() - sent
 		}
 		if t.zero != nil {
-			fig.gatherWait = t.zero.gatherWait - wait
+			fig.gatherWait += t.zero.gatherWait - wait
 		}
+	}
+	if n := r.steps - 1; n > 0 {
+		fig.step /= time.Duration(n)
+		fig.sent /= int64(n)
+		fig.gatherWait /= time.Duration(n)
 	}
 	fig.live, fig.peak = be.LiveBytes(), be.PeakBytes()
 	if t.zero != nil {
@@ -245,7 +256,7 @@ func BenchmarkZeroShards(b *testing.B) {
 				mib(float64(f.peak)), mib(sent), mib(p.Time.Comm.Bytes), ratio)
 			if stage == 3 {
 				for _, off := range []bool{false, true} {
-					r.noPrefetch = off
+					r.noPrefetch, r.steps = off, 4
 					figs := r.run(b)
 					fmt.Fprintf(&waits, "W=%d ZeRO-3 prefetch %-5v: gather wait %d ms of a %d ms step (mean over ranks)\n", w, !off,
 						time.Duration(mean(figs, func(f shardFigures) time.Duration { return f.gatherWait })).Milliseconds(),
@@ -254,5 +265,5 @@ func BenchmarkZeroShards(b *testing.B) {
 			}
 		}
 	}
-	b.Log(tab.String() + "\n" + waits.String())
+	fmt.Println(tab.String() + "\n" + waits.String())
 }

@@ -99,7 +99,7 @@ func TestDataParallelRankKilled(t *testing.T) {
 			continue
 		}
 		if pids := childPIDs(cmd.Process.Pid); len(pids) == 4 {
-			victim = pids[2] // started in rank order, so the third child is rank 2
+			victim = pids[2] // rank 2
 		}
 	}
 	if victim == 0 {
@@ -133,9 +133,13 @@ func tail(s string, n int) string {
 }
 
 // childPIDs lists the processes whose parent is pid, in increasing pid order, from /proc.
+// childPIDs returns the child processes of pid, ordered by their rank (HERD_RANK in their
+// environment; children without one after the ranks, by pid). PIDs alone do not follow rank
+// order: a busy machine may hand out recycled, lower numbers to later children.
 func childPIDs(pid int) []int {
 	entries, _ := os.ReadDir("/proc")
 	var out []int
+	rank := map[int]int{}
 	for _, e := range entries {
 		child, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -150,8 +154,22 @@ func childPIDs(pid int) []int {
 		f := strings.Fields(rest)
 		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
 			out = append(out, child)
+			rank[child] = math.MaxInt
+			env, _ := os.ReadFile("/proc/" + e.Name() + "/environ")
+			for _, kv := range strings.Split(string(env), "\x00") {
+				if v, ok := strings.CutPrefix(kv, envRank+"="); ok {
+					if r, err := strconv.Atoi(v); err == nil {
+						rank[child] = r
+					}
+				}
+			}
 		}
 	}
-	sort.Ints(out)
+	sort.Slice(out, func(i, j int) bool {
+		if rank[out[i]] != rank[out[j]] {
+			return rank[out[i]] < rank[out[j]]
+		}
+		return out[i] < out[j]
+	})
 	return out
 }
