@@ -31,6 +31,10 @@ type JobSpec struct {
 	Batch int `yaml:"batch"`
 	// MicroBatch caps the sequences of one forward/backward pass on a rank (0: the whole share).
 	MicroBatch int `yaml:"micro_batch"`
+	// Zero is the ZeRO stage (herd train --zero): 0 replicates the training state on every
+	// rank; 1 shards the AdamW moments across the ranks, 2 the gradients too, 3 the
+	// parameters too. A round that loses a rank's shard restarts from the newest checkpoint.
+	Zero int `yaml:"zero"`
 	// Seq is the sequence length in tokens.
 	Seq int `yaml:"seq"`
 	// Steps is the number of optimizer steps.
@@ -231,6 +235,10 @@ func (s *JobSpec) validate() error {
 		return bad("batch", "%d, must be > 0 (sequences per optimizer step)", s.Batch)
 	case s.MicroBatch < 0:
 		return bad("micro_batch", "%d, must be >= 0 (0: each rank's whole share)", s.MicroBatch)
+	case s.Zero < 0 || s.Zero > 3:
+		return bad("zero", "%d: unknown ZeRO stage (0 replicated state, 1 AdamW moments sharded, 2 and gradients, 3 and parameters)", s.Zero)
+	case s.Zero > 0 && s.Workers.Backend == "cuda":
+		return bad("zero", "%d: ZeRO runs on the cpu backend only so far", s.Zero)
 	case s.Seq <= 0:
 		return bad("seq", "%d, must be > 0", s.Seq)
 	case s.Steps <= 0:

@@ -52,6 +52,8 @@ func TestParseJobSpecErrors(t *testing.T) {
 		{"seq too long", "seq: 32", "seq: 99999", "line 6: seq: "},
 		{"repeated key", "batch: 12\n", "batch: 12\nbatch: 5\n", `mapping key "batch" already defined`},
 		{"batch too small", "batch: 12", "batch: 1", "line 12: workers.min: 2 workers of 1 ranks need a batch of at least 2"},
+		{"unknown ZeRO stage", "batch: 12\n", "batch: 12\nzero: 4\n", "zero: 4: unknown ZeRO stage"},
+		{"ZeRO on cuda", "  max: 3\n", "  max: 3\n  backend: cuda\nzero: 1\n", "zero: 1: ZeRO runs on the cpu backend only so far"},
 	} {
 		doc := strings.Replace(goodJob, c.old, c.new, 1)
 		if doc == goodJob {

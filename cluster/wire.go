@@ -13,6 +13,7 @@ package cluster
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -112,12 +113,22 @@ const (
 	SourceFresh      = "fresh"      // initialize from the seed (step 0)
 	SourceBroadcast  = "broadcast"  // rank Rank holds the state of step Start; it broadcasts it
 	SourceCheckpoint = "checkpoint" // load the committed checkpoint of step Start
+	SourceAssemble   = "assemble"   // ZeRO: the Holders put their shards of step Start together
 )
 
 // Source says where a round's state comes from.
 type Source struct {
 	Kind string `json:"kind"`
 	Rank int    `json:"rank,omitempty"` // with broadcast
+	// With assemble (ZeRO): the state was sharded over World ranks, and Holders[i] is the
+	// rank of this round holding shard i; together they hold all of it.
+	World   int   `json:"world,omitempty"`
+	Holders []int `json:"holders,omitempty"`
+}
+
+// Equal reports whether s and o are the same source.
+func (s Source) Equal(o Source) bool {
+	return s.Kind == o.Kind && s.Rank == o.Rank && s.World == o.World && slices.Equal(s.Holders, o.Holders)
 }
 
 // Peers returns the listen address of every rank in order.
@@ -143,9 +154,18 @@ func (r *Round) Member(id string) (Member, bool) {
 type RankState struct {
 	Rank     int    `json:"rank"`     // its rank in the round it reports on
 	Step     int    `json:"step"`     // optimizer steps its state holds; -1: no state
-	Checksum uint32 `json:"checksum"` // CRC-32C of its parameters at Step
-	Phase    string `json:"phase"`    // "training", "stopped", "failed", "done"
-	Error    string `json:"error,omitempty"`
+	Checksum uint32 `json:"checksum"` // CRC-32C of its parameters at Step (under ZeRO, of its shard's)
+	// Shard, under ZeRO, says which part of the state the rank holds: shard Shard.Rank of a
+	// partition over Shard.World ranks.
+	Shard *ShardOf `json:"shard,omitempty"`
+	Phase string   `json:"phase"` // "training", "stopped", "failed", "done"
+	Error string   `json:"error,omitempty"`
+}
+
+// ShardOf names one rank's shard of a ZeRO partition.
+type ShardOf struct {
+	World int `json:"world"`
+	Rank  int `json:"rank"`
 }
 
 // Phases of a rank.

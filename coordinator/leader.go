@@ -389,8 +389,11 @@ func (c *Coordinator) form(ls *leaderState, r *cluster.Round, recovery bool, rea
 		ids = append(ids, m.WorkerID)
 	}
 	src := r.Source.Kind
-	if r.Source.Kind == cluster.SourceBroadcast {
+	switch r.Source.Kind {
+	case cluster.SourceBroadcast:
 		src = fmt.Sprintf("rank %d's state", r.Source.Rank)
+	case cluster.SourceAssemble:
+		src = fmt.Sprintf("the %d shards its ranks hold", r.Source.World)
 	}
 	c.say("coordinator: round %d: %d workers (%s), %d ranks, micro-batch %d, from step %d (%s); %s",
 		r.ID, len(r.Members), strings.Join(ids, ", "), r.World, r.Micro, r.Start, src, reason)

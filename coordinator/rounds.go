@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -21,8 +22,11 @@ import (
 // State: in data parallelism every rank holds the whole state of its last completed step.
 // The round starts at the newest step some member holds, if the members holding it agree on
 // its checksum; that member's first rank broadcasts it to the others. A newcomer or a rank
-// one step behind simply receives it. Only when no member holds a consistent state does the
-// round load the newest committed checkpoint, and with none, it starts fresh from the seed.
+// one step behind simply receives it. Under ZeRO each rank holds one shard of the state: the
+// round continues from the members' shards only if they hold every shard of one step (a
+// scale-up, a round that failed without losing a rank), and they assemble it. Only when no
+// member holds a consistent state does the round load the newest committed checkpoint, and
+// with none, it starts fresh from the seed.
 
 // planInput is what planRound decides from.
 type planInput struct {
@@ -73,12 +77,30 @@ func microBatch(share, limit int) int {
 
 // chooseSource picks where round r's state comes from and the step it starts at.
 func chooseSource(in planInput, r *cluster.Round) (int, cluster.Source) {
-	type holder struct {
-		rank int // in r
-		st   cluster.RankState
+	hs := holdersOf(in, r)
+	if in.spec.Zero > 0 {
+		if step, src, ok := assembleSource(hs); ok {
+			return step, src
+		}
+	} else if step, src, ok := broadcastSource(hs); ok {
+		return step, src
 	}
-	var best []holder
-	bestStep := -1
+	if n := len(in.checkpoints); n > 0 {
+		return in.checkpoints[n-1], cluster.Source{Kind: cluster.SourceCheckpoint}
+	}
+	return 0, cluster.Source{Kind: cluster.SourceFresh}
+}
+
+// holder is a rank of the new round that holds a state.
+type holder struct {
+	rank int // in the new round
+	st   cluster.RankState
+}
+
+// holdersOf returns the ranks of round r whose process reported a state when the previous
+// round ended, in rank order.
+func holdersOf(in planInput, r *cluster.Round) []holder {
+	var out []holder
 	for _, m := range r.Members {
 		for _, st := range in.states[m.WorkerID] {
 			if st.Step < 0 || st.Phase == cluster.PhaseFailed {
@@ -88,29 +110,70 @@ func chooseSource(in planInput, r *cluster.Round) (int, cluster.Source) {
 			if local < 0 || local >= len(m.Ranks) {
 				continue
 			}
-			h := holder{rank: m.FirstRank + local, st: st}
-			switch {
-			case st.Step > bestStep:
-				best, bestStep = []holder{h}, st.Step
-			case st.Step == bestStep:
-				best = append(best, h)
-			}
+			out = append(out, holder{rank: m.FirstRank + local, st: st})
 		}
 	}
-	consistent := len(best) > 0
+	sort.Slice(out, func(i, j int) bool { return out[i].rank < out[j].rank })
+	return out
+}
+
+// broadcastSource: with replicated state, the newest step some member holds, if the members
+// holding it agree on its checksum; its first holder broadcasts it.
+func broadcastSource(hs []holder) (int, cluster.Source, bool) {
+	var best []holder
+	bestStep := -1
+	for _, h := range hs {
+		switch {
+		case h.st.Step > bestStep:
+			best, bestStep = []holder{h}, h.st.Step
+		case h.st.Step == bestStep:
+			best = append(best, h)
+		}
+	}
+	if len(best) == 0 {
+		return 0, cluster.Source{}, false
+	}
 	for _, h := range best {
 		if h.st.Checksum != best[0].st.Checksum {
-			consistent = false
+			return 0, cluster.Source{}, false
 		}
 	}
-	if consistent {
-		sort.Slice(best, func(i, j int) bool { return best[i].rank < best[j].rank })
-		return bestStep, cluster.Source{Kind: cluster.SourceBroadcast, Rank: best[0].rank}
+	return bestStep, cluster.Source{Kind: cluster.SourceBroadcast, Rank: best[0].rank}, true
+}
+
+// assembleSource: under ZeRO each rank holds one shard of a partition, so the members can
+// continue only if together they hold every shard of one partition at one step: the newest
+// such step wins, each shard taken from its first holder. A lost rank takes its shard with
+// it, and the round loads a checkpoint instead.
+func assembleSource(hs []holder) (int, cluster.Source, bool) {
+	type part struct{ step, world int }
+	parts := map[part][]int{} // shard -> new rank, -1 where no member holds it
+	for _, h := range hs {
+		sh := h.st.Shard
+		if sh == nil || sh.World < 1 || sh.Rank < 0 || sh.Rank >= sh.World {
+			continue
+		}
+		k := part{h.st.Step, sh.World}
+		if parts[k] == nil {
+			parts[k] = slices.Repeat([]int{-1}, sh.World)
+		}
+		if parts[k][sh.Rank] < 0 {
+			parts[k][sh.Rank] = h.rank
+		}
 	}
-	if n := len(in.checkpoints); n > 0 {
-		return in.checkpoints[n-1], cluster.Source{Kind: cluster.SourceCheckpoint}
+	var best *part
+	for k, holders := range parts {
+		if slices.Contains(holders, -1) {
+			continue
+		}
+		if best == nil || k.step > best.step || (k.step == best.step && k.world < best.world) {
+			best = &k
+		}
 	}
-	return 0, cluster.Source{Kind: cluster.SourceFresh}
+	if best == nil {
+		return 0, cluster.Source{}, false
+	}
+	return best.step, cluster.Source{Kind: cluster.SourceAssemble, World: best.world, Holders: parts[*best]}, true
 }
 
 // firstRankIn returns the first rank worker id had in round r, or -1.

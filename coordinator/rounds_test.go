@@ -92,7 +92,49 @@ func TestPlanRoundSource(t *testing.T) {
 		if r == nil {
 			t.Fatalf("%s: no round", c.name)
 		}
-		if r.Start != c.start || r.Source != c.source {
+		if r.Start != c.start || !r.Source.Equal(c.source) {
+			t.Errorf("%s: start %d source %+v, want %d %+v", c.name, r.Start, r.Source, c.start, c.source)
+		}
+	}
+}
+
+// Under ZeRO the members continue from their shards only when together they hold every shard
+// of one partition at one step; checksums, which differ from shard to shard, do not matter.
+func TestPlanRoundSourceZeRO(t *testing.T) {
+	spec := testSpec(1, 4, 2, 12, 0)
+	spec.Zero = 2
+	live := regs(3)
+	prev := &cluster.Round{ID: 4, Members: []cluster.Member{
+		{WorkerID: "w0", FirstRank: 0}, {WorkerID: "gone", FirstRank: 2}, {WorkerID: "w1", FirstRank: 4}}}
+	st := func(rank, step, world, shard int) cluster.RankState {
+		return cluster.RankState{Rank: rank, Step: step, Checksum: uint32(100 + shard), Phase: cluster.PhaseStopped,
+			Shard: &cluster.ShardOf{World: world, Rank: shard}}
+	}
+	cases := []struct {
+		name   string
+		states map[string][]cluster.RankState
+		start  int
+		source cluster.Source
+	}{
+		{"every shard held", map[string][]cluster.RankState{"w0": {st(0, 40, 4, 0), st(1, 40, 4, 1)}, "w1": {st(4, 40, 4, 2), st(5, 40, 4, 3)}},
+			40, cluster.Source{Kind: cluster.SourceAssemble, World: 4, Holders: []int{0, 1, 2, 3}}},
+		{"shards in another order", map[string][]cluster.RankState{"w0": {st(0, 40, 4, 3), st(1, 40, 4, 2)}, "w1": {st(4, 40, 4, 1), st(5, 40, 4, 0)}},
+			40, cluster.Source{Kind: cluster.SourceAssemble, World: 4, Holders: []int{3, 2, 1, 0}}},
+		{"a shard lost with its worker", map[string][]cluster.RankState{"w0": {st(0, 40, 6, 0), st(1, 40, 6, 1)}, "gone": {st(2, 40, 6, 2), st(3, 40, 6, 3)},
+			"w1": {st(4, 40, 6, 4), st(5, 40, 6, 5)}}, 30, cluster.Source{Kind: cluster.SourceCheckpoint}},
+		{"a shard a step ahead", map[string][]cluster.RankState{"w0": {st(0, 40, 4, 0), st(1, 40, 4, 1)}, "w1": {st(4, 40, 4, 2), st(5, 41, 4, 3)}},
+			30, cluster.Source{Kind: cluster.SourceCheckpoint}},
+		{"replicated states are not shards", map[string][]cluster.RankState{"w0": {{Rank: 0, Step: 40, Checksum: 7, Phase: cluster.PhaseStopped}}},
+			30, cluster.Source{Kind: cluster.SourceCheckpoint}},
+		{"one process held everything", map[string][]cluster.RankState{"w1": {st(4, 40, 1, 0)}},
+			40, cluster.Source{Kind: cluster.SourceAssemble, World: 1, Holders: []int{2}}},
+	}
+	for _, c := range cases {
+		r, _ := planRound(planInput{spec: spec, live: live, prev: prev, states: c.states, checkpoints: []int{30}}, 5, time.Now())
+		if r == nil {
+			t.Fatalf("%s: no round", c.name)
+		}
+		if r.Start != c.start || !r.Source.Equal(c.source) {
 			t.Errorf("%s: start %d source %+v, want %d %+v", c.name, r.Start, r.Source, c.start, c.source)
 		}
 	}

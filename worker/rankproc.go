@@ -169,7 +169,14 @@ func (p *rankProc) emit(e rankEvent) {
 func (p *rankProc) emitState(phase string, err error) {
 	st := cluster.RankState{Rank: p.rank, Step: -1, Phase: phase}
 	if p.t != nil && phase != cluster.PhaseFailed {
-		st.Step, st.Checksum = p.t.StepsDone(), p.t.Checksum()
+		var world, shard int
+		st.Step, world, shard = p.t.State()
+		if st.Step >= 0 {
+			st.Checksum = p.t.Checksum()
+		}
+		if st.Step >= 0 && world > 0 {
+			st.Shard = &cluster.ShardOf{World: world, Rank: shard}
+		}
 	}
 	if err != nil {
 		st.Error = err.Error()
@@ -216,7 +223,7 @@ func (p *rankProc) startJob(ctx context.Context, cmd rankCommand) error {
 		warmup = *spec.Schedule.Warmup
 	}
 	cfg := TrainConfig{Model: mc, Optim: optim, PeakLR: lr, WarmupSteps: warmup, Data: spec.Dataset, Seed: spec.Seed,
-		Seq: spec.Seq, Batch: spec.Batch, MicroBatch: spec.Batch, Steps: spec.Steps, EvalSeqs: 32, CheckEvery: 50,
+		Seq: spec.Seq, Batch: spec.Batch, MicroBatch: spec.Batch, Steps: spec.Steps, EvalSeqs: 32, CheckEvery: 50, Zero: spec.Zero,
 		Checkpoint: CheckpointConfig{Save: &loc, Every: spec.Checkpoint.Every, KeepLast: spec.Checkpoint.KeepLast,
 			KeepEvery: spec.Checkpoint.KeepEvery, FailureLimit: 30 * time.Minute},
 		OnStep: func(sm StepMetrics) {
@@ -276,7 +283,7 @@ func (p *rankProc) runRound(ctx context.Context, cmd rankCommand) *rankCommand {
 		return nil
 	}
 	err = p.t.JoinRound(ctx, RoundStart{Comm: ring, Micro: r.Micro, Start: r.Start, Source: r.Source.Kind,
-		Root: r.Source.Rank, Attempt: r.Attempt})
+		Root: r.Source.Rank, ShardWorld: r.Source.World, Holders: r.Source.Holders, Attempt: r.Attempt})
 	if err != nil {
 		p.emitState(cluster.PhaseStopped, err)
 		return nil

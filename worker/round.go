@@ -17,6 +17,7 @@ const (
 	SourceFresh      = "fresh"
 	SourceBroadcast  = "broadcast"
 	SourceCheckpoint = "checkpoint"
+	SourceAssemble   = "assemble"
 )
 
 // RoundStart says how a Trainer enters a round of the cluster.
@@ -25,24 +26,26 @@ type RoundStart struct {
 	Reducer GradReducer             // optional: device-memory gradient sums
 	Micro   int                     // sequences per forward/backward pass on this rank
 	Start   int                     // the step the round trains first
-	Source  string                  // SourceFresh, SourceBroadcast or SourceCheckpoint
+	Source  string                  // SourceFresh, SourceBroadcast, SourceCheckpoint or SourceAssemble
 	Root    int                     // with SourceBroadcast: the rank whose state everyone takes
-	Attempt string                  // names the round's checkpoint shards
+	// With SourceAssemble (ZeRO): the state of step Start is sharded over ShardWorld ranks,
+	// and Holders[i] is the rank of this round that holds shard i.
+	ShardWorld int
+	Holders    []int
+	Attempt    string // names the round's checkpoint shards
 }
 
 // JoinRound makes rs.Comm the group of the coming steps and brings every rank to the state of
 // step rs.Start: from the seed (fresh), from rank rs.Root's memory (broadcast: survivors of
-// the last round keep their state, newcomers and ranks a step behind receive it), or from
-// the committed checkpoint of that step. The ranks then prove they hold identical parameters.
-// A save still in flight from the previous round is abandoned first.
+// the last round keep their state, newcomers and ranks a step behind receive it), under ZeRO
+// from the shards the holders kept (assemble), or from the committed checkpoint of that step.
+// The ranks then prove they hold identical parameters. A save still in flight from the
+// previous round is abandoned first.
 func (t *Trainer) JoinRound(ctx context.Context, rs RoundStart) error {
 	cfg := &t.cfg
 	world := 1
 	if rs.Comm != nil {
 		world = rs.Comm.Size()
-	}
-	if cfg.Zero > 0 {
-		return fmt.Errorf("%w: ZeRO sharding is not available in the cluster yet: the job must use zero 0", ErrConfig)
 	}
 	if rs.Micro <= 0 || cfg.Batch%(rs.Micro*world) != 0 {
 		return fmt.Errorf("%w: micro-batch %d times %d ranks does not divide the batch %d", ErrConfig, rs.Micro, world, cfg.Batch)
@@ -51,6 +54,15 @@ func (t *Trainer) JoinRound(ctx context.Context, rs RoundStart) error {
 	if t.saver != nil {
 		t.saver.Wait()
 	}
+	if (rs.Source == SourceAssemble && t.zero == nil) || (rs.Source == SourceBroadcast && t.zero != nil) {
+		return fmt.Errorf("%w: round source %q for a job with zero %d", ErrConfig, rs.Source, cfg.Zero)
+	}
+	// Under ZeRO, this rank's shard of the previous partition is set aside before the new
+	// group's partition replaces it.
+	var kept zeroKept
+	if rs.Source == SourceAssemble {
+		kept = t.zero.keep(rs, rankOf(rs.Comm))
+	}
 	cfg.MicroBatch = rs.Micro
 	if err := t.setComm(rs.Comm, rs.Reducer); err != nil {
 		return err
@@ -58,6 +70,10 @@ func (t *Trainer) JoinRound(ctx context.Context, rs RoundStart) error {
 	t.dp.ctx = ctx
 	switch rs.Source {
 	case SourceFresh:
+		if t.zero != nil {
+			t.zero.init(cfg.Model, cfg.Seed)
+			break
+		}
 		t.model.Init(cfg.Seed)
 		t.sb.pull()
 		clear(t.sb.host.M)
@@ -67,16 +83,20 @@ func (t *Trainer) JoinRound(ctx context.Context, rs RoundStart) error {
 		if err := t.broadcastState(ctx, rs.Root); err != nil {
 			return err
 		}
+	case SourceAssemble:
+		if err := t.zero.assemble(ctx, kept); err != nil {
+			return err
+		}
 	case SourceCheckpoint:
 		loc := cfg.Checkpoint.Save
 		if loc == nil {
 			return fmt.Errorf("%w: the round loads a checkpoint, but the job has no checkpoint location", ErrConfig)
 		}
 		var prev RunConfig
-		if _, err := checkpoint.LoadStep(ctx, *loc, rs.Start, checkResume(*cfg, t.model, t.sb.forLoad, t.tok.Hash(), &prev)); err != nil {
+		if _, err := checkpoint.LoadStep(ctx, *loc, rs.Start, checkResume(*cfg, t.model, t.loadBuffers, t.tok.Hash(), &prev)); err != nil {
 			return fmt.Errorf("loading the checkpoint of step %d: %w", rs.Start, err)
 		}
-		t.sb.push()
+		t.adoptLoaded()
 	default:
 		return fmt.Errorf("%w: unknown round source %q", ErrConfig, rs.Source)
 	}
@@ -106,8 +126,32 @@ func (t *Trainer) broadcastState(ctx context.Context, root int) error {
 }
 
 // Checksum returns a CRC-32C of the parameters: ranks holding the same state agree on it.
+// Under ZeRO it covers this rank's shard only.
 func (t *Trainer) Checksum() uint32 {
+	if t.zero != nil {
+		return t.zero.shardCRC()
+	}
 	return paramsCRC(t.dp)
+}
+
+// State returns the optimizer steps the state this rank holds has taken (-1: it holds none)
+// and, under ZeRO, which shard of which partition it is (world 0 without ZeRO).
+func (t *Trainer) State() (step, shardWorld, shardRank int) {
+	if t.zero == nil {
+		return t.step, 0, 0
+	}
+	if !t.zero.holds {
+		return -1, 0, 0
+	}
+	return t.zero.Steps(), t.zero.plan.world, t.zero.plan.rank
+}
+
+// rankOf returns comm's rank of this process (0 without a group).
+func rankOf(comm collective.Communicator) int {
+	if comm == nil {
+		return 0
+	}
+	return comm.Rank()
 }
 
 // paramsCRC is the checksum dataParallel.checkParams compares across ranks.

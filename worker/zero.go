@@ -108,6 +108,7 @@ type zeroState struct {
 	grads  kernels.Buffer // stages 2, 3: the gradient shard
 	m, v   kernels.Buffer // the moment shards
 	steps  int
+	holds  bool // the shards hold a state (of step steps): set by init, adopt and assemble
 
 	// What a pass has in flight (stages 2, 3).
 	ctx        context.Context
@@ -165,6 +166,7 @@ func (z *zeroState) shard(mod *model.Model, comm collective.Communicator) error 
 		return err
 	}
 	z.freeShards()
+	z.holds = false
 	z.plan, z.comm, z.mod = plan, comm, mod
 	z.m, z.v = z.be.Alloc(plan.size), z.be.Alloc(plan.size)
 	if z.stage >= 2 {
@@ -494,6 +496,84 @@ func (z *zeroState) adopt(st checkpoint.State) {
 			copy(host(z.params)[u.shardOff:u.shardOff+u.ownN], st.Params[u.ownOff:u.ownOff+u.ownN])
 		}
 	}
+	z.holds = true
+}
+
+// --- Rounds of a cluster ---
+
+// zeroKept is what a rank keeps of its shard across a change of partition: its chunks laid
+// into whole buffers (zeros elsewhere) when it is the holder the round names for its shard.
+type zeroKept struct {
+	state      checkpoint.State
+	held       bool
+	world      int // the partition the round assembles from
+	shard      int // the shard this rank held in it
+	step       int
+	holderRank int // this rank in the new round
+}
+
+// keep sets this rank's shard aside for a round that assembles the state of rs.Start from the
+// shards of a partition over rs.ShardWorld ranks; newRank is this rank in the new round.
+func (z *zeroState) keep(rs RoundStart, newRank int) zeroKept {
+	k := zeroKept{world: rs.ShardWorld, shard: -1, step: rs.Start, holderRank: newRank}
+	if z.plan == nil || !z.holds || z.plan.world != rs.ShardWorld || z.steps != rs.Start {
+		return k
+	}
+	if r := z.plan.rank; r < len(rs.Holders) && rs.Holders[r] == newRank {
+		n := z.plan.elems
+		k.state = checkpoint.State{Params: make([]float32, n), M: make([]float32, n), V: make([]float32, n)}
+		for _, sp := range z.spans() {
+			off := int(sp.Offset)
+			copy(k.state.Params[off:], sp.Params)
+			copy(k.state.M[off:], sp.M)
+			copy(k.state.V[off:], sp.V)
+		}
+		k.held, k.shard = true, r
+	}
+	return k
+}
+
+// assemble puts the state together from the shards the ranks kept: every rank adds its
+// chunks (zeros elsewhere) across the new group, which makes the whole state on every rank
+// since the shards do not overlap, and keeps its part of the new partition. It first checks
+// that every shard has exactly one holder.
+func (z *zeroState) assemble(ctx context.Context, k zeroKept) error {
+	count := make([]float32, k.world)
+	if k.held {
+		count[k.shard] = 1
+	}
+	if err := z.comm.AllReduce(ctx, count, collective.Sum); err != nil {
+		return fmt.Errorf("worker: assembling the sharded state: %w", err)
+	}
+	for i, c := range count {
+		if c != 1 {
+			return fmt.Errorf("worker: assembling the state of step %d: shard %d of %d is held by %v ranks of the round, want 1", k.step, i, k.world, c)
+		}
+	}
+	st := k.state
+	if !k.held {
+		n := z.plan.elems
+		st = checkpoint.State{Params: make([]float32, n), M: make([]float32, n), V: make([]float32, n)}
+	}
+	for i, buf := range [][]float32{st.Params, st.M, st.V} {
+		if err := z.comm.AllReduce(ctx, buf, collective.Sum); err != nil {
+			return fmt.Errorf("worker: assembling %s: %w", checkpoint.Buffers[i], err)
+		}
+	}
+	z.adopt(st)
+	return nil
+}
+
+// shardCRC returns a CRC-32C of this rank's chunks of the parameters.
+func (z *zeroState) shardCRC() uint32 {
+	tab := crc32.MakeTable(crc32.Castagnoli)
+	var sum uint32
+	for _, sp := range z.spans() {
+		if len(sp.Params) > 0 {
+			sum = crc32.Update(sum, tab, unsafe.Slice((*byte)(unsafe.Pointer(&sp.Params[0])), 4*len(sp.Params)))
+		}
+	}
+	return sum
 }
 
 // init sets fresh weights from seed and zero moments (each rank draws the whole

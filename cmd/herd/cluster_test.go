@@ -531,3 +531,34 @@ func TestClusterResumeFromCheckpoint(t *testing.T) {
 		}
 	}
 }
+
+// ZeRO in the cluster: a job with zero: 3 starts on 2 workers; a third joins, and the round
+// that takes it in assembles the state from the shards the first two kept (no step lost);
+// then a worker is SIGKILLed, its shard is gone, and the survivors continue from the newest
+// checkpoint. Every step trains on the uninterrupted run's data with its loss.
+func TestClusterZeRO(t *testing.T) {
+	const steps = 40
+	e := newClusterEnv(t, steps)
+	job := e.jobFile(t, "zero", steps, 2, 3, "zero: 3\n")
+	dir := filepath.Join(e.dir, "zero-coord")
+	metrics := filepath.Join(dir, "runs", "zero", "metrics.jsonl")
+	c := testcluster.StartCoordinator(t, e.bin, job, dir)
+	ws := []*testcluster.Worker{testcluster.StartWorker(t, e.bin, c.Addr, clusterToken), testcluster.StartWorker(t, e.bin, c.Addr, clusterToken)}
+	c.Out.WaitFor(t, regexp.MustCompile(`round 1: 2 workers .* from step 0 \(fresh\)`), 60*time.Second)
+	waitFor(t, "step 5", 60*time.Second, func() bool { return len(readLines(metrics)) >= 5 })
+	ws = append(ws, testcluster.StartWorker(t, e.bin, c.Addr, clusterToken))
+	m := c.Out.WaitFor(t, regexp.MustCompile(`round 2: 3 workers .* from step (\d+) \(the 2 shards its ranks hold\)`), 60*time.Second)
+	grown := testcluster.Atoi(t, m[1])
+	waitFor(t, "step 23", 60*time.Second, func() bool { return len(readLines(metrics)) >= 23 })
+	ws[0].Kill()
+	m = c.Out.WaitFor(t, regexp.MustCompile(`round 3: 2 workers .* from step (\d+) \(checkpoint\)`), 60*time.Second)
+	resumed := testcluster.Atoi(t, m[1])
+	if resumed < 20 {
+		t.Errorf("after the loss the job went back to step %d; the checkpoint of step 20 was committed", resumed)
+	}
+	if err := c.Wait(t, 120*time.Second); err != nil {
+		t.Fatalf("coordinator: %v\n%s", err, c.Out.String())
+	}
+	e.checkAgainstRef(t, jobMetrics(t, dir, "zero"), steps, 1e-4)
+	t.Logf("grew from 2 to 3 workers at step %d from their shards; after the loss resumed from the checkpoint of step %d", grown, resumed)
+}
