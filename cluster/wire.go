@@ -94,6 +94,10 @@ type Round struct {
 	Start int `json:"start"`
 	// Source is where the ranks' state at Start comes from.
 	Source Source `json:"source"`
+	// SaveFirst asks the ranks to save a checkpoint of Start before they train: the previous
+	// round passed a checkpoint step whose save never committed (a round that ends abandons
+	// the save it has in flight), and the state of that step is gone.
+	SaveFirst bool `json:"save_first,omitempty"`
 	// Secret authenticates the ring's connections; only the API hands it out, never etcd.
 	Secret string    `json:"secret,omitempty"`
 	Formed time.Time `json:"formed"`

@@ -100,11 +100,13 @@ type leaderRecord struct {
 
 // leaderState is what the leader's round loop remembers between decisions.
 type leaderState struct {
-	minSince  time.Time // enough workers for a first round since
-	growSince time.Time // a bigger round possible since
-	failSince time.Time // the current round failed since
-	endSince  time.Time // the current round was asked to end since
-	waiting   string    // the last reason printed for not forming a round
+	minSince  time.Time            // enough workers for a first round since
+	growSince time.Time            // a bigger round possible since
+	failSince time.Time            // the current round failed since
+	endSince  time.Time            // the current round was asked to end since
+	waiting   string               // the last reason printed for not forming a round
+	loc       *checkpoint.Location // the job's checkpoint location, when it has one
+	synced    uint64               // the round whose successor was planned with the location's commits
 }
 
 // lead runs while this replica leads: it publishes its address, leases the checkpoint
@@ -132,6 +134,7 @@ func (c *Coordinator) lead(ctx context.Context) {
 		c.log.Warn("publishing the leader address", zap.Error(err))
 		return
 	}
+	var ckptLoc *checkpoint.Location
 	if c.cfg.Checkpoint != nil {
 		lease, loc, err := c.leaseCheckpoint(ctx)
 		if err != nil {
@@ -147,11 +150,12 @@ func (c *Coordinator) lead(ctx context.Context) {
 			c.fail(err)
 			return
 		}
+		ckptLoc = &loc
 	}
 	s := c.fsm.snapshot()
 	c.say("coordinator: %s leads job %s (%d steps, step %d done); join workers with:\n  herd worker --join %s --token %s",
 		c.cfg.RaftID, c.spec.Name, c.spec.Steps, s.LastStep, c.addr, s.Token)
-	ls := &leaderState{}
+	ls := &leaderState{loc: ckptLoc}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -228,6 +232,28 @@ func (c *Coordinator) adoptCheckpoints(ctx context.Context, loc checkpoint.Locat
 	}
 	c.say("coordinator: %v holds committed checkpoints up to step %d: the job continues from there", loc, found[len(found)-1])
 	return c.apply(command{Op: opAdopt, Adopted: found})
+}
+
+// syncCheckpoints records the checkpoints committed in loc after the newest the log knows:
+// rank 0 reports each commit through its worker, and a worker lost right after a commit takes
+// the report with it. A location that cannot be listed now leaves the log as it is.
+func (c *Coordinator) syncCheckpoints(loc checkpoint.Location) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	steps, err := checkpoint.ListSteps(ctx, loc)
+	if err != nil {
+		c.log.Warn("listing the checkpoint location", zap.Error(err))
+		return
+	}
+	for _, st := range steps {
+		if s := c.fsm.snapshot(); st.Committed && st.Step > s.LastCheckpoint() {
+			c.say("coordinator: checkpoint of step %d found committed in %v (its report was lost)", st.Step, loc)
+			if err := c.apply(command{Op: opCheckpoint, Checkpoint: st.Step}); err != nil {
+				c.log.Warn("recording a checkpoint", zap.Error(err))
+				return
+			}
+		}
+	}
 }
 
 // reportWait bounds how long a failed or ending round waits for its members' reports.
@@ -339,6 +365,12 @@ func (c *Coordinator) next(ls *leaderState, cur *cluster.Round, live []cluster.R
 		}
 		usable = append(usable, reg)
 	}
+	if ls.loc != nil && ls.synced != cur.ID {
+		// A commit whose report died with its worker is still in the location.
+		ls.synced = cur.ID
+		c.syncCheckpoints(*ls.loc)
+		s = c.fsm.snapshot()
+	}
 	r, why := c.plan(usable, cur, s, cur.ID+1, now)
 	if r == nil {
 		c.waitingFor(ls, why)
@@ -368,7 +400,7 @@ func (c *Coordinator) form(ls *leaderState, r *cluster.Round, recovery bool, rea
 	if err := c.apply(command{Op: opRound, Round: r, Recovery: recovery}); err != nil {
 		return err
 	}
-	*ls = leaderState{}
+	*ls = leaderState{loc: ls.loc, synced: ls.synced}
 	c.mu.Lock()
 	for id := range c.states {
 		if id+1 < r.ID {
@@ -394,6 +426,9 @@ func (c *Coordinator) form(ls *leaderState, r *cluster.Round, recovery bool, rea
 		src = fmt.Sprintf("rank %d's state", r.Source.Rank)
 	case cluster.SourceAssemble:
 		src = fmt.Sprintf("the %d shards its ranks hold", r.Source.World)
+	}
+	if r.SaveFirst {
+		src += fmt.Sprintf(", saved first: the checkpoint due at step %d never committed", r.Start/c.spec.Checkpoint.Every*c.spec.Checkpoint.Every)
 	}
 	c.say("coordinator: round %d: %d workers (%s), %d ranks, micro-batch %d, from step %d (%s); %s",
 		r.ID, len(r.Members), strings.Join(ids, ", "), r.World, r.Micro, r.Start, src, reason)

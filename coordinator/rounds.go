@@ -59,7 +59,23 @@ func planRound(in planInput, id uint64, now time.Time) (*cluster.Round, string) 
 	}
 	r.Micro = microBatch(spec.Batch/r.World, spec.MicroBatch)
 	r.Start, r.Source = chooseSource(in, r)
+	r.SaveFirst = missedCheckpoint(in, r)
 	return r, ""
+}
+
+// missedCheckpoint reports whether round r, continuing from its members' memory, starts past
+// a checkpoint step whose checkpoint is not recorded as committed: the previous round ended
+// with that save in flight. Its state is gone, so the round saves its own start instead. A
+// save that did commit but was not reported yet is only saved again.
+func missedCheckpoint(in planInput, r *cluster.Round) bool {
+	every := in.spec.Checkpoint.Every
+	if every <= 0 || (r.Source.Kind != cluster.SourceBroadcast && r.Source.Kind != cluster.SourceAssemble) ||
+		r.Start >= in.spec.Steps {
+		return false
+	}
+	due := r.Start / every * every
+	n := len(in.checkpoints)
+	return due > 0 && (n == 0 || in.checkpoints[n-1] < due)
 }
 
 // microBatch is the largest divisor of a rank's share that is at most limit (0: no limit).

@@ -139,3 +139,39 @@ func TestPlanRoundSourceZeRO(t *testing.T) {
 		}
 	}
 }
+
+// A round that continues from memory past a checkpoint step whose checkpoint is not recorded
+// saves its start first; one that loads a checkpoint, starts fresh or finds the checkpoint
+// recorded does not.
+func TestPlanRoundSaveFirst(t *testing.T) {
+	spec := testSpec(1, 4, 2, 12, 0)
+	spec.Steps, spec.Checkpoint.Every = 100, 10
+	live := regs(2)
+	prev := &cluster.Round{ID: 1, Members: []cluster.Member{{WorkerID: "w0", FirstRank: 0}, {WorkerID: "w1", FirstRank: 2}}}
+	held := func(step int) map[string][]cluster.RankState {
+		return map[string][]cluster.RankState{"w0": {{Rank: 0, Step: step, Checksum: 1, Phase: cluster.PhaseStopped}}}
+	}
+	for _, c := range []struct {
+		name   string
+		states map[string][]cluster.RankState
+		ckpts  []int
+		want   bool
+	}{
+		{"due checkpoint missing", held(21), []int{10}, true},
+		{"due checkpoint recorded", held(21), []int{10, 20}, false},
+		{"on the checkpoint step, not recorded", held(20), []int{10}, true},
+		{"before the first checkpoint", held(9), nil, false},
+		{"from a checkpoint", nil, []int{10}, false},
+		{"fresh", nil, nil, false},
+		{"at the last step", held(100), []int{90}, false},
+	} {
+		in := planInput{spec: spec, live: live, prev: prev, states: c.states, checkpoints: c.ckpts}
+		r, _ := planRound(in, 2, time.Now())
+		if r == nil {
+			t.Fatalf("%s: no round", c.name)
+		}
+		if r.SaveFirst != c.want {
+			t.Errorf("%s: start %d (%s), save first %v, want %v", c.name, r.Start, r.Source.Kind, r.SaveFirst, c.want)
+		}
+	}
+}

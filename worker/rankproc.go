@@ -283,7 +283,7 @@ func (p *rankProc) runRound(ctx context.Context, cmd rankCommand) *rankCommand {
 		return nil
 	}
 	err = p.t.JoinRound(ctx, RoundStart{Comm: ring, Micro: r.Micro, Start: r.Start, Source: r.Source.Kind,
-		Root: r.Source.Rank, ShardWorld: r.Source.World, Holders: r.Source.Holders, Attempt: r.Attempt})
+		Root: r.Source.Rank, ShardWorld: r.Source.World, Holders: r.Source.Holders, Attempt: r.Attempt, SaveFirst: r.SaveFirst})
 	if err != nil {
 		p.emitState(cluster.PhaseStopped, err)
 		return nil

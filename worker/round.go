@@ -33,6 +33,9 @@ type RoundStart struct {
 	ShardWorld int
 	Holders    []int
 	Attempt    string // names the round's checkpoint shards
+	// SaveFirst: save a checkpoint of Start before training (the previous round passed a
+	// checkpoint step whose save never committed).
+	SaveFirst bool
 }
 
 // JoinRound makes rs.Comm the group of the coming steps and brings every rank to the state of
@@ -107,6 +110,12 @@ func (t *Trainer) JoinRound(ctx context.Context, rs RoundStart) error {
 	}
 	t.attempt = rs.Attempt
 	t.newSaver(ctx)
+	if rs.SaveFirst && t.saver != nil {
+		// The previous round passed a checkpoint step whose save never committed.
+		if _, err := saveCheckpoint(t.saveCtx, t.saver, *cfg, t.rc, t.model, t.sb, t.zero, t.tokJSON, rs.Start); err != nil {
+			return err
+		}
+	}
 	t.banner()
 	t.bar.start = rs.Start
 	t.began = time.Now()

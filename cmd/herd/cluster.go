@@ -96,6 +96,7 @@ func runCoordinator(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer c.Close()
+	fmt.Fprintf(stderr, "coordinator: %s API on %s (etcd %s); joining the job's replicas\n", *raftID, c.Addr(), strings.Join(c.EtcdEndpoints(), ","))
 	select {
 	case <-c.Ready():
 	case err := <-c.Err():

@@ -199,15 +199,18 @@ type Coordinator struct {
 	Addr string
 }
 
-var servingRE = regexp.MustCompile(`serving job \S+ on (\S+) `)
+// apiRE matches the line a coordinator prints once its API listens, before the replicas
+// have a leader (with three replicas, none has one until a second one runs); workers that
+// join before then are told to retry.
+var apiRE = regexp.MustCompile(`API on (\S+) `)
 
 // StartCoordinator runs `herd coordinator --job job --data-dir dir --listen 127.0.0.1:0`
-// with extra flags and waits until it serves.
+// with extra flags and waits until its API listens.
 func StartCoordinator(t testing.TB, bin, job, dir string, extra ...string) *Coordinator {
 	t.Helper()
 	args := append([]string{"coordinator", "--job", job, "--data-dir", dir, "--listen", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0"}, extra...)
 	c := &Coordinator{Proc: Start(t, nil, bin, args...)}
-	c.Addr = c.Out.WaitFor(t, servingRE, 30*time.Second)[1]
+	c.Addr = c.Out.WaitFor(t, apiRE, 30*time.Second)[1]
 	return c
 }
 
