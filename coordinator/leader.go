@@ -428,7 +428,7 @@ func (c *Coordinator) form(ls *leaderState, r *cluster.Round, recovery bool, rea
 		src = fmt.Sprintf("the %d shards its ranks hold", r.Source.World)
 	}
 	if r.SaveFirst {
-		src += fmt.Sprintf(", saved first: the checkpoint due at step %d never committed", r.Start/c.spec.Checkpoint.Every*c.spec.Checkpoint.Every)
+		src += fmt.Sprintf(", saved first: the checkpoint due at step %d never committed", dueCheckpoint(c.spec, r.Start))
 	}
 	c.say("coordinator: round %d: %d workers (%s), %d ranks, micro-batch %d, from step %d (%s); %s",
 		r.ID, len(r.Members), strings.Join(ids, ", "), r.World, r.Micro, r.Start, src, reason)

@@ -66,16 +66,27 @@ func planRound(in planInput, id uint64, now time.Time) (*cluster.Round, string) 
 // missedCheckpoint reports whether round r, continuing from its members' memory, starts past
 // a checkpoint step whose checkpoint is not recorded as committed: the previous round ended
 // with that save in flight. Its state is gone, so the round saves its own start instead. A
-// save that did commit but was not reported yet is only saved again.
+// save that did commit but was not reported yet is only saved again. A round that starts at
+// the last step has nothing to train but the final checkpoint: the job ends only with it.
 func missedCheckpoint(in planInput, r *cluster.Round) bool {
-	every := in.spec.Checkpoint.Every
-	if every <= 0 || (r.Source.Kind != cluster.SourceBroadcast && r.Source.Kind != cluster.SourceAssemble) ||
-		r.Start >= in.spec.Steps {
+	if r.Source.Kind != cluster.SourceBroadcast && r.Source.Kind != cluster.SourceAssemble {
 		return false
 	}
-	due := r.Start / every * every
+	due := dueCheckpoint(in.spec, r.Start)
 	n := len(in.checkpoints)
 	return due > 0 && (n == 0 || in.checkpoints[n-1] < due)
+}
+
+// dueCheckpoint is the newest checkpoint step at or before step (0: none): a multiple of
+// checkpoint.every, or the last step, which is always saved.
+func dueCheckpoint(spec *cluster.JobSpec, step int) int {
+	switch {
+	case step >= spec.Steps:
+		return spec.Steps
+	case spec.Checkpoint.Every > 0:
+		return step / spec.Checkpoint.Every * spec.Checkpoint.Every
+	}
+	return 0
 }
 
 // microBatch is the largest divisor of a rank's share that is at most limit (0: no limit).

@@ -163,7 +163,8 @@ func TestPlanRoundSaveFirst(t *testing.T) {
 		{"before the first checkpoint", held(9), nil, false},
 		{"from a checkpoint", nil, []int{10}, false},
 		{"fresh", nil, nil, false},
-		{"at the last step", held(100), []int{90}, false},
+		{"at the last step, its checkpoint missing", held(100), []int{90}, true},
+		{"at the last step, its checkpoint recorded", held(100), []int{90, 100}, false},
 	} {
 		in := planInput{spec: spec, live: live, prev: prev, states: c.states, checkpoints: c.ckpts}
 		r, _ := planRound(in, 2, time.Now())
