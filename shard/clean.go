@@ -39,6 +39,13 @@ const (
 	TooShort                 // fewer than Filter.MinBytes bytes
 	NonText                  // too many non-text bytes
 	Duplicate                // the same bytes were kept before
+	// The verdicts of the quality filters a source asks for (Quality).
+	Generated      // code: marked as generated ("Code generated ... DO NOT EDIT", "@generated")
+	Licence        // code: declares a licence not on the allow-list
+	LongLines      // code: a line longer than CodeFilter.MaxLineBytes
+	LowAlnum       // code: too few letters and digits
+	LineDuplicates // line dedup left fewer than Filter.MinBytes bytes
+	NearDuplicate  // near-dup: shares most shingles with a document kept before
 )
 
 func (v Verdict) String() string {
@@ -51,6 +58,18 @@ func (v Verdict) String() string {
 		return "non-text"
 	case Duplicate:
 		return "duplicate"
+	case Generated:
+		return "generated"
+	case Licence:
+		return "licence"
+	case LongLines:
+		return "long lines"
+	case LowAlnum:
+		return "low alphanumeric share"
+	case LineDuplicates:
+		return "duplicate lines"
+	case NearDuplicate:
+		return "near-duplicate"
 	}
 	return fmt.Sprintf("Verdict(%d)", int(v))
 }
@@ -66,14 +85,39 @@ func (c *Count) add(n int) {
 	c.Bytes += int64(n)
 }
 
-// FilterReport counts the cleaner's verdicts for one source.
-// Seen equals the sum of the other four.
+// FilterReport counts the cleaner's verdicts for one source, each document with the size it
+// was read with: Seen equals the sum of Kept and the drops. The quality filters' counts are
+// absent from the manifest when zero. Kept documents that lost lines or a header are counted
+// in DupLines and Headers as well.
 type FilterReport struct {
 	Seen      Count `json:"seen"`
 	Kept      Count `json:"kept"`
 	TooShort  Count `json:"too_short"`
 	NonText   Count `json:"non_text"`
 	Duplicate Count `json:"duplicate"`
+
+	Generated      Count `json:"generated,omitzero"`
+	Licence        Count `json:"licence,omitzero"`
+	LongLines      Count `json:"long_lines,omitzero"`
+	LowAlnum       Count `json:"low_alnum,omitzero"`
+	LineDuplicates Count `json:"line_duplicates,omitzero"`
+	NearDuplicate  Count `json:"near_duplicate,omitzero"`
+	// DupLines counts the lines line dedup removed (Docs is lines here) and their bytes,
+	// from kept documents and from those it emptied.
+	DupLines Count `json:"dup_lines,omitzero"`
+	// Headers counts the kept code files whose boilerplate header (a leading comment block
+	// naming a copyright or licence) was removed, and the bytes removed.
+	Headers Count `json:"headers,omitzero"`
+}
+
+// Dropped returns the documents dropped for any reason.
+func (r *FilterReport) Dropped() Count {
+	var c Count
+	for _, d := range []Count{r.TooShort, r.NonText, r.Duplicate, r.Generated, r.Licence, r.LongLines, r.LowAlnum, r.LineDuplicates, r.NearDuplicate} {
+		c.Docs += d.Docs
+		c.Bytes += d.Bytes
+	}
+	return c
 }
 
 // Add counts a document of n bytes with verdict v.
@@ -88,6 +132,18 @@ func (r *FilterReport) Add(v Verdict, n int) {
 		r.NonText.add(n)
 	case Duplicate:
 		r.Duplicate.add(n)
+	case Generated:
+		r.Generated.add(n)
+	case Licence:
+		r.Licence.add(n)
+	case LongLines:
+		r.LongLines.add(n)
+	case LowAlnum:
+		r.LowAlnum.add(n)
+	case LineDuplicates:
+		r.LineDuplicates.add(n)
+	case NearDuplicate:
+		r.NearDuplicate.add(n)
 	}
 }
 

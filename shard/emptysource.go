@@ -62,6 +62,18 @@ func (e *EmptySourceError) Reasons() string {
 	if n := f.Duplicate.Docs; n > 0 {
 		parts = append(parts, fmt.Sprintf("%s dropped as duplicates of documents kept before", plural(n, "document")))
 	}
+	for _, q := range []struct {
+		n    int64
+		what string
+	}{
+		{f.Generated.Docs, "as generated code"}, {f.Licence.Docs, "for a licence not on the allow-list"},
+		{f.LongLines.Docs, "for a line too long"}, {f.LowAlnum.Docs, "for too few letters and digits"},
+		{f.LineDuplicates.Docs, "as made of lines seen before"}, {f.NearDuplicate.Docs, "as near-duplicates of documents kept before"},
+	} {
+		if q.n > 0 {
+			parts = append(parts, fmt.Sprintf("%s dropped %s", plural(q.n, "document"), q.what))
+		}
+	}
 	return strings.Join(parts, ", ")
 }
 

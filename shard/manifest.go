@@ -40,6 +40,7 @@ type SourceManifest struct {
 	HeldOutDocs   int64        `json:"held_out_docs"`
 	Read          ReadReport   `json:"read"`
 	Filter        FilterReport `json:"filter_report"`
+	Quality       *Quality     `json:"quality,omitempty"` // the quality filters applied, when any
 }
 
 // FileEntry is one shard file, its path relative to the dataset directory

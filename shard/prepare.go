@@ -84,6 +84,9 @@ func (c PrepareConfig) Validate() error {
 		if err := checkWeight(s.Weight); err != nil {
 			return fmt.Errorf("%w: Sources[%d]: %v", ErrConfig, i, err)
 		}
+		if err := s.Quality.Validate(); err != nil {
+			return fmt.Errorf("Sources[%d] (%s): %w", i, s.Name, err)
+		}
 	}
 	if c.Out == "" {
 		return fmt.Errorf("%w: Out is empty", ErrConfig)
@@ -151,7 +154,7 @@ func Prepare(ctx context.Context, cfg PrepareConfig) (*Manifest, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("shard: prepare: %w", err)
 	}
-	p := &preparer{cfg: cfg, cleaner: NewCleaner(cfg.Filter)}
+	p := &preparer{cfg: cfg, cleaner: NewCleaner(cfg.Filter), quality: NewQualityFilters(cfg.Filter)}
 	m, err := p.run(ctx)
 	if err != nil {
 		p.removeWritten()
@@ -163,6 +166,7 @@ func Prepare(ctx context.Context, cfg PrepareConfig) (*Manifest, error) {
 type preparer struct {
 	cfg     PrepareConfig
 	cleaner *Cleaner
+	quality *QualityFilters
 	written []string // shard files renamed into place by this run
 	dirs    []string // source directories this run made or used
 }
@@ -277,7 +281,11 @@ func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest,
 		defer close(jobs)
 		read, readErr = ReadDocuments(ctx, spec.Path, ReadOptions{MaxDocBytes: p.cfg.MaxDocBytes}, func(doc []byte) error {
 			v, h := p.cleaner.Check(doc)
-			filt.Add(v, len(doc))
+			n := len(doc)
+			if v == Keep && spec.Quality.Enabled() {
+				v, doc = p.quality.Check(spec.Quality, doc, &filt)
+			}
+			filt.Add(v, n)
 			if v != Keep {
 				return nil
 			}
@@ -369,6 +377,10 @@ func (p *preparer) sourceManifest(spec SourceSpec, sp *splitter, read ReadReport
 	for i := range read.BadLineSamples {
 		read.BadLineSamples[i].File = p.recordedPath(read.BadLineSamples[i].File)
 	}
+	var quality *Quality
+	if spec.Quality.Enabled() {
+		quality = &spec.Quality
+	}
 	nonNil := func(f []FileEntry) []FileEntry {
 		if f == nil {
 			return []FileEntry{}
@@ -387,6 +399,7 @@ func (p *preparer) sourceManifest(spec SourceSpec, sp *splitter, read ReadReport
 		HeldOutDocs:   sp.heldDocs,
 		Read:          read,
 		Filter:        filt,
+		Quality:       quality,
 	}, nil
 }
 

@@ -95,10 +95,10 @@ func makeCorpus(t *testing.T) corpus {
 	add("one", doc("one", 0), Keep)
 
 	c.specs = []SourceSpec{
-		{"web", web, 0.6},
-		{"wiki", filepath.Join(root, "wiki.jsonl.gz"), 0.25},
-		{"books", filepath.Join(root, "books.txt"), 0.1},
-		{"one", filepath.Join(root, "one.txt"), 0.05},
+		{Name: "web", Path: web, Weight: 0.6},
+		{Name: "wiki", Path: filepath.Join(root, "wiki.jsonl.gz"), Weight: 0.25},
+		{Name: "books", Path: filepath.Join(root, "books.txt"), Weight: 0.1},
+		{Name: "one", Path: filepath.Join(root, "one.txt"), Weight: 0.05},
 	}
 	return c
 }
@@ -283,7 +283,7 @@ func TestHeldOutFraction(t *testing.T) {
 		min, max int64
 	}{{0, 0, 0}, {0.1, 140, 260}, {0.5, 900, 1100}} {
 		cfg := testConfig(corpus{}, filepath.Join(t.TempDir(), "ds"))
-		cfg.Sources = []SourceSpec{{"s", filepath.Join(root, "in.jsonl"), 1}}
+		cfg.Sources = []SourceSpec{{Name: "s", Path: filepath.Join(root, "in.jsonl"), Weight: 1}}
 		cfg.HeldOutFraction = tc.frac
 		cfg.MaxShardTokens = 1 << 20
 		m, err := Prepare(context.Background(), cfg)
@@ -392,7 +392,7 @@ func TestPrepareFailureLeavesNothing(t *testing.T) {
 		bad := filepath.Join(t.TempDir(), "bad.jsonl.gz")
 		writeFile(t, bad, []byte("\x1f\x8b garbage"))
 		cfg := testConfig(c, out)
-		cfg.Sources = append(slices.Clone(c.specs[:2]), SourceSpec{"bad", bad, 1})
+		cfg.Sources = append(slices.Clone(c.specs[:2]), SourceSpec{Name: "bad", Path: bad, Weight: 1})
 		_, err := Prepare(context.Background(), cfg)
 		wantErr(t, err, nil, bad)
 		if files := listFiles(t, out); len(files) != 0 {
@@ -432,7 +432,7 @@ func TestPrepareEmptySource(t *testing.T) {
 	writeFile(t, filepath.Join(root, "a.txt"), []byte("tiny"))
 	writeFile(t, filepath.Join(root, "b.txt"), []byte("small"))
 	cfg := testConfig(corpus{}, filepath.Join(t.TempDir(), "ds"))
-	cfg.Sources = []SourceSpec{{"tiny", root, 1}}
+	cfg.Sources = []SourceSpec{{Name: "tiny", Path: root, Weight: 1}}
 	_, err := Prepare(context.Background(), cfg)
 	wantErr(t, err, []error{ErrEmptySource}, "tiny", root, "2 files read", "2 documents dropped as too short (< 32 bytes)")
 	var e *EmptySourceError
@@ -451,7 +451,7 @@ func TestEmptySourceReasons(t *testing.T) {
 	writeFile(t, filepath.Join(root, "noise.txt"), []byte(strings.Repeat("\x01\x02\x03 text ", 10)))
 	writeFile(t, filepath.Join(root, "rows.jsonl"), []byte("{oops\n\n"+`{"id":1}`+"\n"))
 	cfg := testConfig(corpus{}, filepath.Join(t.TempDir(), "ds"))
-	cfg.Sources = []SourceSpec{{"junk", root, 1}}
+	cfg.Sources = []SourceSpec{{Name: "junk", Path: root, Weight: 1}}
 	_, err := Prepare(context.Background(), cfg)
 	wantErr(t, err, []error{ErrEmptySource}, "junk ("+root+"): ",
 		"5 files read",
@@ -473,10 +473,10 @@ func TestEmptySourceReasons(t *testing.T) {
 	writeFile(t, dup, []byte(doc("one", 0)))
 	first := filepath.Join(t.TempDir(), "first.txt")
 	writeFile(t, first, []byte(doc("one", 0)))
-	cfg.Sources = []SourceSpec{{"first", first, 1}, {"dup", dup, 1}}
+	cfg.Sources = []SourceSpec{{Name: "first", Path: first, Weight: 1}, {Name: "dup", Path: dup, Weight: 1}}
 	_, err = Prepare(context.Background(), cfg)
 	wantErr(t, err, []error{ErrEmptySource}, "dup ("+dup+"): 1 file read, 1 document dropped as duplicates of documents kept before")
-	cfg.Sources = []SourceSpec{{"junk", root, 1}}
+	cfg.Sources = []SourceSpec{{Name: "junk", Path: root, Weight: 1}}
 	_, err = Prepare(context.Background(), cfg)
 	wantErr(t, err, []error{ErrEmptySource}, "7 skipped (", "; 4 more)")
 }
@@ -495,7 +495,7 @@ func TestPrepareRecordsPathsInsideOut(t *testing.T) {
 	outside := filepath.Join(t.TempDir(), "one.txt")
 	writeFile(t, outside, []byte(doc("one", 0)))
 	cfg := testConfig(corpus{}, stage)
-	cfg.Sources = []SourceSpec{{"web", inside, 1}, {"one", outside, 1}}
+	cfg.Sources = []SourceSpec{{Name: "web", Path: inside, Weight: 1}, {Name: "one", Path: outside, Weight: 1}}
 	m, err := Prepare(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -538,7 +538,7 @@ func TestPrepareRecordsPathsInsideOut(t *testing.T) {
 }
 
 func TestPrepareConfigValidate(t *testing.T) {
-	base := testConfig(corpus{specs: []SourceSpec{{"a", "/x", 1}}}, "/out")
+	base := testConfig(corpus{specs: []SourceSpec{{Name: "a", Path: "/x", Weight: 1}}}, "/out")
 	if err := base.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -548,8 +548,8 @@ func TestPrepareConfigValidate(t *testing.T) {
 	}{
 		{"Sources", func(c *PrepareConfig) { c.Sources = nil }},
 		{"Sources[1].Name", func(c *PrepareConfig) { c.Sources = append(c.Sources, c.Sources[0]) }},
-		{"Sources[0].Path", func(c *PrepareConfig) { c.Sources = []SourceSpec{{"a", "", 1}} }},
-		{"weight", func(c *PrepareConfig) { c.Sources = []SourceSpec{{"a", "/x", 0}} }},
+		{"Sources[0].Path", func(c *PrepareConfig) { c.Sources = []SourceSpec{{Name: "a", Path: "", Weight: 1}} }},
+		{"weight", func(c *PrepareConfig) { c.Sources = []SourceSpec{{Name: "a", Path: "/x", Weight: 0}} }},
 		{"Out", func(c *PrepareConfig) { c.Out = "" }},
 		{"Encoder", func(c *PrepareConfig) { c.Encoder = nil }},
 		{"Encoder.EOS()", func(c *PrepareConfig) { c.Encoder = badEncoder{eos: 257, vocab: 257, hash: "h"} }},

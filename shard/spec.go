@@ -14,6 +14,8 @@ type SourceSpec struct {
 	Name   string
 	Path   string
 	Weight float64
+	// Quality holds the filters of LLaMA's pipeline this source asks for (none by default).
+	Quality Quality
 }
 
 // maxNameLen bounds source names, which become directory names.

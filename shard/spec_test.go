@@ -9,10 +9,10 @@ func TestParseSourceSpec(t *testing.T) {
 		in   string
 		want SourceSpec
 	}{
-		{"web=/data/cc:0.67", SourceSpec{"web", "/data/cc", 0.67}},
-		{"c4=rel/dir:15", SourceSpec{"c4", "rel/dir", 15}},
-		{"odd=/a:b=c/d.jsonl.gz:1e-2", SourceSpec{"odd", "/a:b=c/d.jsonl.gz", 0.01}},
-		{"Wiki_en.v2-1=x:1", SourceSpec{"Wiki_en.v2-1", "x", 1}},
+		{"web=/data/cc:0.67", SourceSpec{Name: "web", Path: "/data/cc", Weight: 0.67}},
+		{"c4=rel/dir:15", SourceSpec{Name: "c4", Path: "rel/dir", Weight: 15}},
+		{"odd=/a:b=c/d.jsonl.gz:1e-2", SourceSpec{Name: "odd", Path: "/a:b=c/d.jsonl.gz", Weight: 0.01}},
+		{"Wiki_en.v2-1=x:1", SourceSpec{Name: "Wiki_en.v2-1", Path: "x", Weight: 1}},
 	}
 	for _, tc := range good {
 		got, err := ParseSourceSpec(tc.in)

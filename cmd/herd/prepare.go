@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -52,9 +53,22 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&o.maxNonText, "max-nontext", 0.1, "drop documents whose share of control bytes and invalid UTF-8 exceeds this (0..1)")
 	fs.IntVar(&o.sampleMB, "tokenizer-sample-mb", 16, "MiB of text, split across sources by weight, to train the tokenizer on")
 	fs.Int64Var(&o.maxShardToks, "max-shard-tokens", 1<<28, "most tokens in one shard file")
+	var filters multiFlag
+	fs.Var(&filters, "filter", "LLaMA's quality filters for a source, as NAME=FILTER[,FILTER...] (repeatable): "+
+		"lines (CCNet line dedup: a line whose normalized form was seen before, in any source that asks for it, is removed), "+
+		"near-dup (documents whose word shingles overlap a kept one's by --near-dup-threshold, found by MinHash with LSH), "+
+		"code (files marked generated, declaring a licence not in --code-licences, with a line over --code-max-line bytes or "+
+		"under --code-min-alnum letters and digits are dropped; leading copyright and licence comment blocks are removed)")
+	nd, code := shard.DefaultNearDup(), shard.DefaultCodeFilter()
+	fs.Float64Var(&nd.Threshold, "near-dup-threshold", nd.Threshold, "near-dup: the Jaccard similarity of shingle sets at which a document is a near-duplicate (0.3..1)")
+	fs.IntVar(&nd.Shingle, "near-dup-shingle", nd.Shingle, "near-dup: words per shingle (1..32)")
+	licences := fs.String("code-licences", strings.Join(code.Licences, ","), "code: the SPDX identifiers a file may declare, comma-separated, from "+strings.Join(shard.KnownLicences, ", ")+" (a file that declares none is kept)")
+	fs.IntVar(&code.MaxLineBytes, "code-max-line", code.MaxLineBytes, "code: drop files with a longer line, in bytes (>= 1)")
+	fs.Float64Var(&code.MinAlnum, "code-min-alnum", code.MinAlnum, "code: drop files whose share of letters and digits among non-space characters is lower (0..1)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: herd prepare (--source NAME=PATH:WEIGHT ... | --builtin) --out DIR [flags]")
-		fmt.Fprintln(stderr, "\nReads the sources, removes exact duplicates, filters short and binary-looking documents,")
+		fmt.Fprintln(stderr, "\nReads the sources, removes exact duplicates, filters short and binary-looking documents")
+		fmt.Fprintln(stderr, "and, for the sources named in --filter, applies LLaMA's quality filters; then")
 		fmt.Fprintln(stderr, "trains (or reuses) a tokenizer, and writes token shards, tokenizer.json and manifest.json.")
 		fmt.Fprintln(stderr, "The dataset is written into a hidden directory beside --out and moved into place when whole:")
 		fmt.Fprintln(stderr, "a preparation that fails or is interrupted leaves --out as it was.\n\nFlags:")
@@ -67,10 +81,54 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 	if o.sources, err = shard.ParseSourceSpecs(srcs); err != nil {
 		return err
 	}
+	code.Licences = nil
+	for _, l := range strings.Split(*licences, ",") {
+		if l = strings.TrimSpace(l); l != "" {
+			code.Licences = append(code.Licences, l)
+		}
+	}
+	if err := applyFilters(o.sources, filters, nd, code); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	_, err = prepareDataset(ctx, o, stderr)
 	return err
+}
+
+// applyFilters sets the quality filters each --filter value names on its source, checking
+// the filters' settings first.
+func applyFilters(sources []shard.SourceSpec, values []string, nd shard.NearDup, code shard.CodeFilter) error {
+	if len(values) == 0 {
+		return nil
+	}
+	if err := nd.Validate(); err != nil {
+		return fmt.Errorf("--near-dup-threshold %v, --near-dup-shingle %d: %w", nd.Threshold, nd.Shingle, err)
+	}
+	if err := code.Validate(); err != nil {
+		return fmt.Errorf("--code-licences, --code-max-line, --code-min-alnum: %w", err)
+	}
+	given := map[string]bool{}
+	for _, v := range values {
+		name, list, ok := strings.Cut(v, "=")
+		if !ok || list == "" {
+			return fmt.Errorf("--filter %q: want NAME=FILTER[,FILTER...], for example web=lines,near-dup", v)
+		}
+		i := slices.IndexFunc(sources, func(s shard.SourceSpec) bool { return s.Name == name })
+		if i < 0 {
+			return fmt.Errorf("--filter %s: no --source is named %q", v, name)
+		}
+		if given[name] {
+			return fmt.Errorf("--filter %s: source %q has filters already; list them all in one --filter", v, name)
+		}
+		given[name] = true
+		q, err := shard.ParseFilters(list, nd, code)
+		if err != nil {
+			return fmt.Errorf("--filter %s: %w", v, err)
+		}
+		sources[i].Quality = q
+	}
+	return nil
 }
 
 // maxSampleMB bounds --tokenizer-sample-mb (1 TiB); the sample is held in memory.
@@ -216,6 +274,9 @@ func writeShards(ctx context.Context, o prepareOptions, tok *tokenizer.Tokenizer
 		f := s.Filter
 		fmt.Fprintf(log, "prepare: %s: kept %d of %d documents (dropped: %d too short, %d non-text, %d duplicates; %d bad lines); %d train / %d held-out tokens\n",
 			s.Name, f.Kept.Docs, f.Seen.Docs, f.TooShort.Docs, f.NonText.Docs, f.Duplicate.Docs, s.Read.BadLines, s.TrainTokens, s.HeldOutTokens)
+		if q := s.Quality; q != nil {
+			fmt.Fprintf(log, "prepare: %s: filters %s dropped %s\n", s.Name, q, qualityCounts(f))
+		}
 		for _, b := range s.Read.BadLineSamples {
 			fmt.Fprintf(log, "prepare: %s: bad line %s\n", s.Name, b)
 		}
@@ -240,9 +301,9 @@ type tokenizerSample struct {
 	cut     bool // some source held more than its share of the budget
 }
 
-// sampleSources reads each source until its documents that pass the dataset's
-// quality filter (and are not duplicates) add up to its share of budget bytes,
-// by weight, so that the tokenizer never learns from text the dataset drops.
+// sampleSources reads each source until the documents the dataset's filters keep (as
+// they leave them; duplicates dropped) add up to its share of budget bytes, by weight, so
+// that the tokenizer never learns from text the dataset drops.
 // A source with no usable document fails, with what was rejected and why.
 func sampleSources(ctx context.Context, o prepareOptions, budget int64) (*tokenizerSample, error) {
 	var total float64
@@ -250,11 +311,11 @@ func sampleSources(ctx context.Context, o prepareOptions, budget int64) (*tokeni
 		total += s.Weight
 	}
 	limits := shard.Filter{MinBytes: o.minBytes, MaxNonText: o.maxNonText}
-	cleaner := shard.NewCleaner(limits)
+	cleaner, quality := shard.NewCleaner(limits), shard.NewQualityFilters(limits)
 	smp := &tokenizerSample{sources: len(o.sources)}
 	var empty []error
 	for _, s := range o.sources {
-		read, filt, err := smp.add(ctx, s, max(1, int64(float64(budget)*s.Weight/total)), cleaner)
+		read, filt, err := smp.add(ctx, s, max(1, int64(float64(budget)*s.Weight/total)), cleaner, quality)
 		if err != nil {
 			return nil, fmt.Errorf("--source %s: %w", s.Name, err)
 		}
@@ -272,12 +333,16 @@ func sampleSources(ctx context.Context, o prepareOptions, budget int64) (*tokeni
 var errSampleFull = errors.New("sample share reached")
 
 // add reads documents of s that the cleaner keeps until they reach share bytes.
-func (smp *tokenizerSample) add(ctx context.Context, s shard.SourceSpec, share int64, cleaner *shard.Cleaner) (shard.ReadReport, shard.FilterReport, error) {
+func (smp *tokenizerSample) add(ctx context.Context, s shard.SourceSpec, share int64, cleaner *shard.Cleaner, quality *shard.QualityFilters) (shard.ReadReport, shard.FilterReport, error) {
 	var got int64
 	var filt shard.FilterReport
 	read, err := shard.ReadDocuments(ctx, s.Path, shard.ReadOptions{}, func(doc []byte) error {
 		v, _ := cleaner.Check(doc)
-		filt.Add(v, len(doc))
+		n := len(doc)
+		if v == shard.Keep && s.Quality.Enabled() {
+			v, doc = quality.Check(s.Quality, doc, &filt)
+		}
+		filt.Add(v, n)
 		if v != shard.Keep {
 			return nil
 		}
@@ -367,4 +432,27 @@ func prepareFailpoint(ctx context.Context) func(point string) {
 		}
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
+}
+
+// qualityCounts says what the quality filters did to a source.
+func qualityCounts(f shard.FilterReport) string {
+	var parts []string
+	for _, c := range []struct {
+		n    int64
+		what string
+	}{
+		{f.Generated.Docs, "generated"}, {f.Licence.Docs, "with another licence"}, {f.LongLines.Docs, "with long lines"},
+		{f.LowAlnum.Docs, "with few letters and digits"}, {f.LineDuplicates.Docs, "emptied by line dedup"},
+		{f.NearDuplicate.Docs, "near-duplicates"},
+	} {
+		parts = append(parts, fmt.Sprintf("%d %s", c.n, c.what))
+	}
+	s := strings.Join(parts, ", ") + " (documents)"
+	if f.DupLines.Docs > 0 {
+		s += fmt.Sprintf("; removed %d repeated lines (%.1f KiB)", f.DupLines.Docs, float64(f.DupLines.Bytes)/1024)
+	}
+	if f.Headers.Docs > 0 {
+		s += fmt.Sprintf("; removed the licence header of %d files (%.1f KiB)", f.Headers.Docs, float64(f.Headers.Bytes)/1024)
+	}
+	return s
 }

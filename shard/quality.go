@@ -1,0 +1,463 @@
+package shard
+
+import (
+	"bytes"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Quality is the part of LLaMA's data pipeline (arXiv 2302.13971, section 2.1) a source asks
+// for on top of Filter: CCNet's line-level deduplication, near-duplicate documents found by
+// MinHash with LSH, and the heuristics the paper applied to GitHub code. A zero Quality
+// applies none of them.
+type Quality struct {
+	// LineDedup drops every line whose normalized form (NormalizeLine) was seen before, in
+	// this document or an earlier one of any source that asks for it: the first copy stays.
+	LineDedup bool `json:"line_dedup,omitempty"`
+	// NearDup drops documents whose word shingles overlap a kept document's by at least a
+	// Jaccard threshold.
+	NearDup *NearDup `json:"near_dup,omitempty"`
+	// Code applies the code heuristics.
+	Code *CodeFilter `json:"code,omitempty"`
+}
+
+// Enabled reports whether q applies any filter.
+func (q Quality) Enabled() bool { return q.LineDedup || q.NearDup != nil || q.Code != nil }
+
+// Validate checks the ranges of q's fields.
+func (q Quality) Validate() error {
+	if q.NearDup != nil {
+		if err := q.NearDup.Validate(); err != nil {
+			return err
+		}
+	}
+	if q.Code != nil {
+		return q.Code.Validate()
+	}
+	return nil
+}
+
+// String names the filters q applies, as --filter takes them ("lines,near-dup,code").
+func (q Quality) String() string {
+	var f []string
+	if q.LineDedup {
+		f = append(f, FilterLines)
+	}
+	if q.NearDup != nil {
+		f = append(f, FilterNearDup)
+	}
+	if q.Code != nil {
+		f = append(f, FilterCode)
+	}
+	return strings.Join(f, ",")
+}
+
+// The names of the quality filters in ParseFilters.
+const (
+	FilterLines   = "lines"
+	FilterNearDup = "near-dup"
+	FilterCode    = "code"
+)
+
+// ParseFilters sets the filters a comma-separated list names on q, with nd and code as the
+// settings of near-dup and code.
+func ParseFilters(list string, nd NearDup, code CodeFilter) (Quality, error) {
+	var q Quality
+	for _, f := range strings.Split(list, ",") {
+		switch strings.TrimSpace(f) {
+		case FilterLines:
+			q.LineDedup = true
+		case FilterNearDup:
+			q.NearDup = &nd
+		case FilterCode:
+			q.Code = &code
+		default:
+			return Quality{}, fmt.Errorf("unknown filter %q (the filters are %s, %s and %s)", f, FilterLines, FilterNearDup, FilterCode)
+		}
+	}
+	return q, q.Validate()
+}
+
+// NearDup configures near-duplicate detection.
+type NearDup struct {
+	// Threshold is the Jaccard similarity of word shingle sets at and above which a document
+	// is a near-duplicate of one kept before.
+	Threshold float64 `json:"threshold"`
+	// Shingle is the number of consecutive words in a shingle.
+	Shingle int `json:"shingle"`
+}
+
+// DefaultNearDup drops documents sharing 80% of their 5-word shingles with a kept one.
+func DefaultNearDup() NearDup { return NearDup{Threshold: 0.8, Shingle: 5} }
+
+// Validate checks the ranges of n's fields.
+func (n NearDup) Validate() error {
+	if !(n.Threshold >= 0.3 && n.Threshold <= 1) {
+		return fmt.Errorf("%w: near-dup threshold is %v, want 0.3..1 (below 0.3 the LSH bands cannot reach it)", ErrConfig, n.Threshold)
+	}
+	if n.Shingle < 1 || n.Shingle > 32 {
+		return fmt.Errorf("%w: near-dup shingle is %d words, want 1..32", ErrConfig, n.Shingle)
+	}
+	return nil
+}
+
+// CodeFilter holds the heuristics LLaMA applied to GitHub files.
+type CodeFilter struct {
+	// Licences lists the SPDX identifiers a file may declare (in an SPDX-License-Identifier
+	// line or a licence header detectLicence recognizes). A file that declares none is kept:
+	// its licence is its repository's.
+	Licences []string `json:"licences"`
+	// MaxLineBytes drops files with a longer line (minified or generated data).
+	MaxLineBytes int `json:"max_line_bytes"`
+	// MinAlnum drops files whose share of letters and digits among their characters is lower.
+	MinAlnum float64 `json:"min_alnum"`
+}
+
+// DefaultCodeFilter keeps the permissive licences the paper names (Apache, BSD, MIT), lines
+// up to 1000 bytes, and files with at least 25% letters and digits.
+func DefaultCodeFilter() CodeFilter {
+	return CodeFilter{Licences: []string{"Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "MIT"}, MaxLineBytes: 1000, MinAlnum: 0.25}
+}
+
+// Validate checks the ranges of c's fields.
+func (c CodeFilter) Validate() error {
+	switch {
+	case c.MaxLineBytes < 1:
+		return fmt.Errorf("%w: code max line is %d bytes, want >= 1", ErrConfig, c.MaxLineBytes)
+	case !(c.MinAlnum >= 0 && c.MinAlnum <= 1):
+		return fmt.Errorf("%w: code min alnum share is %v, want 0..1", ErrConfig, c.MinAlnum)
+	}
+	for _, l := range c.Licences {
+		if !slices.Contains(KnownLicences, l) {
+			return fmt.Errorf("%w: licence %q is not one the code filter recognizes (%s)", ErrConfig, l, strings.Join(KnownLicences, ", "))
+		}
+	}
+	return nil
+}
+
+// KnownLicences are the SPDX identifiers detectLicence recognizes in a file's header.
+var KnownLicences = []string{"AGPL-3.0", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "GPL-2.0", "GPL-3.0", "LGPL", "MIT", "MPL-2.0"}
+
+// licenceTexts maps phrases of licence headers, in the form licenceWords gives them, to their
+// SPDX identifiers, the more specific phrase first.
+var licenceTexts = []struct{ phrase, id string }{
+	{"gnu affero general public license", "AGPL-3.0"},
+	{"gnu lesser general public license", "LGPL"},
+	{"gnu library general public license", "LGPL"},
+	{"gnu general public license", "GPL"},
+	{"licensed under the apache license", "Apache-2.0"},
+	{"apache license version 2 0", "Apache-2.0"},
+	{"mozilla public license", "MPL-2.0"},
+	{"permission is hereby granted free of charge", "MIT"},
+	{"redistribution and use in source and binary forms", "BSD"},
+}
+
+// headerWindow is how much of a file's start licence and generated-file markers are looked for in.
+const headerWindow = 4096
+
+var (
+	spdxRE      = regexp.MustCompile(`SPDX-License-Identifier:\s*([A-Za-z0-9.+-]+)`)
+	generatedRE = regexp.MustCompile(`(?i)(code generated .* do not edit|@generated|\bauto-?generated\b|generated by .* do not edit)`)
+	gplVersion  = regexp.MustCompile(`version ([23])`)
+)
+
+// licenceWords is text as licence phrases are matched: lower-case letters and digits, every
+// other run of characters (spaces, comment markers, punctuation) one space.
+func licenceWords(b []byte) string {
+	var sb strings.Builder
+	space := false
+	for _, r := range string(b) {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) {
+			if space && sb.Len() > 0 {
+				sb.WriteByte(' ')
+			}
+			space = false
+			sb.WriteRune(unicode.ToLower(r))
+			continue
+		}
+		space = true
+	}
+	return sb.String()
+}
+
+// detectLicence returns the SPDX identifier a file's header declares, or "".
+func detectLicence(doc []byte) string {
+	head := doc[:min(len(doc), headerWindow)]
+	return licenceIn(head, bytes.ToLower(head))
+}
+
+// licenceIn is detectLicence on a header and its lower-case form.
+func licenceIn(head, lower []byte) string {
+	if !bytes.Contains(lower, []byte("licen")) && !bytes.Contains(lower, []byte("permission")) &&
+		!bytes.Contains(lower, []byte("redistribution")) {
+		return "" // every phrase below has one of these
+	}
+	if m := spdxRE.FindSubmatch(head); m != nil {
+		id := strings.TrimSuffix(strings.TrimSuffix(string(m[1]), "-only"), "-or-later")
+		id = strings.TrimSuffix(id, "+")
+		if strings.HasPrefix(id, "LGPL") {
+			return "LGPL"
+		}
+		return id
+	}
+	low := licenceWords(head)
+	for _, t := range licenceTexts {
+		i := strings.Index(low, t.phrase)
+		if i < 0 {
+			continue
+		}
+		switch t.id {
+		case "GPL":
+			if m := gplVersion.FindStringSubmatch(low[i:min(len(low), i+300)]); m != nil {
+				return "GPL-" + m[1] + ".0"
+			}
+			return "GPL-2.0"
+		case "BSD":
+			if strings.Contains(low, "neither the name") {
+				return "BSD-3-Clause"
+			}
+			return "BSD-2-Clause"
+		}
+		return t.id
+	}
+	return ""
+}
+
+// commentLine reports whether line (without its newline) is a comment line or a blank one in
+// the common comment syntaxes.
+func commentLine(line []byte) bool {
+	t := bytes.TrimSpace(line)
+	if len(t) == 0 {
+		return true
+	}
+	for _, p := range []string{"//", "#", "/*", "*", "--", ";", "%", "<!--", "-->", "\"\"\"", "'''", "rem ", "REM "} {
+		if bytes.HasPrefix(t, []byte(p)) {
+			return true
+		}
+	}
+	return false
+}
+
+// headerEnd returns the length of doc's leading comment block when it is boilerplate (it
+// names a copyright or a licence), 0 otherwise. A "#!" line before it stays.
+func headerEnd(doc []byte) (start, end int) {
+	if bytes.HasPrefix(doc, []byte("#!")) {
+		if i := bytes.IndexByte(doc, '\n'); i >= 0 {
+			start = i + 1
+		} else {
+			return 0, 0
+		}
+	}
+	end = start
+	for end < len(doc) {
+		nl := bytes.IndexByte(doc[end:], '\n')
+		line := doc[end:]
+		if nl >= 0 {
+			line = doc[end : end+nl]
+		}
+		if !commentLine(line) {
+			break
+		}
+		if nl < 0 {
+			end = len(doc)
+			break
+		}
+		end += nl + 1
+	}
+	low := bytes.ToLower(doc[start:end])
+	if !bytes.Contains(low, []byte("copyright")) && !bytes.Contains(low, []byte("licen")) {
+		return 0, 0
+	}
+	return start, end
+}
+
+// check applies c to doc: the verdict, and the document with its boilerplate header
+// removed when kept.
+func (c *CodeFilter) check(doc []byte) (Verdict, []byte) {
+	head := doc[:min(len(doc), headerWindow)]
+	lower := bytes.ToLower(head)
+	if bytes.Contains(lower, []byte("generated")) && generatedRE.Match(head) {
+		return Generated, nil
+	}
+	if id := licenceIn(head, lower); id != "" && !slices.Contains(c.Licences, id) {
+		return Licence, nil
+	}
+	longest, line := 0, 0
+	alnum, chars := 0, 0
+	for i := 0; i < len(doc); {
+		if b := doc[i]; b < utf8.RuneSelf { // ASCII
+			switch {
+			case b == '\n':
+				longest, line = max(longest, line), 0
+				i++
+				continue
+			case b == ' ' || b == '\t' || b == '\r' || b == '\v' || b == '\f':
+			case b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9':
+				chars++
+				alnum++
+			default:
+				chars++
+			}
+			line++
+			i++
+			continue
+		}
+		r, w := utf8.DecodeRune(doc[i:])
+		line += w
+		if !unicode.IsSpace(r) {
+			chars++
+			if unicode.IsLetter(r) || unicode.IsDigit(r) {
+				alnum++
+			}
+		}
+		i += w
+	}
+	longest = max(longest, line)
+	if longest > c.MaxLineBytes {
+		return LongLines, nil
+	}
+	if chars == 0 || float64(alnum)/float64(chars) < c.MinAlnum {
+		return LowAlnum, nil
+	}
+	if s, e := headerEnd(doc); e > s {
+		out := make([]byte, 0, len(doc)-(e-s))
+		out = append(append(out, doc[:s]...), doc[e:]...)
+		return Keep, out
+	}
+	return Keep, doc
+}
+
+// NormalizeLine is a line as CCNet compares lines for deduplication: lower case, every digit
+// 0, punctuation and symbols removed, runs of white space one space, trimmed.
+func NormalizeLine(line []byte) []byte {
+	out := make([]byte, 0, len(line))
+	space := false
+	for i := 0; i < len(line); {
+		r, w := rune(line[i]), 1
+		if r >= utf8.RuneSelf {
+			r, w = utf8.DecodeRune(line[i:])
+		}
+		i += w
+		switch {
+		case unicode.IsSpace(r):
+			space = len(out) > 0
+			continue
+		case unicode.IsDigit(r):
+			r = '0'
+		case unicode.IsPunct(r) || unicode.IsSymbol(r) || r == utf8.RuneError:
+			continue
+		default:
+			r = unicode.ToLower(r)
+		}
+		if space {
+			out = append(out, ' ')
+			space = false
+		}
+		out = utf8.AppendRune(out, r)
+	}
+	return out
+}
+
+// lineDeduper remembers the normalized lines it has seen, by a 64-bit hash: a line is dropped
+// wrongly only on a hash collision, with probability about n*n/2^65 among n distinct lines
+// (3e-8 for a million, 3e-4 for a hundred million). It holds 8 bytes per distinct line plus
+// the map's overhead, in memory.
+type lineDeduper struct {
+	seen map[uint64]struct{}
+}
+
+func newLineDeduper() *lineDeduper { return &lineDeduper{seen: map[uint64]struct{}{}} }
+
+// apply returns doc without the lines seen before, and the number and bytes of lines dropped.
+// Lines that normalize to nothing (blank, or only punctuation) are kept and not remembered.
+func (d *lineDeduper) apply(doc []byte) (out []byte, lines int64, dropped int64) {
+	out = make([]byte, 0, len(doc))
+	for start := 0; start < len(doc); {
+		end := len(doc)
+		if i := bytes.IndexByte(doc[start:], '\n'); i >= 0 {
+			end = start + i + 1
+		}
+		line := doc[start:end]
+		start = end
+		norm := NormalizeLine(bytes.TrimRight(line, "\r\n"))
+		if len(norm) == 0 {
+			out = append(out, line...)
+			continue
+		}
+		h := hash64(norm)
+		if _, dup := d.seen[h]; dup {
+			lines++
+			dropped += int64(len(line))
+			continue
+		}
+		d.seen[h] = struct{}{}
+		out = append(out, line...)
+	}
+	return out, lines, dropped
+}
+
+// hash64 is FNV-1a over b, finished with a 64-bit mixer: stable across runs and machines.
+func hash64(b []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return mix64(h)
+}
+
+// QualityFilters applies the sources' Quality filters across one preparation: the lines and
+// documents earlier sources kept count for later ones. It is not safe for concurrent use.
+type QualityFilters struct {
+	min   int // Filter.MinBytes: a document line dedup shortens below it is dropped
+	lines *lineDeduper
+	near  map[NearDup]*nearDupIndex
+}
+
+// NewQualityFilters returns filters that drop what line dedup leaves shorter than f.MinBytes.
+func NewQualityFilters(f Filter) *QualityFilters {
+	return &QualityFilters{min: f.MinBytes, near: map[NearDup]*nearDupIndex{}}
+}
+
+// Check applies q to doc, a document the Cleaner kept: code heuristics, then line dedup, then
+// near-duplicates. It returns the verdict and the document to keep, and counts the lines and
+// headers it removed in r.
+func (qf *QualityFilters) Check(q Quality, doc []byte, r *FilterReport) (Verdict, []byte) {
+	if q.Code != nil {
+		v, out := q.Code.check(doc)
+		if v != Keep {
+			return v, nil
+		}
+		if n := len(doc) - len(out); n > 0 {
+			r.Headers.add(n)
+		}
+		doc = out
+	}
+	if q.LineDedup {
+		if qf.lines == nil {
+			qf.lines = newLineDeduper()
+		}
+		out, lines, bytes := qf.lines.apply(doc)
+		r.DupLines.Docs += lines
+		r.DupLines.Bytes += bytes
+		if len(out) < qf.min {
+			return LineDuplicates, nil
+		}
+		doc = out
+	}
+	if q.NearDup != nil {
+		x := qf.near[*q.NearDup]
+		if x == nil {
+			x = newNearDupIndex(*q.NearDup)
+			qf.near[*q.NearDup] = x
+		}
+		if x.check(doc) {
+			return NearDuplicate, nil
+		}
+	}
+	return Keep, doc
+}
