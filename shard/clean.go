@@ -46,6 +46,7 @@ const (
 	LowAlnum       // code: too few letters and digits
 	LineDuplicates // line dedup left fewer than Filter.MinBytes bytes
 	NearDuplicate  // near-dup: shares most shingles with a document kept before
+	OtherLanguage  // lang: not in the languages the source asks for
 )
 
 func (v Verdict) String() string {
@@ -70,6 +71,8 @@ func (v Verdict) String() string {
 		return "duplicate lines"
 	case NearDuplicate:
 		return "near-duplicate"
+	case OtherLanguage:
+		return "other language"
 	}
 	return fmt.Sprintf("Verdict(%d)", int(v))
 }
@@ -102,6 +105,10 @@ type FilterReport struct {
 	LowAlnum       Count `json:"low_alnum,omitzero"`
 	LineDuplicates Count `json:"line_duplicates,omitzero"`
 	NearDuplicate  Count `json:"near_duplicate,omitzero"`
+	OtherLanguage  Count `json:"other_language,omitzero"`
+	// Languages counts the documents the language filter saw by the language it found
+	// (ISO 639-1; "none" when it found none), kept or not.
+	Languages map[string]int64 `json:"languages,omitempty"`
 	// DupLines counts the lines line dedup removed (Docs is lines here) and their bytes,
 	// from kept documents and from those it emptied.
 	DupLines Count `json:"dup_lines,omitzero"`
@@ -110,10 +117,30 @@ type FilterReport struct {
 	Headers Count `json:"headers,omitzero"`
 }
 
+// merge adds o's counts to r's.
+func (r *FilterReport) merge(o FilterReport) {
+	for _, f := range []struct{ dst, src *Count }{
+		{&r.Seen, &o.Seen}, {&r.Kept, &o.Kept}, {&r.TooShort, &o.TooShort}, {&r.NonText, &o.NonText},
+		{&r.Duplicate, &o.Duplicate}, {&r.Generated, &o.Generated}, {&r.Licence, &o.Licence},
+		{&r.LongLines, &o.LongLines}, {&r.LowAlnum, &o.LowAlnum}, {&r.LineDuplicates, &o.LineDuplicates},
+		{&r.NearDuplicate, &o.NearDuplicate}, {&r.OtherLanguage, &o.OtherLanguage}, {&r.DupLines, &o.DupLines},
+		{&r.Headers, &o.Headers},
+	} {
+		f.dst.Docs += f.src.Docs
+		f.dst.Bytes += f.src.Bytes
+	}
+	for l, n := range o.Languages {
+		if r.Languages == nil {
+			r.Languages = map[string]int64{}
+		}
+		r.Languages[l] += n
+	}
+}
+
 // Dropped returns the documents dropped for any reason.
 func (r *FilterReport) Dropped() Count {
 	var c Count
-	for _, d := range []Count{r.TooShort, r.NonText, r.Duplicate, r.Generated, r.Licence, r.LongLines, r.LowAlnum, r.LineDuplicates, r.NearDuplicate} {
+	for _, d := range []Count{r.TooShort, r.NonText, r.Duplicate, r.Generated, r.Licence, r.LongLines, r.LowAlnum, r.LineDuplicates, r.NearDuplicate, r.OtherLanguage} {
 		c.Docs += d.Docs
 		c.Bytes += d.Bytes
 	}
@@ -144,6 +171,8 @@ func (r *FilterReport) Add(v Verdict, n int) {
 		r.LineDuplicates.add(n)
 	case NearDuplicate:
 		r.NearDuplicate.add(n)
+	case OtherLanguage:
+		r.OtherLanguage.add(n)
 	}
 }
 

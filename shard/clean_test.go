@@ -2,6 +2,7 @@ package shard
 
 import (
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -63,7 +64,7 @@ func TestCleaner(t *testing.T) {
 		NonText:   Count{2, 10 + 10},
 		Duplicate: Count{2, 20 + 10},
 	}
-	if rep != want {
+	if !reflect.DeepEqual(rep, want) {
 		t.Errorf("report %+v, want %+v", rep, want)
 	}
 }

@@ -3,6 +3,7 @@ package shard
 import (
 	"fmt"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -69,6 +70,7 @@ func (e *EmptySourceError) Reasons() string {
 		{f.Generated.Docs, "as generated code"}, {f.Licence.Docs, "for a licence not on the allow-list"},
 		{f.LongLines.Docs, "for a line too long"}, {f.LowAlnum.Docs, "for too few letters and digits"},
 		{f.LineDuplicates.Docs, "as made of lines seen before"}, {f.NearDuplicate.Docs, "as near-duplicates of documents kept before"},
+		{f.OtherLanguage.Docs, "as written in another language" + langsFound(f.Languages)},
 	} {
 		if q.n > 0 {
 			parts = append(parts, fmt.Sprintf("%s dropped %s", plural(q.n, "document"), q.what))
@@ -101,4 +103,25 @@ func plural(n int64, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// langsFound lists the languages found, most documents first: " (found: de 3, fr 1)".
+func langsFound(m map[string]int64) string {
+	if len(m) == 0 {
+		return ""
+	}
+	type lc struct {
+		lang string
+		n    int64
+	}
+	var l []lc
+	for k, v := range m {
+		l = append(l, lc{k, v})
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i].n > l[j].n || l[i].n == l[j].n && l[i].lang < l[j].lang })
+	var parts []string
+	for _, x := range l {
+		parts = append(parts, fmt.Sprintf("%s %d", x.lang, x.n))
+	}
+	return " (found: " + strings.Join(parts, ", ") + ")"
 }

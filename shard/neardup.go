@@ -98,8 +98,12 @@ func (x *nearDupIndex) bandKey(sig []uint32, i int) uint64 {
 
 // check reports whether doc is a near-duplicate of a document kept before; when it is not,
 // it is kept and indexed.
-func (x *nearDupIndex) check(doc []byte) bool {
-	sig := x.signature(doc)
+func (x *nearDupIndex) check(doc []byte) bool { return x.checkSignature(x.signature(doc)) }
+
+// checkSignature is check on the signature of a document (nil: one without words, which is
+// never a near-duplicate and not indexed). Signatures may be computed on any goroutine, as
+// signature only reads the index's hash functions; checkSignature must run on one.
+func (x *nearDupIndex) checkSignature(sig []uint32) bool {
 	if sig == nil {
 		return false
 	}

@@ -240,12 +240,21 @@ func (p *preparer) newStream(name, split string) *stream {
 	}
 }
 
-// encodeJob is one kept document on its way through the encoders.
+// encodeJob is one document on its way through the encoders: kept so far, with the
+// language and near-duplicate filters (when its source asks for them) still to decide.
 type encodeJob struct {
 	doc  []byte
+	n    int // its size as read
 	hash DocHash
-	out  chan []int32 // receives the tokens; buffered, so encoders never block
+	q    Quality
+	x    *nearDupIndex // q's near-duplicate index, or nil
+	late lateAnalysis  // filled by the encoder before it sends on out
+	out  chan []int32  // receives the tokens; buffered, so encoders never block
 }
+
+// lateFilters reports whether q has filters that the encoders analyze for (language,
+// near-duplicates).
+func (q Quality) lateFilters() bool { return q.Lang != nil || q.NearDup != nil }
 
 // source prepares one source. A reader goroutine reads and cleans
 // documents in order and hands each to the encoders and, in the same order,
@@ -265,6 +274,13 @@ func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest,
 	for range p.cfg.Workers {
 		encoders.Go(func() {
 			for j := range jobs {
+				if j.q.lateFilters() {
+					j.late.analyze(j.q, j.x, j.doc)
+					if j.q.Lang != nil && !j.late.langOK {
+						j.out <- nil // not encoded: the collector drops it
+						continue
+					}
+				}
 				j.out <- p.cfg.Encoder.Encode(j.doc)
 			}
 		})
@@ -279,17 +295,21 @@ func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest,
 		defer close(readDone)
 		defer close(order)
 		defer close(jobs)
+		x := p.quality.index(spec.Quality)
 		read, readErr = ReadDocuments(ctx, spec.Path, ReadOptions{MaxDocBytes: p.cfg.MaxDocBytes}, func(doc []byte) error {
 			v, h := p.cleaner.Check(doc)
 			n := len(doc)
 			if v == Keep && spec.Quality.Enabled() {
-				v, doc = p.quality.Check(spec.Quality, doc, &filt)
+				v, doc = p.quality.early(spec.Quality, doc, &filt)
 			}
-			filt.Add(v, n)
 			if v != Keep {
+				filt.Add(v, n)
 				return nil
 			}
-			j := &encodeJob{doc: doc, hash: h, out: make(chan []int32, 1)}
+			// The collector counts the documents sent on: kept, or dropped by the
+			// language and near-duplicate filters, which decide in reading order on what
+			// the encoders found in parallel.
+			j := &encodeJob{doc: doc, n: n, hash: h, q: spec.Quality, x: x, out: make(chan []int32, 1)}
 			for _, ch := range []chan *encodeJob{order, jobs} {
 				select {
 				case ch <- j:
@@ -305,11 +325,13 @@ func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest,
 		train:     p.newStream(spec.Name, "train"),
 		held:      p.newStream(spec.Name, "heldout"),
 	}
-	err := p.collect(ctx, spec.Name, order, sp)
+	var decided FilterReport
+	err := p.collect(ctx, spec.Name, order, sp, &decided)
 	if err != nil {
 		cancel()
 	}
 	<-readDone
+	filt.merge(decided)
 	encoders.Wait()
 	if err == nil {
 		err = readErr
@@ -325,8 +347,9 @@ func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest,
 	return p.sourceManifest(spec, sp, read, filt)
 }
 
-// collect writes encoded documents in reading order.
-func (p *preparer) collect(ctx context.Context, name string, order <-chan *encodeJob, sp *splitter) error {
+// collect decides on the documents the language and near-duplicate filters still had to,
+// counting every document it gets in r, and writes the kept ones in reading order.
+func (p *preparer) collect(ctx context.Context, name string, order <-chan *encodeJob, sp *splitter, r *FilterReport) error {
 	eos := p.cfg.Encoder.EOS()
 	ev := ProgressEvent{Source: name}
 	for j := range order {
@@ -335,6 +358,14 @@ func (p *preparer) collect(ctx context.Context, name string, order <-chan *encod
 		case toks = <-j.out:
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+		v := Keep
+		if j.q.lateFilters() {
+			v = late(j.q, j.x, j.late, r)
+		}
+		r.Add(v, j.n)
+		if v != Keep {
+			continue
 		}
 		toks = append(toks, eos)
 		if err := sp.add(toks, j.hash.HeldOutKey()); err != nil {

@@ -164,7 +164,7 @@ func TestPrepare(t *testing.T) {
 	threshold := heldOutThreshold(cfg.HeldOutFraction)
 	for i, sm := range m.Sources {
 		name := sm.Name
-		if sm.Filter != c.want[name] {
+		if !reflect.DeepEqual(sm.Filter, c.want[name]) {
 			t.Errorf("%s: filter report %+v, want %+v", name, sm.Filter, c.want[name])
 		}
 		if sm.Read.BadLines != c.bad[name] || int64(len(sm.Read.BadLineSamples)) != c.bad[name] {

@@ -23,13 +23,22 @@ type Quality struct {
 	NearDup *NearDup `json:"near_dup,omitempty"`
 	// Code applies the code heuristics.
 	Code *CodeFilter `json:"code,omitempty"`
+	// Lang keeps documents in the languages it names.
+	Lang *LangFilter `json:"lang,omitempty"`
 }
 
 // Enabled reports whether q applies any filter.
-func (q Quality) Enabled() bool { return q.LineDedup || q.NearDup != nil || q.Code != nil }
+func (q Quality) Enabled() bool {
+	return q.LineDedup || q.NearDup != nil || q.Code != nil || q.Lang != nil
+}
 
 // Validate checks the ranges of q's fields.
 func (q Quality) Validate() error {
+	if q.Lang != nil {
+		if err := q.Lang.Validate(); err != nil {
+			return err
+		}
+	}
 	if q.NearDup != nil {
 		if err := q.NearDup.Validate(); err != nil {
 			return err
@@ -52,6 +61,9 @@ func (q Quality) String() string {
 	}
 	if q.Code != nil {
 		f = append(f, FilterCode)
+	}
+	if q.Lang != nil {
+		f = append(f, "lang "+strings.Join(q.Lang.Langs, "+"))
 	}
 	return strings.Join(f, ",")
 }
@@ -423,10 +435,23 @@ func NewQualityFilters(f Filter) *QualityFilters {
 	return &QualityFilters{min: f.MinBytes, near: map[NearDup]*nearDupIndex{}}
 }
 
-// Check applies q to doc, a document the Cleaner kept: code heuristics, then line dedup, then
-// near-duplicates. It returns the verdict and the document to keep, and counts the lines and
-// headers it removed in r.
+// Check applies q to doc, a document the Cleaner kept: code heuristics, line dedup, language,
+// then near-duplicates. It returns the verdict and the document to keep, and counts the lines,
+// headers and languages it saw in r.
 func (qf *QualityFilters) Check(q Quality, doc []byte, r *FilterReport) (Verdict, []byte) {
+	v, doc := qf.early(q, doc, r)
+	if v != Keep {
+		return v, nil
+	}
+	var a lateAnalysis
+	x := qf.index(q)
+	a.analyze(q, x, doc)
+	return late(q, x, a, r), doc
+}
+
+// early applies the filters whose verdict depends on the documents before this one, or that
+// change the document: the code heuristics (which remove licence headers) and line dedup.
+func (qf *QualityFilters) early(q Quality, doc []byte, r *FilterReport) (Verdict, []byte) {
 	if q.Code != nil {
 		v, out := q.Code.check(doc)
 		if v != Keep {
@@ -449,15 +474,62 @@ func (qf *QualityFilters) Check(q Quality, doc []byte, r *FilterReport) (Verdict
 		}
 		doc = out
 	}
-	if q.NearDup != nil {
-		x := qf.near[*q.NearDup]
-		if x == nil {
-			x = newNearDupIndex(*q.NearDup)
-			qf.near[*q.NearDup] = x
+	return Keep, doc
+}
+
+// index returns the near-duplicate index of q's settings (nil without near-dup).
+func (qf *QualityFilters) index(q Quality) *nearDupIndex {
+	if q.NearDup == nil {
+		return nil
+	}
+	x := qf.near[*q.NearDup]
+	if x == nil {
+		x = newNearDupIndex(*q.NearDup)
+		qf.near[*q.NearDup] = x
+	}
+	return x
+}
+
+// lateAnalysis is what the language and near-duplicate filters need to know of a document:
+// the costly part of their work, which depends on the document alone and so runs on any
+// goroutine (analyze), ahead of the verdict, which runs in reading order (late).
+type lateAnalysis struct {
+	lang   string   // the language found ("" none)
+	langOK bool     // it is one the source asks for
+	sig    []uint32 // the MinHash signature (nil: no words, or no near-dup)
+}
+
+// analyze fills a from doc; x is q's near-duplicate index (nil without near-dup), whose
+// hash functions it only reads.
+func (a *lateAnalysis) analyze(q Quality, x *nearDupIndex, doc []byte) {
+	if q.Lang != nil {
+		a.langOK, a.lang = q.Lang.check(doc)
+	}
+	if x != nil && (q.Lang == nil || a.langOK) {
+		a.sig = x.signature(doc)
+	}
+}
+
+// late decides on a document from its analysis, counting the language found in r: a
+// document in another language goes; one that is not a near-duplicate of a document kept
+// before (in x, q's index) is indexed and kept. Calls on one index must be in reading order,
+// on one goroutine at a time.
+func late(q Quality, x *nearDupIndex, a lateAnalysis, r *FilterReport) Verdict {
+	if q.Lang != nil {
+		lang := a.lang
+		if lang == "" {
+			lang = "none"
 		}
-		if x.check(doc) {
-			return NearDuplicate, nil
+		if r.Languages == nil {
+			r.Languages = map[string]int64{}
+		}
+		r.Languages[lang]++
+		if !a.langOK {
+			return OtherLanguage
 		}
 	}
-	return Keep, doc
+	if x != nil && x.checkSignature(a.sig) {
+		return NearDuplicate
+	}
+	return Keep
 }

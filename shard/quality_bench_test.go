@@ -89,6 +89,14 @@ func BenchmarkQualityFilters(b *testing.B) {
 			return func(doc []byte) { x.check(doc) }
 		})
 	})
+	b.Run("lang", func(b *testing.B) {
+		f, err := ParseLangFilter("en", DefaultLangConfidence)
+		if err != nil {
+			b.Skip(err)
+		}
+		warmLangID() // loads the models once, outside the timing
+		run(b, func() func([]byte) { return func(d []byte) { f.check(d) } })
+	})
 	b.Run("all", func(b *testing.B) {
 		q, _ := ParseFilters("lines,near-dup,code", DefaultNearDup(), DefaultCodeFilter())
 		run(b, func() func([]byte) {

@@ -59,6 +59,10 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 		"near-dup (documents whose word shingles overlap a kept one's by --near-dup-threshold, found by MinHash with LSH), "+
 		"code (files marked generated, declaring a licence not in --code-licences, with a line over --code-max-line bytes or "+
 		"under --code-min-alnum letters and digits are dropped; leading copyright and licence comment blocks are removed)")
+	var langs multiFlag
+	fs.Var(&langs, "lang", "keep only the documents of a source written in the given languages, as NAME=CODE[,CODE...] with ISO 639-1 codes (repeatable; for example web=en,de): "+
+		"language identification with lingua-go over the 75 languages it knows, on each document's first KiB, after the other filters")
+	langConf := fs.Float64("lang-confidence", shard.DefaultLangConfidence, "lang: the least confidence with which a document must be in one of its source's languages (0..1)")
 	nd, code := shard.DefaultNearDup(), shard.DefaultCodeFilter()
 	fs.Float64Var(&nd.Threshold, "near-dup-threshold", nd.Threshold, "near-dup: the Jaccard similarity of shingle sets at which a document is a near-duplicate (0.3..1)")
 	fs.IntVar(&nd.Shingle, "near-dup-shingle", nd.Shingle, "near-dup: words per shingle (1..32)")
@@ -88,6 +92,9 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if err := applyFilters(o.sources, filters, nd, code); err != nil {
+		return err
+	}
+	if err := applyLangs(o.sources, langs, *langConf); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -127,6 +134,31 @@ func applyFilters(sources []shard.SourceSpec, values []string, nd shard.NearDup,
 			return fmt.Errorf("--filter %s: %w", v, err)
 		}
 		sources[i].Quality = q
+	}
+	return nil
+}
+
+// applyLangs sets the language filter each --lang value names on its source.
+func applyLangs(sources []shard.SourceSpec, values []string, conf float64) error {
+	given := map[string]bool{}
+	for _, v := range values {
+		name, codes, ok := strings.Cut(v, "=")
+		if !ok || codes == "" {
+			return fmt.Errorf("--lang %q: want NAME=CODE[,CODE...], for example web=en,de", v)
+		}
+		i := slices.IndexFunc(sources, func(s shard.SourceSpec) bool { return s.Name == name })
+		if i < 0 {
+			return fmt.Errorf("--lang %s: no --source is named %q", v, name)
+		}
+		if given[name] {
+			return fmt.Errorf("--lang %s: source %q has languages already; list them all in one --lang", v, name)
+		}
+		given[name] = true
+		f, err := shard.ParseLangFilter(codes, conf)
+		if err != nil {
+			return fmt.Errorf("--lang %s, --lang-confidence %v: %w", v, conf, err)
+		}
+		sources[i].Quality.Lang = f
 	}
 	return nil
 }
@@ -443,13 +475,34 @@ func qualityCounts(f shard.FilterReport) string {
 	}{
 		{f.Generated.Docs, "generated"}, {f.Licence.Docs, "with another licence"}, {f.LongLines.Docs, "with long lines"},
 		{f.LowAlnum.Docs, "with few letters and digits"}, {f.LineDuplicates.Docs, "emptied by line dedup"},
-		{f.NearDuplicate.Docs, "near-duplicates"},
+		{f.NearDuplicate.Docs, "near-duplicates"}, {f.OtherLanguage.Docs, "in other languages"},
 	} {
-		parts = append(parts, fmt.Sprintf("%d %s", c.n, c.what))
+		if c.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", c.n, c.what))
+		}
 	}
-	s := strings.Join(parts, ", ") + " (documents)"
+	s := "no document"
+	if len(parts) > 0 {
+		s = strings.Join(parts, ", ") + " (documents)"
+	}
 	if f.DupLines.Docs > 0 {
 		s += fmt.Sprintf("; removed %d repeated lines (%.1f KiB)", f.DupLines.Docs, float64(f.DupLines.Bytes)/1024)
+	}
+	if len(f.Languages) > 0 {
+		langs := make([]string, 0, len(f.Languages))
+		for l := range f.Languages {
+			langs = append(langs, l)
+		}
+		slices.SortFunc(langs, func(a, b string) int {
+			if d := f.Languages[b] - f.Languages[a]; d != 0 {
+				return int(d)
+			}
+			return strings.Compare(a, b)
+		})
+		for i, l := range langs {
+			langs[i] = fmt.Sprintf("%s %d", l, f.Languages[l])
+		}
+		s += "; languages found: " + strings.Join(langs, ", ")
 	}
 	if f.Headers.Docs > 0 {
 		s += fmt.Sprintf("; removed the licence header of %d files (%.1f KiB)", f.Headers.Docs, float64(f.Headers.Bytes)/1024)

@@ -51,9 +51,20 @@ func TestPrepareQualityFlags(t *testing.T) {
 	for name, text := range files {
 		os.WriteFile(filepath.Join(code, name), []byte(text), 0o644)
 	}
+	news := filepath.Join(dir, "news")
+	os.MkdirAll(news, 0o755)
+	for name, text := range map[string]string{
+		"en1.txt": "The city council approved the new budget on Tuesday evening after a long debate about schools and roads.",
+		"en2.txt": "Scientists at the observatory reported that the comet will be visible to the naked eye for about two weeks.",
+		"de1.txt": "Der Stadtrat hat am Dienstagabend nach einer langen Debatte über Schulen und Straßen den neuen Haushalt beschlossen.",
+		"fr1.txt": "Le conseil municipal a adopté mardi soir le nouveau budget après un long débat sur les écoles et les routes.",
+		"fr2.txt": "Les chercheurs de l'observatoire ont annoncé que la comète sera visible à l'œil nu pendant environ deux semaines.",
+	} {
+		os.WriteFile(filepath.Join(news, name), []byte(text+"\n"), 0o644)
+	}
 	ds := filepath.Join(dir, "ds")
-	out, err := exec.Command(bin, "prepare", "--source", "web="+web+":1", "--source", "code="+code+":1",
-		"--filter", "web=lines,near-dup", "--filter", "code=code", "--vocab", "300", "--held-out", "0", "--out", ds).CombinedOutput()
+	out, err := exec.Command(bin, "prepare", "--source", "web="+web+":1", "--source", "code="+code+":1", "--source", "news="+news+":1",
+		"--filter", "web=lines,near-dup", "--filter", "code=code", "--lang", "news=en,de", "--vocab", "300", "--held-out", "0", "--out", ds).CombinedOutput()
 	if err != nil {
 		t.Fatalf("prepare: %v\n%s", err, out)
 	}
@@ -68,11 +79,15 @@ func TestPrepareQualityFlags(t *testing.T) {
 	if c.Generated.Docs != 1 || c.Licence.Docs != 1 || c.LongLines.Docs != 1 || c.Kept.Docs != 3 || c.Headers.Docs != 2 {
 		t.Errorf("code: want 1 generated, 1 GPL, 1 minified dropped, 3 kept, 2 headers removed: %+v", c)
 	}
-	if m.Sources[0].Quality.String() != "lines,near-dup" || m.Sources[1].Quality.String() != "code" {
+	if n := m.Sources[2].Filter; n.OtherLanguage.Docs != 2 || n.Kept.Docs != 3 || n.Languages["fr"] != 2 || n.Languages["en"] != 2 || n.Languages["de"] != 1 {
+		t.Errorf("news: want the 2 French documents dropped, 2 English and 1 German kept: %+v", n)
+	}
+	if m.Sources[0].Quality.String() != "lines,near-dup" || m.Sources[1].Quality.String() != "code" || m.Sources[2].Quality.String() != "lang en+de" {
 		t.Errorf("manifest quality: %v, %v", m.Sources[0].Quality, m.Sources[1].Quality)
 	}
-	mustContain(t, string(out), "prepare: web: filters lines,near-dup dropped", "5 near-duplicates", "removed 24 repeated lines",
-		"prepare: code: filters code dropped 1 generated, 1 with another licence, 1 with long lines", "removed the licence header of 2 files")
+	mustContain(t, string(out), "prepare: web: filters lines,near-dup dropped 5 near-duplicates (documents); removed 24 repeated lines",
+		"prepare: code: filters code dropped 1 generated, 1 with another licence, 1 with long lines (documents)", "removed the licence header of 2 files",
+		"prepare: news: filters lang en+de dropped 2 in other languages (documents); languages found: en 2, fr 2, de 1")
 
 	// Bad filter flags are refused before any source is read (the source does not exist).
 	src := "--source=gone=" + filepath.Join(dir, "no-such-source") + ":1"
@@ -87,6 +102,9 @@ func TestPrepareQualityFlags(t *testing.T) {
 		{[]string{"--filter", "gone=near-dup", "--near-dup-threshold", "0.1"}, "--near-dup-threshold 0.1, --near-dup-shingle 5: shard: invalid prepare config: near-dup threshold is 0.1, want 0.3..1"},
 		{[]string{"--filter", "gone=code", "--code-licences", "MIT,WTFPL"}, `licence "WTFPL" is not one the code filter recognizes`},
 		{[]string{"--filter", "gone=code", "--code-max-line", "0"}, "code max line is 0 bytes, want >= 1"},
+		{[]string{"--lang", "gone=en,xx"}, `--lang gone=en,xx, --lang-confidence 0.5: shard: invalid prepare config: unknown language code "xx" (ISO 639-1, one of af ar`},
+		{[]string{"--lang", "web=en"}, `--lang web=en: no --source is named "web"`},
+		{[]string{"--lang", "gone=en", "--lang-confidence", "2"}, "language confidence is 2, want 0..1"},
 	} {
 		args := append([]string{"prepare", src, "--out", filepath.Join(dir, "bad")}, tc.args...)
 		out := runFail(t, bin, nil, args...)
