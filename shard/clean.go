@@ -40,13 +40,14 @@ const (
 	NonText                  // too many non-text bytes
 	Duplicate                // the same bytes were kept before
 	// The verdicts of the quality filters a source asks for (Quality).
-	Generated      // code: marked as generated ("Code generated ... DO NOT EDIT", "@generated")
-	Licence        // code: declares a licence not on the allow-list
-	LongLines      // code: a line longer than CodeFilter.MaxLineBytes
-	LowAlnum       // code: too few letters and digits
-	LineDuplicates // line dedup left fewer than Filter.MinBytes bytes
-	NearDuplicate  // near-dup: shares most shingles with a document kept before
-	OtherLanguage  // lang: not in the languages the source asks for
+	Generated        // code: marked as generated ("Code generated ... DO NOT EDIT", "@generated")
+	Licence          // code: declares a licence not on the allow-list
+	LongLines        // code: a line longer than CodeFilter.MaxLineBytes
+	LowAlnum         // code: too few letters and digits
+	LineDuplicates   // line dedup left fewer than Filter.MinBytes bytes
+	NearDuplicate    // near-dup: shares most shingles with a document kept before
+	OtherLanguage    // lang: not in the languages the source asks for
+	PerplexityBucket // perplexity: in a bucket the source does not keep
 )
 
 func (v Verdict) String() string {
@@ -73,6 +74,8 @@ func (v Verdict) String() string {
 		return "near-duplicate"
 	case OtherLanguage:
 		return "other language"
+	case PerplexityBucket:
+		return "perplexity bucket"
 	}
 	return fmt.Sprintf("Verdict(%d)", int(v))
 }
@@ -106,6 +109,9 @@ type FilterReport struct {
 	LineDuplicates Count `json:"line_duplicates,omitzero"`
 	NearDuplicate  Count `json:"near_duplicate,omitzero"`
 	OtherLanguage  Count `json:"other_language,omitzero"`
+	Perplexity     Count `json:"perplexity,omitzero"`
+	// Buckets counts the documents the perplexity filter scored by their bucket, kept or not.
+	Buckets map[string]int64 `json:"perplexity_buckets,omitempty"`
 	// Languages counts the documents the language filter saw by the language it found
 	// (ISO 639-1; "none" when it found none), kept or not.
 	Languages map[string]int64 `json:"languages,omitempty"`
@@ -124,23 +130,28 @@ func (r *FilterReport) merge(o FilterReport) {
 		{&r.Duplicate, &o.Duplicate}, {&r.Generated, &o.Generated}, {&r.Licence, &o.Licence},
 		{&r.LongLines, &o.LongLines}, {&r.LowAlnum, &o.LowAlnum}, {&r.LineDuplicates, &o.LineDuplicates},
 		{&r.NearDuplicate, &o.NearDuplicate}, {&r.OtherLanguage, &o.OtherLanguage}, {&r.DupLines, &o.DupLines},
-		{&r.Headers, &o.Headers},
+		{&r.Headers, &o.Headers}, {&r.Perplexity, &o.Perplexity},
 	} {
 		f.dst.Docs += f.src.Docs
 		f.dst.Bytes += f.src.Bytes
 	}
-	for l, n := range o.Languages {
-		if r.Languages == nil {
-			r.Languages = map[string]int64{}
+	for _, m := range []struct {
+		dst *map[string]int64
+		src map[string]int64
+	}{{&r.Languages, o.Languages}, {&r.Buckets, o.Buckets}} {
+		for k, n := range m.src {
+			if *m.dst == nil {
+				*m.dst = map[string]int64{}
+			}
+			(*m.dst)[k] += n
 		}
-		r.Languages[l] += n
 	}
 }
 
 // Dropped returns the documents dropped for any reason.
 func (r *FilterReport) Dropped() Count {
 	var c Count
-	for _, d := range []Count{r.TooShort, r.NonText, r.Duplicate, r.Generated, r.Licence, r.LongLines, r.LowAlnum, r.LineDuplicates, r.NearDuplicate, r.OtherLanguage} {
+	for _, d := range []Count{r.TooShort, r.NonText, r.Duplicate, r.Generated, r.Licence, r.LongLines, r.LowAlnum, r.LineDuplicates, r.NearDuplicate, r.OtherLanguage, r.Perplexity} {
 		c.Docs += d.Docs
 		c.Bytes += d.Bytes
 	}
@@ -173,6 +184,8 @@ func (r *FilterReport) Add(v Verdict, n int) {
 		r.NearDuplicate.add(n)
 	case OtherLanguage:
 		r.OtherLanguage.add(n)
+	case PerplexityBucket:
+		r.Perplexity.add(n)
 	}
 }
 

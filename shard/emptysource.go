@@ -70,7 +70,8 @@ func (e *EmptySourceError) Reasons() string {
 		{f.Generated.Docs, "as generated code"}, {f.Licence.Docs, "for a licence not on the allow-list"},
 		{f.LongLines.Docs, "for a line too long"}, {f.LowAlnum.Docs, "for too few letters and digits"},
 		{f.LineDuplicates.Docs, "as made of lines seen before"}, {f.NearDuplicate.Docs, "as near-duplicates of documents kept before"},
-		{f.OtherLanguage.Docs, "as written in another language" + langsFound(f.Languages)},
+		{f.OtherLanguage.Docs, "as written in another language" + countsFound(f.Languages)},
+		{f.Perplexity.Docs, "for their perplexity bucket" + countsFound(f.Buckets)},
 	} {
 		if q.n > 0 {
 			parts = append(parts, fmt.Sprintf("%s dropped %s", plural(q.n, "document"), q.what))
@@ -105,23 +106,26 @@ func plural(n int64, noun string) string {
 	return fmt.Sprintf("%d %ss", n, noun)
 }
 
-// langsFound lists the languages found, most documents first: " (found: de 3, fr 1)".
-func langsFound(m map[string]int64) string {
+// countsFound is " (found: de 3, fr 1)" for what a filter found (languages, buckets), or "".
+func countsFound(m map[string]int64) string {
 	if len(m) == 0 {
 		return ""
 	}
-	type lc struct {
-		lang string
-		n    int64
+	return " (found: " + FormatCounts(m) + ")"
+}
+
+// FormatCounts lists counts by name, most first, then by name: "de 3, fr 1".
+func FormatCounts(m map[string]int64) string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
 	}
-	var l []lc
-	for k, v := range m {
-		l = append(l, lc{k, v})
+	sort.Slice(names, func(i, j int) bool {
+		a, b := names[i], names[j]
+		return m[a] > m[b] || m[a] == m[b] && a < b
+	})
+	for i, k := range names {
+		names[i] = fmt.Sprintf("%s %d", k, m[k])
 	}
-	sort.Slice(l, func(i, j int) bool { return l[i].n > l[j].n || l[i].n == l[j].n && l[i].lang < l[j].lang })
-	var parts []string
-	for _, x := range l {
-		parts = append(parts, fmt.Sprintf("%s %d", x.lang, x.n))
-	}
-	return " (found: " + strings.Join(parts, ", ") + ")"
+	return strings.Join(names, ", ")
 }

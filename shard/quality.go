@@ -25,17 +25,24 @@ type Quality struct {
 	Code *CodeFilter `json:"code,omitempty"`
 	// Lang keeps documents in the languages it names.
 	Lang *LangFilter `json:"lang,omitempty"`
+	// Perplexity keeps documents by their perplexity under a model of reference text.
+	Perplexity *PerplexityFilter `json:"perplexity,omitempty"`
 }
 
 // Enabled reports whether q applies any filter.
 func (q Quality) Enabled() bool {
-	return q.LineDedup || q.NearDup != nil || q.Code != nil || q.Lang != nil
+	return q.LineDedup || q.NearDup != nil || q.Code != nil || q.Lang != nil || q.Perplexity != nil
 }
 
 // Validate checks the ranges of q's fields.
 func (q Quality) Validate() error {
 	if q.Lang != nil {
 		if err := q.Lang.Validate(); err != nil {
+			return err
+		}
+	}
+	if q.Perplexity != nil {
+		if err := q.Perplexity.Validate(); err != nil {
 			return err
 		}
 	}
@@ -64,6 +71,9 @@ func (q Quality) String() string {
 	}
 	if q.Lang != nil {
 		f = append(f, "lang "+strings.Join(q.Lang.Langs, "+"))
+	}
+	if q.Perplexity != nil {
+		f = append(f, "perplexity "+strings.Join(q.Perplexity.Keep, "+"))
 	}
 	return strings.Join(f, ",")
 }
@@ -436,7 +446,7 @@ func NewQualityFilters(f Filter) *QualityFilters {
 }
 
 // Check applies q to doc, a document the Cleaner kept: code heuristics, line dedup, language,
-// then near-duplicates. It returns the verdict and the document to keep, and counts the lines,
+// perplexity, then near-duplicates. It returns the verdict and the document to keep, and counts the lines,
 // headers and languages it saw in r.
 func (qf *QualityFilters) Check(q Quality, doc []byte, r *FilterReport) (Verdict, []byte) {
 	v, doc := qf.early(q, doc, r)
@@ -496,6 +506,7 @@ func (qf *QualityFilters) index(q Quality) *nearDupIndex {
 type lateAnalysis struct {
 	lang   string   // the language found ("" none)
 	langOK bool     // it is one the source asks for
+	bpb    float64  // bits per byte under the perplexity filter's model
 	sig    []uint32 // the MinHash signature (nil: no words, or no near-dup)
 }
 
@@ -504,8 +515,14 @@ type lateAnalysis struct {
 func (a *lateAnalysis) analyze(q Quality, x *nearDupIndex, doc []byte) {
 	if q.Lang != nil {
 		a.langOK, a.lang = q.Lang.check(doc)
+		if !a.langOK {
+			return // dropped: nothing else to know
+		}
 	}
-	if x != nil && (q.Lang == nil || a.langOK) {
+	if q.Perplexity != nil {
+		a.bpb = q.Perplexity.Model.BitsPerByte(doc)
+	}
+	if x != nil {
 		a.sig = x.signature(doc)
 	}
 }
@@ -526,6 +543,16 @@ func late(q Quality, x *nearDupIndex, a lateAnalysis, r *FilterReport) Verdict {
 		r.Languages[lang]++
 		if !a.langOK {
 			return OtherLanguage
+		}
+	}
+	if f := q.Perplexity; f != nil {
+		b := f.bucket(a.bpb)
+		if r.Buckets == nil {
+			r.Buckets = map[string]int64{}
+		}
+		r.Buckets[b]++
+		if !slices.Contains(f.Keep, b) {
+			return PerplexityBucket
 		}
 	}
 	if x != nil && x.checkSignature(a.sig) {

@@ -97,6 +97,14 @@ func BenchmarkQualityFilters(b *testing.B) {
 		warmLangID() // loads the models once, outside the timing
 		run(b, func() func([]byte) { return func(d []byte) { f.check(d) } })
 	})
+	b.Run("perplexity", func(b *testing.B) {
+		kb := NewKNBuilder()
+		for _, d := range docs[:500] {
+			kb.Add(d)
+		}
+		m, _ := kb.Build()
+		run(b, func() func([]byte) { return func(d []byte) { m.BitsPerByte(d) } })
+	})
 	b.Run("all", func(b *testing.B) {
 		q, _ := ParseFilters("lines,near-dup,code", DefaultNearDup(), DefaultCodeFilter())
 		run(b, func() func([]byte) {

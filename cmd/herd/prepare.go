@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +37,16 @@ type prepareOptions struct {
 	maxNonText   float64
 	sampleMB     int
 	maxShardToks int64
+	ppl          pplOptions
+}
+
+// pplOptions configures the perplexity filters (--reference and the --ppl flags).
+type pplOptions struct {
+	refs   map[string]string // source name: reference path
+	refMB  int
+	cuts   []float64 // the head and tail quantiles
+	keep   []string
+	sample int
 }
 
 func runPrepare(args []string, stdout, stderr io.Writer) error {
@@ -63,6 +74,14 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&langs, "lang", "keep only the documents of a source written in the given languages, as NAME=CODE[,CODE...] with ISO 639-1 codes (repeatable; for example web=en,de): "+
 		"language identification with lingua-go over the 75 languages it knows, on each document's first KiB, after the other filters")
 	langConf := fs.Float64("lang-confidence", shard.DefaultLangConfidence, "lang: the least confidence with which a document must be in one of its source's languages (0..1)")
+	var refs multiFlag
+	fs.Var(&refs, "reference", "CCNet's perplexity filter for a source, as NAME=PATH (repeatable; for example web=wiki/): a 5-gram Kneser-Ney model over bytes, "+
+		"trained on the first --reference-mb MiB of PATH (text like the one to keep), scores each document in bits per byte; the source's documents "+
+		"fall into head, middle and tail at the --ppl-cuts quantiles of its first --ppl-sample documents' scores, and the --ppl-keep buckets are kept")
+	fs.IntVar(&o.ppl.refMB, "reference-mb", 16, "perplexity: MiB of each reference to train its model on (1..4096; the model takes about 100 bytes per distinct 5-gram)")
+	cuts := fs.String("ppl-cuts", "0.33,0.66", "perplexity: the quantiles of a source's scores that separate head from middle and middle from tail (CCNet's tertiles)")
+	keep := fs.String("ppl-keep", "head,middle", "perplexity: the buckets kept, from head, middle and tail")
+	fs.IntVar(&o.ppl.sample, "ppl-sample", 1000, "perplexity: how many of a source's first documents set its bucket thresholds (>= 10)")
 	nd, code := shard.DefaultNearDup(), shard.DefaultCodeFilter()
 	fs.Float64Var(&nd.Threshold, "near-dup-threshold", nd.Threshold, "near-dup: the Jaccard similarity of shingle sets at which a document is a near-duplicate (0.3..1)")
 	fs.IntVar(&nd.Shingle, "near-dup-shingle", nd.Shingle, "near-dup: words per shingle (1..32)")
@@ -97,6 +116,9 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 	if err := applyLangs(o.sources, langs, *langConf); err != nil {
 		return err
 	}
+	if err := o.ppl.parse(o.sources, refs, *cuts, *keep); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	_, err = prepareDataset(ctx, o, stderr)
@@ -115,50 +137,111 @@ func applyFilters(sources []shard.SourceSpec, values []string, nd shard.NearDup,
 	if err := code.Validate(); err != nil {
 		return fmt.Errorf("--code-licences, --code-max-line, --code-min-alnum: %w", err)
 	}
-	given := map[string]bool{}
-	for _, v := range values {
-		name, list, ok := strings.Cut(v, "=")
-		if !ok || list == "" {
-			return fmt.Errorf("--filter %q: want NAME=FILTER[,FILTER...], for example web=lines,near-dup", v)
-		}
-		i := slices.IndexFunc(sources, func(s shard.SourceSpec) bool { return s.Name == name })
-		if i < 0 {
-			return fmt.Errorf("--filter %s: no --source is named %q", v, name)
-		}
-		if given[name] {
-			return fmt.Errorf("--filter %s: source %q has filters already; list them all in one --filter", v, name)
-		}
-		given[name] = true
+	return forSources("--filter", "FILTER[,FILTER...], for example web=lines,near-dup", sources, values, func(s *shard.SourceSpec, list string) error {
+		lang := s.Quality.Lang
 		q, err := shard.ParseFilters(list, nd, code)
-		if err != nil {
-			return fmt.Errorf("--filter %s: %w", v, err)
-		}
-		sources[i].Quality = q
-	}
-	return nil
+		s.Quality, s.Quality.Lang = q, lang
+		return err
+	})
 }
 
 // applyLangs sets the language filter each --lang value names on its source.
 func applyLangs(sources []shard.SourceSpec, values []string, conf float64) error {
+	return forSources("--lang", "CODE[,CODE...], for example web=en,de", sources, values, func(s *shard.SourceSpec, codes string) error {
+		f, err := shard.ParseLangFilter(codes, conf)
+		if err != nil {
+			return fmt.Errorf("--lang-confidence %v: %w", conf, err)
+		}
+		s.Quality.Lang = f
+		return nil
+	})
+}
+
+// parse reads the perplexity flags and checks them and the references' paths.
+func (p *pplOptions) parse(sources []shard.SourceSpec, refs []string, cuts, keep string) error {
+	if len(refs) == 0 {
+		return nil
+	}
+	if p.refMB < 1 || p.refMB > 4096 {
+		return fmt.Errorf("--reference-mb = %d, must be in 1..4096", p.refMB)
+	}
+	if p.sample < 10 {
+		return fmt.Errorf("--ppl-sample = %d, must be >= 10", p.sample)
+	}
+	p.cuts = nil
+	for _, c := range strings.Split(cuts, ",") {
+		q, err := strconv.ParseFloat(strings.TrimSpace(c), 64)
+		if err != nil || !(q > 0 && q < 1) {
+			return fmt.Errorf("--ppl-cuts %q: want two quantiles in (0, 1), head's first, for example 0.33,0.66", cuts)
+		}
+		p.cuts = append(p.cuts, q)
+	}
+	if len(p.cuts) != 2 || p.cuts[0] > p.cuts[1] {
+		return fmt.Errorf("--ppl-cuts %q: want two quantiles in (0, 1), head's first, for example 0.33,0.66", cuts)
+	}
+	var err error
+	if p.keep, err = shard.ParseBuckets(keep); err != nil {
+		return fmt.Errorf("--ppl-keep %q: %w", keep, err)
+	}
+	p.refs = map[string]string{}
+	return forSources("--reference", "PATH, for example web=wiki/", sources, refs, func(s *shard.SourceSpec, path string) error {
+		if _, err := os.Stat(path); err != nil {
+			return err
+		}
+		p.refs[s.Name] = path
+		return nil
+	})
+}
+
+// train builds each reference's model and sets the perplexity filter of its source, with
+// thresholds from the source's first documents.
+func (p *pplOptions) train(ctx context.Context, sources []shard.SourceSpec, limits shard.Filter, log io.Writer) error {
+	for i := range sources {
+		s := &sources[i]
+		path, ok := p.refs[s.Name]
+		if !ok {
+			continue
+		}
+		start := time.Now()
+		m, err := shard.TrainReference(ctx, path, int64(p.refMB)<<20)
+		if err != nil {
+			return fmt.Errorf("--reference %s=%s: %w", s.Name, path, err)
+		}
+		scores, err := shard.SampleBitsPerByte(ctx, s.Path, m, p.sample, limits)
+		if err != nil {
+			return fmt.Errorf("--source %s: %w", s.Name, err)
+		}
+		if len(scores) == 0 {
+			return fmt.Errorf("--source %s (%s): no document to set the perplexity thresholds with", s.Name, s.Path)
+		}
+		s.Quality.Perplexity = &shard.PerplexityFilter{Reference: path, ReferenceBytes: m.Bytes, Model: m, Keep: p.keep,
+			HeadMax: shard.Quantile(scores, p.cuts[0]), TailMin: shard.Quantile(scores, p.cuts[1])}
+		fmt.Fprintf(log, "prepare: %s: perplexity model of %s (%.1f MiB) in %.1fs; on %d of its documents, head <= %.3f < middle <= %.3f < tail (bits per byte)\n",
+			s.Name, path, float64(m.Bytes)/(1<<20), time.Since(start).Seconds(), len(scores), s.Quality.Perplexity.HeadMax, s.Quality.Perplexity.TailMin)
+	}
+	return nil
+}
+
+// forSources hands each NAME=VALUE of a per-source flag to apply with the source it names.
+// Every value must name a --source, and a source at most once.
+func forSources(flag, want string, sources []shard.SourceSpec, values []string, apply func(s *shard.SourceSpec, value string) error) error {
 	given := map[string]bool{}
 	for _, v := range values {
-		name, codes, ok := strings.Cut(v, "=")
-		if !ok || codes == "" {
-			return fmt.Errorf("--lang %q: want NAME=CODE[,CODE...], for example web=en,de", v)
+		name, val, ok := strings.Cut(v, "=")
+		if !ok || val == "" {
+			return fmt.Errorf("%s %q: want NAME=%s", flag, v, want)
 		}
 		i := slices.IndexFunc(sources, func(s shard.SourceSpec) bool { return s.Name == name })
 		if i < 0 {
-			return fmt.Errorf("--lang %s: no --source is named %q", v, name)
+			return fmt.Errorf("%s %s: no --source is named %q", flag, v, name)
 		}
 		if given[name] {
-			return fmt.Errorf("--lang %s: source %q has languages already; list them all in one --lang", v, name)
+			return fmt.Errorf("%s %s: source %q is named twice; give it one %s", flag, v, name, flag)
 		}
 		given[name] = true
-		f, err := shard.ParseLangFilter(codes, conf)
-		if err != nil {
-			return fmt.Errorf("--lang %s, --lang-confidence %v: %w", v, conf, err)
+		if err := apply(&sources[i], val); err != nil {
+			return fmt.Errorf("%s %s: %w", flag, v, err)
 		}
-		sources[i].Quality.Lang = f
 	}
 	return nil
 }
@@ -203,6 +286,9 @@ func prepareDataset(ctx context.Context, o prepareOptions, log io.Writer) (*shar
 	}
 	o.out = filepath.Clean(o.out)
 	if err := checkOut(o.out); err != nil {
+		return nil, err
+	}
+	if err := o.ppl.train(ctx, o.sources, shard.Filter{MinBytes: o.minBytes, MaxNonText: o.maxNonText}, log); err != nil {
 		return nil, err
 	}
 	var tok *tokenizer.Tokenizer
@@ -476,6 +562,7 @@ func qualityCounts(f shard.FilterReport) string {
 		{f.Generated.Docs, "generated"}, {f.Licence.Docs, "with another licence"}, {f.LongLines.Docs, "with long lines"},
 		{f.LowAlnum.Docs, "with few letters and digits"}, {f.LineDuplicates.Docs, "emptied by line dedup"},
 		{f.NearDuplicate.Docs, "near-duplicates"}, {f.OtherLanguage.Docs, "in other languages"},
+		{f.Perplexity.Docs, "in perplexity buckets not kept"},
 	} {
 		if c.n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", c.n, c.what))
@@ -488,24 +575,18 @@ func qualityCounts(f shard.FilterReport) string {
 	if f.DupLines.Docs > 0 {
 		s += fmt.Sprintf("; removed %d repeated lines (%.1f KiB)", f.DupLines.Docs, float64(f.DupLines.Bytes)/1024)
 	}
-	if len(f.Languages) > 0 {
-		langs := make([]string, 0, len(f.Languages))
-		for l := range f.Languages {
-			langs = append(langs, l)
-		}
-		slices.SortFunc(langs, func(a, b string) int {
-			if d := f.Languages[b] - f.Languages[a]; d != 0 {
-				return int(d)
-			}
-			return strings.Compare(a, b)
-		})
-		for i, l := range langs {
-			langs[i] = fmt.Sprintf("%s %d", l, f.Languages[l])
-		}
-		s += "; languages found: " + strings.Join(langs, ", ")
-	}
+	s += countsFound("languages found", f.Languages)
+	s += countsFound("perplexity buckets", f.Buckets)
 	if f.Headers.Docs > 0 {
 		s += fmt.Sprintf("; removed the licence header of %d files (%.1f KiB)", f.Headers.Docs, float64(f.Headers.Bytes)/1024)
 	}
 	return s
+}
+
+// countsFound is "; LABEL: a 3, b 1" for counts by name, most first ("" when there are none).
+func countsFound(label string, m map[string]int64) string {
+	if len(m) == 0 {
+		return ""
+	}
+	return "; " + label + ": " + shard.FormatCounts(m)
 }

@@ -98,11 +98,11 @@ func TestPrepareQualityFlags(t *testing.T) {
 		{[]string{"--filter", "gone=lines,minhash"}, `--filter gone=lines,minhash: unknown filter "minhash" (the filters are lines, near-dup and code)`},
 		{[]string{"--filter", "web=lines"}, `--filter web=lines: no --source is named "web"`},
 		{[]string{"--filter", "gone"}, `--filter "gone": want NAME=FILTER[,FILTER...]`},
-		{[]string{"--filter", "gone=lines", "--filter", "gone=code"}, `source "gone" has filters already`},
+		{[]string{"--filter", "gone=lines", "--filter", "gone=code"}, `--filter gone=code: source "gone" is named twice; give it one --filter`},
 		{[]string{"--filter", "gone=near-dup", "--near-dup-threshold", "0.1"}, "--near-dup-threshold 0.1, --near-dup-shingle 5: shard: invalid prepare config: near-dup threshold is 0.1, want 0.3..1"},
 		{[]string{"--filter", "gone=code", "--code-licences", "MIT,WTFPL"}, `licence "WTFPL" is not one the code filter recognizes`},
 		{[]string{"--filter", "gone=code", "--code-max-line", "0"}, "code max line is 0 bytes, want >= 1"},
-		{[]string{"--lang", "gone=en,xx"}, `--lang gone=en,xx, --lang-confidence 0.5: shard: invalid prepare config: unknown language code "xx" (ISO 639-1, one of af ar`},
+		{[]string{"--lang", "gone=en,xx"}, `--lang gone=en,xx: --lang-confidence 0.5: shard: invalid prepare config: unknown language code "xx" (ISO 639-1, one of af ar`},
 		{[]string{"--lang", "web=en"}, `--lang web=en: no --source is named "web"`},
 		{[]string{"--lang", "gone=en", "--lang-confidence", "2"}, "language confidence is 2, want 0..1"},
 	} {
@@ -113,6 +113,91 @@ func TestPrepareQualityFlags(t *testing.T) {
 			t.Errorf("%v: a source was read before the flags were checked:\n%s", tc.args, out)
 		}
 	}
+	if _, err := os.Stat(filepath.Join(dir, "bad")); err == nil {
+		t.Error("a refused prepare created --out")
+	}
+}
+
+// herd prepare --reference: a source of prose with planted gibberish scored by a model of
+// prose; with the tail dropped, the gibberish goes, and the manifest records the model's
+// reference and the thresholds. Bad perplexity flags are refused before any work.
+func TestPreparePerplexityFlags(t *testing.T) {
+	bin := herdBinary(t)
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(4, 4))
+	sentences := []string{"The river rose in the spring and the farmers moved their animals to the hills.",
+		"In the evening the children read old stories by the fire while the wind blew outside.",
+		"The council met on Monday to discuss the new school and the road to the station.",
+		"She wrote to her brother every week about the weather, the harvest and the neighbours."}
+	paragraph := func(n int) string {
+		var p []string
+		for range n {
+			p = append(p, sentences[rng.IntN(len(sentences))])
+		}
+		return strings.Join(p, " ") + "\n"
+	}
+	ref, src := filepath.Join(dir, "ref"), filepath.Join(dir, "src")
+	os.MkdirAll(ref, 0o755)
+	os.MkdirAll(src, 0o755)
+	for i := range 40 {
+		os.WriteFile(filepath.Join(ref, fmt.Sprintf("r%02d.txt", i)), []byte(paragraph(8)), 0o644)
+	}
+	for i := range 60 {
+		doc := paragraph(4)
+		if i%3 == 0 {
+			b := make([]byte, 300)
+			for j := range b {
+				b[j] = "abcdefghijklmnopqrstuvwxyz "[rng.IntN(27)]
+			}
+			doc = string(b)
+		}
+		os.WriteFile(filepath.Join(src, fmt.Sprintf("d%02d.txt", i)), []byte(doc), 0o644)
+	}
+	ds := filepath.Join(dir, "ds")
+	out, err := exec.Command(bin, "prepare", "--source", "src="+src+":1", "--reference", "src="+ref, "--ppl-cuts", "0.5,0.6",
+		"--vocab", "300", "--held-out", "0", "--out", ds).CombinedOutput()
+	if err != nil {
+		t.Fatalf("prepare: %v\n%s", err, out)
+	}
+	m, err := shard.LoadManifest(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, q := m.Sources[0].Filter, m.Sources[0].Quality
+	// The 20 gibberish documents score far worse than any prose, so a tail of 20 or more
+	// (above the 0.6 quantile of the 56 documents left after exact dedup: about 23) holds
+	// all of them, with a few prose documents.
+	if f.Perplexity.Docs != f.Buckets["tail"] || f.Perplexity.Docs < 20 || f.Kept.Docs != 60-f.Perplexity.Docs-f.Duplicate.Docs {
+		t.Errorf("filter report: %+v", f)
+	}
+	if q == nil || q.Perplexity == nil || q.Perplexity.Reference != ref || !(q.Perplexity.HeadMax < q.Perplexity.TailMin) {
+		t.Fatalf("manifest quality: %+v", q)
+	}
+	t.Logf("buckets %v, dropped %d, kept %d, duplicates %d", f.Buckets, f.Perplexity.Docs, f.Kept.Docs, f.Duplicate.Docs)
+	mustContain(t, string(out), "prepare: src: perplexity model of "+ref, "head <= ", "filters perplexity head+middle dropped", "perplexity buckets: ")
+
+	bad := "--source=gone=" + filepath.Join(dir, "no-such-source") + ":1"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--reference", "gone=" + filepath.Join(dir, "no-ref")}, "--reference gone=" + filepath.Join(dir, "no-ref") + ": stat "},
+		{[]string{"--reference", "web=" + ref}, `--reference web=` + ref + `: no --source is named "web"`},
+		{[]string{"--reference", "gone=" + ref, "--ppl-cuts", "0.7,0.3"}, `--ppl-cuts "0.7,0.3": want two quantiles in (0, 1), head's first`},
+		{[]string{"--reference", "gone=" + ref, "--ppl-keep", "head,top"}, `--ppl-keep "head,top": shard: invalid prepare config: unknown perplexity bucket "top"`},
+		{[]string{"--reference", "gone=" + ref, "--reference-mb", "0"}, "--reference-mb = 0, must be in 1..4096"},
+	} {
+		out := runFail(t, bin, nil, append([]string{"prepare", bad, "--out", filepath.Join(dir, "bad")}, tc.args...)...)
+		mustContain(t, out, tc.want)
+		if strings.Contains(out, "perplexity model") {
+			t.Errorf("%v: a model was trained before the flags were checked:\n%s", tc.args, out)
+		}
+	}
+	// An empty reference is refused before --out is written.
+	empty := filepath.Join(dir, "empty")
+	os.MkdirAll(empty, 0o755)
+	out2 := runFail(t, bin, nil, "prepare", "--source", "src="+src+":1", "--reference", "src="+empty, "--out", filepath.Join(dir, "bad"))
+	mustContain(t, out2, "--reference src="+empty+": shard: invalid prepare config: the perplexity filter's reference has no text")
 	if _, err := os.Stat(filepath.Join(dir, "bad")); err == nil {
 		t.Error("a refused prepare created --out")
 	}
