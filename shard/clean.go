@@ -48,6 +48,7 @@ const (
 	NearDuplicate    // near-dup: shares most shingles with a document kept before
 	OtherLanguage    // lang: not in the languages the source asks for
 	PerplexityBucket // perplexity: in a bucket the source does not keep
+	LowScore         // classifier: scored below the threshold
 )
 
 func (v Verdict) String() string {
@@ -76,6 +77,8 @@ func (v Verdict) String() string {
 		return "other language"
 	case PerplexityBucket:
 		return "perplexity bucket"
+	case LowScore:
+		return "low classifier score"
 	}
 	return fmt.Sprintf("Verdict(%d)", int(v))
 }
@@ -110,6 +113,7 @@ type FilterReport struct {
 	NearDuplicate  Count `json:"near_duplicate,omitzero"`
 	OtherLanguage  Count `json:"other_language,omitzero"`
 	Perplexity     Count `json:"perplexity,omitzero"`
+	LowScore       Count `json:"classifier,omitzero"`
 	// Buckets counts the documents the perplexity filter scored by their bucket, kept or not.
 	Buckets map[string]int64 `json:"perplexity_buckets,omitempty"`
 	// Languages counts the documents the language filter saw by the language it found
@@ -130,7 +134,7 @@ func (r *FilterReport) merge(o FilterReport) {
 		{&r.Duplicate, &o.Duplicate}, {&r.Generated, &o.Generated}, {&r.Licence, &o.Licence},
 		{&r.LongLines, &o.LongLines}, {&r.LowAlnum, &o.LowAlnum}, {&r.LineDuplicates, &o.LineDuplicates},
 		{&r.NearDuplicate, &o.NearDuplicate}, {&r.OtherLanguage, &o.OtherLanguage}, {&r.DupLines, &o.DupLines},
-		{&r.Headers, &o.Headers}, {&r.Perplexity, &o.Perplexity},
+		{&r.Headers, &o.Headers}, {&r.Perplexity, &o.Perplexity}, {&r.LowScore, &o.LowScore},
 	} {
 		f.dst.Docs += f.src.Docs
 		f.dst.Bytes += f.src.Bytes
@@ -151,7 +155,7 @@ func (r *FilterReport) merge(o FilterReport) {
 // Dropped returns the documents dropped for any reason.
 func (r *FilterReport) Dropped() Count {
 	var c Count
-	for _, d := range []Count{r.TooShort, r.NonText, r.Duplicate, r.Generated, r.Licence, r.LongLines, r.LowAlnum, r.LineDuplicates, r.NearDuplicate, r.OtherLanguage, r.Perplexity} {
+	for _, d := range []Count{r.TooShort, r.NonText, r.Duplicate, r.Generated, r.Licence, r.LongLines, r.LowAlnum, r.LineDuplicates, r.NearDuplicate, r.OtherLanguage, r.Perplexity, r.LowScore} {
 		c.Docs += d.Docs
 		c.Bytes += d.Bytes
 	}
@@ -186,6 +190,8 @@ func (r *FilterReport) Add(v Verdict, n int) {
 		r.OtherLanguage.add(n)
 	case PerplexityBucket:
 		r.Perplexity.add(n)
+	case LowScore:
+		r.LowScore.add(n)
 	}
 }
 

@@ -72,6 +72,7 @@ func (e *EmptySourceError) Reasons() string {
 		{f.LineDuplicates.Docs, "as made of lines seen before"}, {f.NearDuplicate.Docs, "as near-duplicates of documents kept before"},
 		{f.OtherLanguage.Docs, "as written in another language" + countsFound(f.Languages)},
 		{f.Perplexity.Docs, "for their perplexity bucket" + countsFound(f.Buckets)},
+		{f.LowScore.Docs, "for a classifier score below the threshold"},
 	} {
 		if q.n > 0 {
 			parts = append(parts, fmt.Sprintf("%s dropped %s", plural(q.n, "document"), q.what))

@@ -253,8 +253,10 @@ type encodeJob struct {
 }
 
 // lateFilters reports whether q has filters that the encoders analyze for (language,
-// perplexity, near-duplicates).
-func (q Quality) lateFilters() bool { return q.Lang != nil || q.Perplexity != nil || q.NearDup != nil }
+// perplexity, classifier, near-duplicates).
+func (q Quality) lateFilters() bool {
+	return q.Lang != nil || q.Perplexity != nil || q.Classifier != nil || q.NearDup != nil
+}
 
 // source prepares one source. A reader goroutine reads and cleans
 // documents in order and hands each to the encoders and, in the same order,

@@ -27,11 +27,13 @@ type Quality struct {
 	Lang *LangFilter `json:"lang,omitempty"`
 	// Perplexity keeps documents by their perplexity under a model of reference text.
 	Perplexity *PerplexityFilter `json:"perplexity,omitempty"`
+	// Classifier keeps documents a classifier scores as like its positive examples.
+	Classifier *ClassifierFilter `json:"classifier,omitempty"`
 }
 
 // Enabled reports whether q applies any filter.
 func (q Quality) Enabled() bool {
-	return q.LineDedup || q.NearDup != nil || q.Code != nil || q.Lang != nil || q.Perplexity != nil
+	return q.LineDedup || q.NearDup != nil || q.Code != nil || q.Lang != nil || q.Perplexity != nil || q.Classifier != nil
 }
 
 // Validate checks the ranges of q's fields.
@@ -43,6 +45,11 @@ func (q Quality) Validate() error {
 	}
 	if q.Perplexity != nil {
 		if err := q.Perplexity.Validate(); err != nil {
+			return err
+		}
+	}
+	if q.Classifier != nil {
+		if err := q.Classifier.Validate(); err != nil {
 			return err
 		}
 	}
@@ -74,6 +81,9 @@ func (q Quality) String() string {
 	}
 	if q.Perplexity != nil {
 		f = append(f, "perplexity "+strings.Join(q.Perplexity.Keep, "+"))
+	}
+	if q.Classifier != nil {
+		f = append(f, fmt.Sprintf("classifier >= %g", q.Classifier.Threshold))
 	}
 	return strings.Join(f, ",")
 }
@@ -446,7 +456,7 @@ func NewQualityFilters(f Filter) *QualityFilters {
 }
 
 // Check applies q to doc, a document the Cleaner kept: code heuristics, line dedup, language,
-// perplexity, then near-duplicates. It returns the verdict and the document to keep, and counts the lines,
+// perplexity, classifier, then near-duplicates. It returns the verdict and the document to keep, and counts the lines,
 // headers and languages it saw in r.
 func (qf *QualityFilters) Check(q Quality, doc []byte, r *FilterReport) (Verdict, []byte) {
 	v, doc := qf.early(q, doc, r)
@@ -507,6 +517,7 @@ type lateAnalysis struct {
 	lang   string   // the language found ("" none)
 	langOK bool     // it is one the source asks for
 	bpb    float64  // bits per byte under the perplexity filter's model
+	score  float64  // the classifier's score
 	sig    []uint32 // the MinHash signature (nil: no words, or no near-dup)
 }
 
@@ -521,6 +532,9 @@ func (a *lateAnalysis) analyze(q Quality, x *nearDupIndex, doc []byte) {
 	}
 	if q.Perplexity != nil {
 		a.bpb = q.Perplexity.Model.BitsPerByte(doc)
+	}
+	if q.Classifier != nil {
+		a.score = q.Classifier.Model.Score(doc)
 	}
 	if x != nil {
 		a.sig = x.signature(doc)
@@ -554,6 +568,9 @@ func late(q Quality, x *nearDupIndex, a lateAnalysis, r *FilterReport) Verdict {
 		if !slices.Contains(f.Keep, b) {
 			return PerplexityBucket
 		}
+	}
+	if q.Classifier != nil && a.score < q.Classifier.Threshold {
+		return LowScore
 	}
 	if x != nil && x.checkSignature(a.sig) {
 		return NearDuplicate

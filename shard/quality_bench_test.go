@@ -105,6 +105,10 @@ func BenchmarkQualityFilters(b *testing.B) {
 		m, _ := kb.Build()
 		run(b, func() func([]byte) { return func(d []byte) { m.BitsPerByte(d) } })
 	})
+	b.Run("classifier", func(b *testing.B) {
+		m := TrainClassifier(docs[:200], docs[200:400])
+		run(b, func() func([]byte) { return func(d []byte) { m.Score(d) } })
+	})
 	b.Run("all", func(b *testing.B) {
 		q, _ := ParseFilters("lines,near-dup,code", DefaultNearDup(), DefaultCodeFilter())
 		run(b, func() func([]byte) {

@@ -40,13 +40,18 @@ type prepareOptions struct {
 	ppl          pplOptions
 }
 
-// pplOptions configures the perplexity filters (--reference and the --ppl flags).
+// pplOptions configures the perplexity filters (--reference and the --ppl flags) and the
+// classifier filters (--positive, --negative and the --classifier flags).
 type pplOptions struct {
 	refs   map[string]string // source name: reference path
 	refMB  int
 	cuts   []float64 // the head and tail quantiles
 	keep   []string
 	sample int
+
+	pos, neg  map[string]string // source name: positive and negative examples
+	threshold float64
+	clsDocs   int
 }
 
 func runPrepare(args []string, stdout, stderr io.Writer) error {
@@ -82,6 +87,12 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 	cuts := fs.String("ppl-cuts", "0.33,0.66", "perplexity: the quantiles of a source's scores that separate head from middle and middle from tail (CCNet's tertiles)")
 	keep := fs.String("ppl-keep", "head,middle", "perplexity: the buckets kept, from head, middle and tail")
 	fs.IntVar(&o.ppl.sample, "ppl-sample", 1000, "perplexity: how many of a source's first documents set its bucket thresholds (>= 10)")
+	var pos, neg multiFlag
+	fs.Var(&pos, "positive", "LLaMA's reference-page classifier for a source, as NAME=PATH (repeatable): documents like those under PATH (for example pages that Wikipedia cites), "+
+		"against the --negative examples of the same source; a linear classifier over hashed word unigrams and bigrams keeps the documents it scores at or above --classifier-threshold")
+	fs.Var(&neg, "negative", "the classifier's negative examples for a source, as NAME=PATH (repeatable; for example random pages of the crawl)")
+	fs.Float64Var(&o.ppl.threshold, "classifier-threshold", 0.5, "classifier: the least score (probability of being like the positive examples) kept (0..1)")
+	fs.IntVar(&o.ppl.clsDocs, "classifier-docs", 10000, "classifier: the most documents of each class read to train it (>= 10; a tenth is held out to measure its accuracy)")
 	nd, code := shard.DefaultNearDup(), shard.DefaultCodeFilter()
 	fs.Float64Var(&nd.Threshold, "near-dup-threshold", nd.Threshold, "near-dup: the Jaccard similarity of shingle sets at which a document is a near-duplicate (0.3..1)")
 	fs.IntVar(&nd.Shingle, "near-dup-shingle", nd.Shingle, "near-dup: words per shingle (1..32)")
@@ -117,6 +128,9 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := o.ppl.parse(o.sources, refs, *cuts, *keep); err != nil {
+		return err
+	}
+	if err := o.ppl.parseClassifier(o.sources, pos, neg); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -193,8 +207,49 @@ func (p *pplOptions) parse(sources []shard.SourceSpec, refs []string, cuts, keep
 	})
 }
 
+// parseClassifier reads --positive and --negative: every source with one needs the other.
+func (p *pplOptions) parseClassifier(sources []shard.SourceSpec, pos, neg []string) error {
+	if len(pos) == 0 && len(neg) == 0 {
+		return nil
+	}
+	if !(p.threshold >= 0 && p.threshold <= 1) {
+		return fmt.Errorf("--classifier-threshold = %v, must be in 0..1", p.threshold)
+	}
+	if p.clsDocs < 10 {
+		return fmt.Errorf("--classifier-docs = %d, must be >= 10", p.clsDocs)
+	}
+	p.pos, p.neg = map[string]string{}, map[string]string{}
+	for _, f := range []struct {
+		flag   string
+		values []string
+		m      map[string]string
+	}{{"--positive", pos, p.pos}, {"--negative", neg, p.neg}} {
+		err := forSources(f.flag, "PATH, for example web=refs/", sources, f.values, func(s *shard.SourceSpec, path string) error {
+			if _, err := os.Stat(path); err != nil {
+				return err
+			}
+			f.m[s.Name] = path
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for name := range p.pos {
+		if _, ok := p.neg[name]; !ok {
+			return fmt.Errorf("--positive %s=%s: source %s has no --negative examples to tell them from", name, p.pos[name], name)
+		}
+	}
+	for name := range p.neg {
+		if _, ok := p.pos[name]; !ok {
+			return fmt.Errorf("--negative %s=%s: source %s has no --positive examples", name, p.neg[name], name)
+		}
+	}
+	return nil
+}
+
 // train builds each reference's model and sets the perplexity filter of its source, with
-// thresholds from the source's first documents.
+// thresholds from the source's first documents, then trains each source's classifier.
 func (p *pplOptions) train(ctx context.Context, sources []shard.SourceSpec, limits shard.Filter, log io.Writer) error {
 	for i := range sources {
 		s := &sources[i]
@@ -218,6 +273,20 @@ func (p *pplOptions) train(ctx context.Context, sources []shard.SourceSpec, limi
 			HeadMax: shard.Quantile(scores, p.cuts[0]), TailMin: shard.Quantile(scores, p.cuts[1])}
 		fmt.Fprintf(log, "prepare: %s: perplexity model of %s (%.1f MiB) in %.1fs; on %d of its documents, head <= %.3f < middle <= %.3f < tail (bits per byte)\n",
 			s.Name, path, float64(m.Bytes)/(1<<20), time.Since(start).Seconds(), len(scores), s.Quality.Perplexity.HeadMax, s.Quality.Perplexity.TailMin)
+	}
+	for i := range sources {
+		s := &sources[i]
+		pos, ok := p.pos[s.Name]
+		if !ok {
+			continue
+		}
+		f, err := shard.TrainClassifierFilter(ctx, pos, p.neg[s.Name], p.clsDocs, p.threshold, limits)
+		if err != nil {
+			return fmt.Errorf("--positive %s=%s, --negative %s=%s: %w", s.Name, pos, s.Name, p.neg[s.Name], err)
+		}
+		s.Quality.Classifier = f
+		fmt.Fprintf(log, "prepare: %s: classifier trained on %d positive and %d negative documents; held-out accuracy %.3f on %d at threshold %g\n",
+			s.Name, f.TrainPositive, f.TrainNegative, f.Accuracy, f.HeldOut, f.Threshold)
 	}
 	return nil
 }
@@ -562,7 +631,7 @@ func qualityCounts(f shard.FilterReport) string {
 		{f.Generated.Docs, "generated"}, {f.Licence.Docs, "with another licence"}, {f.LongLines.Docs, "with long lines"},
 		{f.LowAlnum.Docs, "with few letters and digits"}, {f.LineDuplicates.Docs, "emptied by line dedup"},
 		{f.NearDuplicate.Docs, "near-duplicates"}, {f.OtherLanguage.Docs, "in other languages"},
-		{f.Perplexity.Docs, "in perplexity buckets not kept"},
+		{f.Perplexity.Docs, "in perplexity buckets not kept"}, {f.LowScore.Docs, "scored below the classifier's threshold"},
 	} {
 		if c.n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", c.n, c.what))

@@ -125,17 +125,7 @@ func TestPreparePerplexityFlags(t *testing.T) {
 	bin := herdBinary(t)
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(4, 4))
-	sentences := []string{"The river rose in the spring and the farmers moved their animals to the hills.",
-		"In the evening the children read old stories by the fire while the wind blew outside.",
-		"The council met on Monday to discuss the new school and the road to the station.",
-		"She wrote to her brother every week about the weather, the harvest and the neighbours."}
-	paragraph := func(n int) string {
-		var p []string
-		for range n {
-			p = append(p, sentences[rng.IntN(len(sentences))])
-		}
-		return strings.Join(p, " ") + "\n"
-	}
+	paragraph := func(n int) string { return paragraph(rng, n) }
 	ref, src := filepath.Join(dir, "ref"), filepath.Join(dir, "src")
 	os.MkdirAll(ref, 0o755)
 	os.MkdirAll(src, 0o755)
@@ -200,5 +190,87 @@ func TestPreparePerplexityFlags(t *testing.T) {
 	mustContain(t, out2, "--reference src="+empty+": shard: invalid prepare config: the perplexity filter's reference has no text")
 	if _, err := os.Stat(filepath.Join(dir, "bad")); err == nil {
 		t.Error("a refused prepare created --out")
+	}
+}
+
+// paragraph is n sentences of plain prose, drawn from a few.
+func paragraph(rng *rand.Rand, n int) string {
+	sentences := []string{"The river rose in the spring and the farmers moved their animals to the hills.",
+		"In the evening the children read old stories by the fire while the wind blew outside.",
+		"The council met on Monday to discuss the new school and the road to the station.",
+		"She wrote to her brother every week about the weather, the harvest and the neighbours."}
+	var p []string
+	for range n {
+		p = append(p, sentences[rng.IntN(len(sentences))])
+	}
+	return strings.Join(p, " ") + "\n"
+}
+
+// adPage is a page of offers and menus, what the classifier is to drop.
+func adPage(rng *rand.Rand) string {
+	bits := []string{"Click here", "Best deals today", "Free shipping", "Log in", "Cart (0)", "Subscribe now", "Limited offer!", "Only $9.99", "Win a prize"}
+	var p []string
+	for range 30 {
+		p = append(p, bits[rng.IntN(len(bits))])
+	}
+	return strings.Join(p, " | ") + "\n"
+}
+
+// herd prepare --positive/--negative: a classifier of prose against ad pages, trained before
+// the source is read, drops the ad pages planted in a source of prose and keeps the prose;
+// the manifest records its examples and held-out accuracy. A source with positive examples
+// and no negative ones, and a threshold out of range, are refused before any work.
+func TestPrepareClassifierFlags(t *testing.T) {
+	bin := herdBinary(t)
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(5, 5))
+	pos, neg, src := filepath.Join(dir, "pos"), filepath.Join(dir, "neg"), filepath.Join(dir, "src")
+	for _, d := range []string{pos, neg, src} {
+		os.MkdirAll(d, 0o755)
+	}
+	for i := range 50 {
+		os.WriteFile(filepath.Join(pos, fmt.Sprintf("p%02d.txt", i)), []byte(paragraph(rng, 5)), 0o644)
+		os.WriteFile(filepath.Join(neg, fmt.Sprintf("n%02d.txt", i)), []byte(adPage(rng)), 0o644)
+	}
+	ads := 0
+	for i := range 40 {
+		doc := paragraph(rng, 6)
+		if i%4 == 0 {
+			doc, ads = adPage(rng), ads+1
+		}
+		os.WriteFile(filepath.Join(src, fmt.Sprintf("d%02d.txt", i)), []byte(doc), 0o644)
+	}
+	ds := filepath.Join(dir, "ds")
+	out, err := exec.Command(bin, "prepare", "--source", "src="+src+":1", "--positive", "src="+pos, "--negative", "src="+neg,
+		"--vocab", "300", "--held-out", "0", "--out", ds).CombinedOutput()
+	if err != nil {
+		t.Fatalf("prepare: %v\n%s", err, out)
+	}
+	m, err := shard.LoadManifest(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, q := m.Sources[0].Filter, m.Sources[0].Quality
+	if f.LowScore.Docs != int64(ads) || f.Kept.Docs+f.Duplicate.Docs != int64(40-ads) {
+		t.Errorf("want the %d ad pages dropped and the prose kept: %+v", ads, f)
+	}
+	if q == nil || q.Classifier == nil || q.Classifier.Positive != pos || q.Classifier.TrainPositive != 45 || q.Classifier.Accuracy < 0.9 {
+		t.Fatalf("manifest classifier: %+v", q)
+	}
+	mustContain(t, string(out), "prepare: src: classifier trained on 45 positive and 45 negative documents; held-out accuracy",
+		"filters classifier >= 0.5 dropped "+fmt.Sprint(ads)+" scored below the classifier's threshold")
+
+	bad := "--source=gone=" + filepath.Join(dir, "no-such-source") + ":1"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--positive", "gone=" + pos}, "--positive gone=" + pos + ": source gone has no --negative examples to tell them from"},
+		{[]string{"--negative", "gone=" + neg}, "--negative gone=" + neg + ": source gone has no --positive examples"},
+		{[]string{"--positive", "gone=" + pos, "--negative", "gone=" + neg, "--classifier-threshold", "2"}, "--classifier-threshold = 2, must be in 0..1"},
+		{[]string{"--positive", "gone=" + pos, "--negative", "gone=" + filepath.Join(dir, "nothing")}, "--negative gone=" + filepath.Join(dir, "nothing") + ": stat "},
+	} {
+		out := runFail(t, bin, nil, append([]string{"prepare", bad, "--out", filepath.Join(dir, "bad")}, tc.args...)...)
+		mustContain(t, out, tc.want)
 	}
 }
