@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 )
 
@@ -31,6 +32,14 @@ type PrepareConfig struct {
 	MaxDocBytes int
 	// Workers is the number of concurrent Encode calls; 0 means GOMAXPROCS.
 	Workers int
+	// LineDedupMemory bounds the memory of line dedup's set of line hashes, in bytes: a
+	// corpus whose distinct lines need more is deduplicated in two passes, with the hashes on
+	// disk in Out (linespill.go). 0 keeps the whole set in memory.
+	LineDedupMemory int64
+	// LineDedupPlanned, when set, is told what line dedup's first pass found: the lines it
+	// will compare, the buckets it spread them over, and the most distinct hashes one bucket
+	// held in memory.
+	LineDedupPlanned func(lines int64, buckets int, maxSet int64)
 	// Progress, when set, is called from one goroutine as documents are
 	// written and once with Done when a source is finished.
 	Progress func(ProgressEvent)
@@ -103,6 +112,8 @@ func (c PrepareConfig) Validate() error {
 		return fmt.Errorf("%w: MaxDocBytes is %d, want >= 0", ErrConfig, c.MaxDocBytes)
 	case c.Workers < 0:
 		return fmt.Errorf("%w: Workers is %d, want >= 0", ErrConfig, c.Workers)
+	case c.LineDedupMemory < 0:
+		return fmt.Errorf("%w: LineDedupMemory is %d, want >= 0", ErrConfig, c.LineDedupMemory)
 	}
 	return c.Filter.Validate()
 }
@@ -180,6 +191,17 @@ func (p *preparer) run(ctx context.Context) (*Manifest, error) {
 		EOS:             enc.EOS(),
 		Filter:          p.cfg.Filter,
 		HeldOutFraction: p.cfg.HeldOutFraction,
+	}
+	if p.cfg.LineDedupMemory > 0 && slices.ContainsFunc(p.cfg.Sources, func(s SourceSpec) bool { return s.Quality.LineDedup }) {
+		bits, err := planLineDedup(ctx, p.cfg, p.cfg.LineDedupMemory, filepath.Join(p.cfg.Out, ".line-dedup"))
+		if err != nil {
+			return nil, err
+		}
+		defer bits.Close()
+		p.quality.lines = &lineDeduper{spill: bits}
+		if p.cfg.LineDedupPlanned != nil {
+			p.cfg.LineDedupPlanned(bits.Lines, bits.Bucket, bits.MaxSet)
+		}
 	}
 	for _, spec := range p.cfg.Sources {
 		sm, err := p.source(ctx, spec)
@@ -303,6 +325,9 @@ func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest,
 			n := len(doc)
 			if v == Keep && spec.Quality.Enabled() {
 				v, doc = p.quality.early(spec.Quality, doc, &filt)
+				if err := p.quality.err(); err != nil {
+					return err
+				}
 			}
 			if v != Keep {
 				filt.Add(v, n)

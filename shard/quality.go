@@ -397,9 +397,12 @@ func NormalizeLine(line []byte) []byte {
 // lineDeduper remembers the normalized lines it has seen, by a 64-bit hash: a line is dropped
 // wrongly only on a hash collision, with probability about n*n/2^65 among n distinct lines
 // (3e-8 for a million, 3e-4 for a hundred million). It holds 8 bytes per distinct line plus
-// the map's overhead, in memory.
+// the map's overhead in memory, or, with spill, reads the verdicts a first pass wrote to disk
+// (linespill.go).
 type lineDeduper struct {
-	seen map[uint64]struct{}
+	seen  map[uint64]struct{}
+	spill *lineBits
+	err   error // the first error reading spill
 }
 
 func newLineDeduper() *lineDeduper { return &lineDeduper{seen: map[uint64]struct{}{}} }
@@ -408,28 +411,31 @@ func newLineDeduper() *lineDeduper { return &lineDeduper{seen: map[uint64]struct
 // Lines that normalize to nothing (blank, or only punctuation) are kept and not remembered.
 func (d *lineDeduper) apply(doc []byte) (out []byte, lines int64, dropped int64) {
 	out = make([]byte, 0, len(doc))
-	for start := 0; start < len(doc); {
-		end := len(doc)
-		if i := bytes.IndexByte(doc[start:], '\n'); i >= 0 {
-			end = start + i + 1
-		}
-		line := doc[start:end]
-		start = end
-		norm := NormalizeLine(bytes.TrimRight(line, "\r\n"))
-		if len(norm) == 0 {
+	lineHashes(doc, func(h uint64, line []byte) {
+		if h == 0 || d.first(h) {
 			out = append(out, line...)
-			continue
+			return
 		}
-		h := hash64(norm)
-		if _, dup := d.seen[h]; dup {
-			lines++
-			dropped += int64(len(line))
-			continue
-		}
-		d.seen[h] = struct{}{}
-		out = append(out, line...)
-	}
+		lines++
+		dropped += int64(len(line))
+	})
 	return out, lines, dropped
+}
+
+// first reports whether a line of hash h is the first of its hash, and remembers it.
+func (d *lineDeduper) first(h uint64) bool {
+	if d.spill != nil {
+		ok, err := d.spill.next(h)
+		if err != nil && d.err == nil {
+			d.err = err
+		}
+		return ok || err != nil
+	}
+	if _, dup := d.seen[h]; dup {
+		return false
+	}
+	d.seen[h] = struct{}{}
+	return true
 }
 
 // hash64 is FNV-1a over b, finished with a 64-bit mixer: stable across runs and machines.
@@ -495,6 +501,14 @@ func (qf *QualityFilters) early(q Quality, doc []byte, r *FilterReport) (Verdict
 		doc = out
 	}
 	return Keep, doc
+}
+
+// err returns the first error of the filters' disk state (line dedup's spilled verdicts).
+func (qf *QualityFilters) err() error {
+	if qf.lines != nil {
+		return qf.lines.err
+	}
+	return nil
 }
 
 // index returns the near-duplicate index of q's settings (nil without near-dup).

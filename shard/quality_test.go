@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -307,5 +310,84 @@ func TestPrepareQualityFilters(t *testing.T) {
 		if s.Quality == nil || s.Quality.String() != "lines,near-dup" {
 			t.Errorf("%s: manifest records quality %+v", s.Name, s.Quality)
 		}
+	}
+}
+
+// Line dedup within a memory budget several times smaller than the corpus's set of distinct
+// lines gives the same dataset, byte for byte, as dedup in memory: the first pass spreads the
+// hashes over buckets that each fit the budget, and the second reads their verdicts in order.
+// A source without line dedup still takes part in exact dedup, which decides what the later
+// source's line dedup sees.
+func TestLineDedupBoundedMemory(t *testing.T) {
+	root := t.TempDir()
+	rng := rand.New(rand.NewPCG(11, 11))
+	word := func(n int) string { // letters only: line dedup maps every digit to 0
+		var b []byte
+		for ; n > 0 || len(b) == 0; n /= 26 {
+			b = append(b, byte('a'+n%26))
+		}
+		return string(b)
+	}
+	line := func() string {
+		return fmt.Sprintf("line %s of the corpus, %s\n", word(rng.IntN(60000)), word(rng.IntN(4)))
+	}
+	doc := func(n int) string {
+		var sb strings.Builder
+		for range n {
+			sb.WriteString(line())
+		}
+		return sb.String()
+	}
+	var a, b bytes.Buffer
+	shared := doc(20)
+	for i := range 1500 {
+		d := doc(40)
+		if i%100 == 0 {
+			d = shared // an exact duplicate across the sources
+		}
+		fmt.Fprintf(&a, "{\"text\": %q}\n", d)
+		fmt.Fprintf(&b, "{\"text\": %q}\n", doc(40))
+	}
+	fmt.Fprintf(&b, "{\"text\": %q}\n", shared)
+	writeFile(t, root+"/a.jsonl", a.Bytes())
+	writeFile(t, root+"/b.jsonl", b.Bytes())
+	prepare := func(budget int64) (*Manifest, []int64) {
+		cfg := DefaultPrepareConfig()
+		cfg.Out, cfg.Encoder, cfg.LineDedupMemory = t.TempDir(), byteEncoder{}, budget
+		cfg.Sources = []SourceSpec{
+			{Name: "a", Path: root + "/a.jsonl", Weight: 1},
+			{Name: "b", Path: root + "/b.jsonl", Weight: 1, Quality: Quality{LineDedup: true}},
+		}
+		var plan []int64
+		cfg.LineDedupPlanned = func(lines int64, buckets int, maxSet int64) { plan = []int64{lines, int64(buckets), maxSet} }
+		m, err := Prepare(t.Context(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(cfg.Out, ".line-dedup")); err == nil {
+			t.Error("the first pass's files are still there")
+		}
+		return m, plan
+	}
+	inMemory, plan := prepare(0)
+	if plan != nil {
+		t.Fatal("a first pass ran without a budget")
+	}
+	const budget = 256 << 10
+	bounded, plan := prepare(budget)
+	if plan == nil {
+		t.Fatal("no first pass")
+	}
+	lines, buckets, maxSet := plan[0], plan[1], plan[2]
+	t.Logf("%d lines compared (%.1f MiB as a set of hashes, %.0f times the %d KiB budget); %d buckets, the largest set %d hashes (%.0f KiB)",
+		lines, float64(lines*lineSetBytes)/(1<<20), float64(lines*lineSetBytes)/budget, budget>>10, buckets, maxSet, float64(maxSet*lineSetBytes)/1024)
+	if lines*lineSetBytes < 4*budget || maxSet*lineSetBytes > budget {
+		t.Errorf("%d lines, %d buckets, the largest set %d hashes: want a corpus several times the budget and every bucket within it", lines, buckets, maxSet)
+	}
+	if !reflect.DeepEqual(inMemory.Sources, bounded.Sources) {
+		t.Errorf("the datasets differ:\nin memory %+v\nbounded   %+v", inMemory.Sources[1].Filter, bounded.Sources[1].Filter)
+	}
+	if f := bounded.Sources[1].Filter; f.DupLines.Docs == 0 || f.Duplicate.Docs != 1 {
+		t.Errorf("b: %+v", f)
 	}
 }

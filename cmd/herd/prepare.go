@@ -38,6 +38,7 @@ type prepareOptions struct {
 	sampleMB     int
 	maxShardToks int64
 	ppl          pplOptions
+	lineDedupMB  int
 }
 
 // pplOptions configures the perplexity filters (--reference and the --ppl flags) and the
@@ -75,6 +76,8 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 		"near-dup (documents whose word shingles overlap a kept one's by --near-dup-threshold, found by MinHash with LSH), "+
 		"code (files marked generated, declaring a licence not in --code-licences, with a line over --code-max-line bytes or "+
 		"under --code-min-alnum letters and digits are dropped; leading copyright and licence comment blocks are removed)")
+	fs.IntVar(&o.lineDedupMB, "line-dedup-mb", 0, "lines: the most MiB line dedup may hold in memory; a corpus whose distinct lines need more is deduplicated in two passes "+
+		"with the line hashes on disk beside --out (0: in memory, one pass, about 48 bytes per distinct line)")
 	var langs multiFlag
 	fs.Var(&langs, "lang", "keep only the documents of a source written in the given languages, as NAME=CODE[,CODE...] with ISO 639-1 codes (repeatable; for example web=en,de): "+
 		"language identification with lingua-go over the 75 languages it knows, on each document's first KiB, after the other filters")
@@ -340,6 +343,8 @@ func (o prepareOptions) validate() error {
 		return fmt.Errorf("--tokenizer-sample-mb = %d, must be in 1..%d", o.sampleMB, maxSampleMB)
 	case o.maxShardToks < 1:
 		return fmt.Errorf("--max-shard-tokens = %d, must be >= 1", o.maxShardToks)
+	case o.lineDedupMB < 0:
+		return fmt.Errorf("--line-dedup-mb = %d, must be >= 0", o.lineDedupMB)
 	}
 	return nil
 }
@@ -437,6 +442,11 @@ func writeShards(ctx context.Context, o prepareOptions, tok *tokenizer.Tokenizer
 	cfg.HeldOutFraction = o.heldOut
 	cfg.Filter.MinBytes, cfg.Filter.MaxNonText = o.minBytes, o.maxNonText
 	cfg.MaxShardTokens = o.maxShardToks
+	cfg.LineDedupMemory = int64(o.lineDedupMB) << 20
+	cfg.LineDedupPlanned = func(lines int64, buckets int, maxSet int64) {
+		fmt.Fprintf(log, "prepare: line dedup, first pass: %d lines to compare, in %s of at most %d distinct lines (%.1f MiB)\n",
+			lines, plural(buckets, "bucket"), maxSet, float64(maxSet*48)/(1<<20))
+	}
 	start := time.Now()
 	cfg.Progress = func(ev shard.ProgressEvent) {
 		if ev.Done {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -89,6 +90,22 @@ func TestPrepareQualityFlags(t *testing.T) {
 		"prepare: code: filters code dropped 1 generated, 1 with another licence, 1 with long lines (documents)", "removed the licence header of 2 files",
 		"prepare: news: filters lang en+de dropped 2 in other languages (documents); languages found: en 2, fr 2, de 1")
 
+	// Line dedup in 1 MiB (two passes) gives the same web source.
+	ds2 := filepath.Join(dir, "ds2")
+	out2, err := exec.Command(bin, "prepare", "--source", "web="+web+":1", "--source", "code="+code+":1", "--source", "news="+news+":1",
+		"--filter", "web=lines,near-dup", "--filter", "code=code", "--lang", "news=en,de", "--line-dedup-mb", "1", "--vocab", "300", "--held-out", "0", "--out", ds2).CombinedOutput()
+	if err != nil {
+		t.Fatalf("prepare --line-dedup-mb 1: %v\n%s", err, out2)
+	}
+	m2, err := shard.LoadManifest(ds2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(m.Sources[0].Filter, m2.Sources[0].Filter) || m.Sources[0].TrainTokens != m2.Sources[0].TrainTokens {
+		t.Errorf("line dedup in two passes: %+v, in memory %+v", m2.Sources[0].Filter, m.Sources[0].Filter)
+	}
+	mustContain(t, string(out2), "prepare: line dedup, first pass: 50 lines to compare, in 1 bucket of at most 26 distinct lines")
+
 	// Bad filter flags are refused before any source is read (the source does not exist).
 	src := "--source=gone=" + filepath.Join(dir, "no-such-source") + ":1"
 	for _, tc := range []struct {
@@ -105,6 +122,7 @@ func TestPrepareQualityFlags(t *testing.T) {
 		{[]string{"--lang", "gone=en,xx"}, `--lang gone=en,xx: --lang-confidence 0.5: shard: invalid prepare config: unknown language code "xx" (ISO 639-1, one of af ar`},
 		{[]string{"--lang", "web=en"}, `--lang web=en: no --source is named "web"`},
 		{[]string{"--lang", "gone=en", "--lang-confidence", "2"}, "language confidence is 2, want 0..1"},
+		{[]string{"--line-dedup-mb", "-1"}, "--line-dedup-mb = -1, must be >= 0"},
 	} {
 		args := append([]string{"prepare", src, "--out", filepath.Join(dir, "bad")}, tc.args...)
 		out := runFail(t, bin, nil, args...)
