@@ -366,3 +366,32 @@ func TestSupersededSave(t *testing.T) {
 		t.Errorf("Save held the caller %v", held)
 	}
 }
+
+// A shard that lands shortly after the next Save starts still completes the older commit:
+// the ranks have all trained past it, so a late shard is a slow one, not a lost one.
+func TestSupersededSaveWaitsForLateShard(t *testing.T) {
+	loc := Location{Store: NewMemStore(), Prefix: "job"}
+	st := randomState(rand.New(rand.NewPCG(12, 12)), 50)
+	s0 := NewSaver(loc, SaverOptions{CommitTimeout: time.Hour, Attempt: "a1b2c3d4"})
+	s1 := NewSaver(loc, SaverOptions{CommitTimeout: time.Hour, Attempt: "a1b2c3d4"})
+	req := SaveRequest{Step: 10, Rank: 0, World: 2, State: st, Cursor: Cursor{Step: 10}, Config: []byte(`{}`), Layout: testLayout(50)}
+	if _, err := s0.Save(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(500 * time.Millisecond) // within the grace a superseding Save gives
+		r1 := req
+		r1.Rank = 1
+		s1.Save(context.Background(), r1)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	next := req
+	next.Step, next.Cursor.Step = 20, 20
+	if _, err := s0.Save(context.Background(), next); err != nil {
+		t.Fatalf("the older save ended with %v, want its commit", err)
+	}
+	steps, err := ListSteps(context.Background(), loc)
+	if err != nil || len(steps) == 0 || steps[0].Step != 10 || !steps[0].Committed {
+		t.Fatalf("step 10 not committed: %+v, %v", steps, err)
+	}
+}

@@ -98,7 +98,8 @@ type SaverOptions struct {
 	// KeepEvery also keeps every checkpoint whose step is a multiple of KeepEvery (0: none).
 	KeepEvery int
 	// CommitTimeout bounds how long rank 0 waits for the other ranks' shards. A newer Save
-	// also ends that wait: the older checkpoint is abandoned (and reported as failed).
+	// also ends that wait, after supersedeGrace: the older checkpoint is abandoned (and
+	// reported as failed).
 	CommitTimeout time.Duration
 	// Attempt names this run's shards (see Manifest.Attempt); every rank of a run must use
 	// the same one. "" means a fresh NewAttempt(), which suits a single writer.
@@ -125,7 +126,7 @@ type SaverOptions struct {
 // a staging buffer and returns, and a goroutine uploads it. At most one save is in flight; a
 // Save that finds the previous one still uploading waits for it (back-pressure) rather than
 // holding a second copy, and one that finds rank 0 still waiting for other ranks' shards
-// abandons that older checkpoint.
+// gives them supersedeGrace, then abandons that older checkpoint.
 type Saver struct {
 	loc  Location
 	opts SaverOptions
@@ -139,6 +140,12 @@ type Saver struct {
 	staging   []float32
 	committed map[int]bool // steps this saver committed
 }
+
+// supersedeGrace is how long a Save lets rank 0's commit of the previous checkpoint go on
+// waiting for the other ranks' shards before it abandons that checkpoint. Under load (more
+// processes than cores) a rank's shard of a small model can take longer to land than ten
+// fast steps, and the older checkpoint was lost.
+const supersedeGrace = 2 * time.Second
 
 // errSuperseded is the cause that ends a commit still waiting for shards when a newer Save
 // arrives.
@@ -181,7 +188,18 @@ func (s *Saver) Save(ctx context.Context, req SaveRequest) (time.Duration, error
 	start := time.Now()
 	s.mu.Lock()
 	if s.awaiting && s.abandon != nil {
-		s.abandon(errSuperseded)
+		// Every rank has trained past the older checkpoint, so each one's shard of it is
+		// written, being written, or failed: a moment settles which before giving it up.
+		busy := s.busy
+		s.mu.Unlock()
+		select {
+		case <-busy:
+		case <-time.After(supersedeGrace):
+		}
+		s.mu.Lock()
+		if s.awaiting && s.abandon != nil {
+			s.abandon(errSuperseded)
+		}
 	}
 	s.mu.Unlock()
 	prevErr := s.Wait()

@@ -196,7 +196,10 @@ func TestClusterWorkerLoss(t *testing.T) {
 		}
 		for s := 10; s <= steps; s += 10 {
 			if !slices.ContainsFunc(after, func(c int) bool { return c >= s && c < s+10 }) {
-				t.Errorf("trial %d: no checkpoint from step %d to %d: %v", trial, s, s+9, after)
+				t.Errorf("trial %d: no checkpoint from step %d to %d: %v\ncoordinator:\n%s", trial, s, s+9, after, out)
+				for i, w := range append(ws, back) {
+					t.Logf("worker %d (%s):\n%s", i, w.ID, w.Out.String())
+				}
 			}
 		}
 		t.Logf("trial %d: killed worker %d at step %d; detected after %v; %s", trial, victim, killAt, at.Sub(killed).Round(time.Millisecond), r[0])
