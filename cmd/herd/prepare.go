@@ -96,6 +96,9 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&neg, "negative", "the classifier's negative examples for a source, as NAME=PATH (repeatable; for example random pages of the crawl)")
 	fs.Float64Var(&o.ppl.threshold, "classifier-threshold", 0.5, "classifier: the least score (probability of being like the positive examples) kept (0..1)")
 	fs.IntVar(&o.ppl.clsDocs, "classifier-docs", 10000, "classifier: the most documents of each class read to train it (>= 10; a tenth is held out to measure its accuracy)")
+	recipePath := fs.String("recipe", "", "prepare the sources, weights and filters of a recipe file instead of --source and the filter flags; "+
+		"\"--recipe llama\" prints LLaMA's mixture as a recipe to fill in with paths. After preparing, it prints the epochs each source will be trained "+
+		"for the recipe's token budget beside the paper's")
 	nd, code := shard.DefaultNearDup(), shard.DefaultCodeFilter()
 	fs.Float64Var(&nd.Threshold, "near-dup-threshold", nd.Threshold, "near-dup: the Jaccard similarity of shingle sets at which a document is a near-duplicate (0.3..1)")
 	fs.IntVar(&nd.Shingle, "near-dup-shingle", nd.Shingle, "near-dup: words per shingle (1..32)")
@@ -115,6 +118,11 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	var err error
+	if *recipePath == "llama" {
+		stdout.Write(llamaRecipe)
+		fmt.Fprintln(stderr, "herd prepare: this is LLaMA's mixture as a recipe: save it, fill in every path, and run herd prepare --recipe FILE --out DIR")
+		return nil
+	}
 	if o.sources, err = shard.ParseSourceSpecs(srcs); err != nil {
 		return err
 	}
@@ -136,9 +144,28 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 	if err := o.ppl.parseClassifier(o.sources, pos, neg); err != nil {
 		return err
 	}
+	var rec *recipe
+	if *recipePath != "" {
+		if len(srcs)+len(filters)+len(langs)+len(refs)+len(pos)+len(neg) > 0 || o.builtin {
+			return fmt.Errorf("--recipe gives the sources and their filters: it excludes --source, --builtin, --filter, --lang, --reference, --positive and --negative")
+		}
+		raw, err := os.ReadFile(*recipePath)
+		if err != nil {
+			return fmt.Errorf("--recipe: %w", err)
+		}
+		if rec, err = parseRecipe(*recipePath, raw); err != nil {
+			return err
+		}
+		if err := rec.apply(&o, nd, code, *langConf, *cuts, *keep); err != nil {
+			return err
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	_, err = prepareDataset(ctx, o, stderr)
+	man, err := prepareDataset(ctx, o, stderr)
+	if err == nil && rec != nil {
+		rec.summary(stderr, man)
+	}
 	return err
 }
 
