@@ -36,6 +36,11 @@ type PrepareConfig struct {
 	// corpus whose distinct lines need more is deduplicated in two passes, with the hashes on
 	// disk in Out (linespill.go). 0 keeps the whole set in memory.
 	LineDedupMemory int64
+	// OnDocument, when set, is told the verdict on every document that passed reading, from
+	// the goroutine that reads (documents dropped before the language, perplexity, classifier
+	// and near-duplicate filters) or the one that writes (the others): it must be safe for
+	// concurrent use, and must not keep Doc.
+	OnDocument func(DocumentVerdict)
 	// LineDedupPlanned, when set, is told what line dedup's first pass found: the lines it
 	// will compare, the buckets it spread them over, and the most distinct hashes one bucket
 	// held in memory.
@@ -48,6 +53,17 @@ type PrepareConfig struct {
 	// there when it returns an error. Tests use it to check that a failed
 	// run leaves nothing behind.
 	failpoint func(name string) error
+}
+
+// DocumentVerdict is what Prepare decided about one document (PrepareConfig.OnDocument).
+type DocumentVerdict struct {
+	Source  string
+	Verdict Verdict
+	Doc     []byte // as read when dropped before the language filter; as filtered after
+	// The scores of the filters that scored it (nil: not scored), and the language found.
+	BitsPerByte *float64
+	Score       *float64
+	Lang        string
 }
 
 // ProgressEvent reports how far Prepare is with one source.
@@ -322,7 +338,7 @@ func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest,
 		x := p.quality.index(spec.Quality)
 		read, readErr = ReadDocuments(ctx, spec.Path, ReadOptions{MaxDocBytes: p.cfg.MaxDocBytes}, func(doc []byte) error {
 			v, h := p.cleaner.Check(doc)
-			n := len(doc)
+			orig := doc
 			if v == Keep && spec.Quality.Enabled() {
 				v, doc = p.quality.early(spec.Quality, doc, &filt)
 				if err := p.quality.err(); err != nil {
@@ -330,13 +346,16 @@ func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest,
 				}
 			}
 			if v != Keep {
-				filt.Add(v, n)
+				filt.Add(v, len(orig))
+				if p.cfg.OnDocument != nil {
+					p.cfg.OnDocument(DocumentVerdict{Source: spec.Name, Verdict: v, Doc: orig})
+				}
 				return nil
 			}
 			// The collector counts the documents sent on: kept, or dropped by the
 			// language and near-duplicate filters, which decide in reading order on what
 			// the encoders found in parallel.
-			j := &encodeJob{doc: doc, n: n, hash: h, q: spec.Quality, x: x, out: make(chan []int32, 1)}
+			j := &encodeJob{doc: doc, n: len(orig), hash: h, q: spec.Quality, x: x, out: make(chan []int32, 1)}
 			for _, ch := range []chan *encodeJob{order, jobs} {
 				select {
 				case ch <- j:
@@ -391,6 +410,18 @@ func (p *preparer) collect(ctx context.Context, name string, order <-chan *encod
 			v = late(j.q, j.x, j.late, r)
 		}
 		r.Add(v, j.n)
+		if p.cfg.OnDocument != nil {
+			dv := DocumentVerdict{Source: name, Verdict: v, Doc: j.doc, Lang: j.late.lang}
+			if j.q.Lang == nil || j.late.langOK {
+				if j.q.Perplexity != nil {
+					dv.BitsPerByte = &j.late.bpb
+				}
+				if j.q.Classifier != nil {
+					dv.Score = &j.late.score
+				}
+			}
+			p.cfg.OnDocument(dv)
+		}
 		if v != Keep {
 			continue
 		}

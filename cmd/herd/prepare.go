@@ -39,6 +39,7 @@ type prepareOptions struct {
 	maxShardToks int64
 	ppl          pplOptions
 	lineDedupMB  int
+	report       *prepReport // collects what --report shows; nil without --report
 }
 
 // pplOptions configures the perplexity filters (--reference and the --ppl flags) and the
@@ -96,6 +97,7 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&neg, "negative", "the classifier's negative examples for a source, as NAME=PATH (repeatable; for example random pages of the crawl)")
 	fs.Float64Var(&o.ppl.threshold, "classifier-threshold", 0.5, "classifier: the least score (probability of being like the positive examples) kept (0..1)")
 	fs.IntVar(&o.ppl.clsDocs, "classifier-docs", 10000, "classifier: the most documents of each class read to train it (>= 10; a tenth is held out to measure its accuracy)")
+	reportPath := fs.String("report", "", "write an HTML page of what each filter dropped (counts, examples, histograms of perplexity and classifier scores) to this file once the dataset is written")
 	recipePath := fs.String("recipe", "", "prepare the sources, weights and filters of a recipe file instead of --source and the filter flags; "+
 		"\"--recipe llama\" prints LLaMA's mixture as a recipe to fill in with paths. After preparing, it prints the epochs each source will be trained "+
 		"for the recipe's token budget beside the paper's")
@@ -160,13 +162,31 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if *reportPath != "" {
+		if fi, err := os.Stat(filepath.Dir(*reportPath)); err != nil || !fi.IsDir() {
+			return fmt.Errorf("--report %s: its directory does not exist", *reportPath)
+		}
+		if fi, err := os.Stat(*reportPath); err == nil && fi.IsDir() {
+			return fmt.Errorf("--report %s: is a directory", *reportPath)
+		}
+		o.report = newPrepReport()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	man, err := prepareDataset(ctx, o, stderr)
-	if err == nil && rec != nil {
+	if err != nil {
+		return err
+	}
+	if rec != nil {
 		rec.summary(stderr, man)
 	}
-	return err
+	if o.report != nil {
+		if err := o.report.write(*reportPath, man); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "prepare: report written to %s\n", *reportPath)
+	}
+	return nil
 }
 
 // applyFilters sets the quality filters each --filter value names on its source, checking
@@ -470,6 +490,9 @@ func writeShards(ctx context.Context, o prepareOptions, tok *tokenizer.Tokenizer
 	cfg.Filter.MinBytes, cfg.Filter.MaxNonText = o.minBytes, o.maxNonText
 	cfg.MaxShardTokens = o.maxShardToks
 	cfg.LineDedupMemory = int64(o.lineDedupMB) << 20
+	if o.report != nil {
+		cfg.OnDocument = o.report.observe
+	}
 	cfg.LineDedupPlanned = func(lines int64, buckets int, maxSet int64) {
 		fmt.Fprintf(log, "prepare: line dedup, first pass: %d lines to compare, in %s of at most %d distinct lines (%.1f MiB)\n",
 			lines, plural(buckets, "bucket"), maxSet, float64(maxSet*48)/(1<<20))

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -123,6 +124,7 @@ func TestPrepareQualityFlags(t *testing.T) {
 		{[]string{"--lang", "web=en"}, `--lang web=en: no --source is named "web"`},
 		{[]string{"--lang", "gone=en", "--lang-confidence", "2"}, "language confidence is 2, want 0..1"},
 		{[]string{"--line-dedup-mb", "-1"}, "--line-dedup-mb = -1, must be >= 0"},
+		{[]string{"--report", filepath.Join(dir, "no-dir", "r.html")}, "--report " + filepath.Join(dir, "no-dir", "r.html") + ": its directory does not exist"},
 	} {
 		args := append([]string{"prepare", src, "--out", filepath.Join(dir, "bad")}, tc.args...)
 		out := runFail(t, bin, nil, args...)
@@ -161,9 +163,9 @@ func TestPreparePerplexityFlags(t *testing.T) {
 		}
 		os.WriteFile(filepath.Join(src, fmt.Sprintf("d%02d.txt", i)), []byte(doc), 0o644)
 	}
-	ds := filepath.Join(dir, "ds")
+	ds, report := filepath.Join(dir, "ds"), filepath.Join(dir, "report.html")
 	out, err := exec.Command(bin, "prepare", "--source", "src="+src+":1", "--reference", "src="+ref, "--ppl-cuts", "0.5,0.6",
-		"--vocab", "300", "--held-out", "0", "--out", ds).CombinedOutput()
+		"--report", report, "--vocab", "300", "--held-out", "0", "--out", ds).CombinedOutput()
 	if err != nil {
 		t.Fatalf("prepare: %v\n%s", err, out)
 	}
@@ -182,7 +184,20 @@ func TestPreparePerplexityFlags(t *testing.T) {
 		t.Fatalf("manifest quality: %+v", q)
 	}
 	t.Logf("buckets %v, dropped %d, kept %d, duplicates %d", f.Buckets, f.Perplexity.Docs, f.Kept.Docs, f.Duplicate.Docs)
-	mustContain(t, string(out), "prepare: src: perplexity model of "+ref, "head <= ", "filters perplexity head+middle dropped", "perplexity buckets: ")
+	mustContain(t, string(out), "prepare: src: perplexity model of "+ref, "head <= ", "filters perplexity head+middle dropped", "perplexity buckets: ",
+		"prepare: report written to "+report)
+	// The report: the counts, a histogram of the scores with the thresholds, and examples of
+	// what went, escaped.
+	page, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, string(page), "<h2>source src</h2>", "quality filters: perplexity head&#43;middle", "<td>dropped: perplexity bucket</td><td class=\"n\">"+fmt.Sprint(f.Perplexity.Docs)+"</td>",
+		"perplexity, bits per byte under the model of "+ref, "56 documents", "<svg", "<rect", ">head ≤ ", ">tail &gt; ", "<pre>")
+	row := regexp.MustCompile(`(?s)<td>dropped: perplexity bucket</td>.*?</tr>`).FindString(string(page))
+	if strings.Count(row, "<pre>") != 3 {
+		t.Errorf("want 3 examples of the perplexity filter's drops:\n%s", row)
+	}
 
 	bad := "--source=gone=" + filepath.Join(dir, "no-such-source") + ":1"
 	for _, tc := range []struct {
