@@ -37,11 +37,7 @@ func (t *Tokenizer) Encode(text []byte) []int32 {
 // EncodeTo appends the token ids of text to dst and returns the extended slice.
 func (t *Tokenizer) EncodeTo(dst []int32, text []byte) []int32 {
 	e := t.pool.Get().(*encoder)
-	for i := 0; i < len(text); {
-		j := pieceEnd(text, i)
-		dst = e.word(dst, text[i:j])
-		i = j
-	}
+	forEachPiece(text, t.digits, func(w []byte) { dst = e.word(dst, w) })
 	t.pool.Put(e)
 	return dst
 }

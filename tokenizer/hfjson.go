@@ -23,7 +23,7 @@ type hfFile struct {
 	Padding       json.RawMessage `json:"padding"`
 	AddedTokens   []hfAddedToken  `json:"added_tokens"`
 	Normalizer    json.RawMessage `json:"normalizer"`
-	PreTokenizer  hfByteLevel     `json:"pre_tokenizer"`
+	PreTokenizer  any             `json:"pre_tokenizer"` // hfByteLevel, or with split digits hfSequence
 	PostProcessor json.RawMessage `json:"post_processor"`
 	Decoder       hfByteLevel     `json:"decoder"`
 	Model         hfModel         `json:"model"`
@@ -46,6 +46,18 @@ type hfByteLevel struct {
 	UseRegex       bool   `json:"use_regex"`
 }
 
+// hfSequence is the pre-tokenizer of a tokenizer that splits digits: Hugging Face's
+// Digits with individual_digits, then ByteLevel.
+type hfSequence struct {
+	Type          string `json:"type"`
+	PreTokenizers []any  `json:"pretokenizers"`
+}
+
+type hfDigits struct {
+	Type             string `json:"type"`
+	IndividualDigits bool   `json:"individual_digits"`
+}
+
 type hfModel struct {
 	Type                    string          `json:"type"`
 	Dropout                 json.RawMessage `json:"dropout"`
@@ -61,6 +73,9 @@ type hfModel struct {
 
 var jsonNull = json.RawMessage("null")
 
+// byteLevelPre is herd's ByteLevel pre-tokenizer as tokenizer.json writes it.
+var byteLevelPre = hfByteLevel{Type: "ByteLevel", TrimOffsets: true, UseRegex: true}
+
 // Marshal returns the tokenizer as a Hugging Face tokenizer.json.
 func (t *Tokenizer) Marshal() ([]byte, error) {
 	f := hfFile{
@@ -69,7 +84,7 @@ func (t *Tokenizer) Marshal() ([]byte, error) {
 		Padding:       jsonNull,
 		AddedTokens:   []hfAddedToken{},
 		Normalizer:    jsonNull,
-		PreTokenizer:  hfByteLevel{Type: "ByteLevel", TrimOffsets: true, UseRegex: true},
+		PreTokenizer:  byteLevelPre,
 		PostProcessor: jsonNull,
 		Decoder:       hfByteLevel{Type: "ByteLevel", AddPrefixSpace: true, TrimOffsets: true, UseRegex: true},
 		Model: hfModel{
@@ -81,6 +96,9 @@ func (t *Tokenizer) Marshal() ([]byte, error) {
 			Vocab:                   t.vocabJSON(),
 			Merges:                  make([][2]string, len(t.merges)),
 		},
+	}
+	if t.digits {
+		f.PreTokenizer = hfSequence{Type: "Sequence", PreTokenizers: []any{hfDigits{Type: "Digits", IndividualDigits: true}, byteLevelPre}}
 	}
 	for id, tok := range t.tokens {
 		if t.special[id] {
@@ -166,7 +184,8 @@ func (t *Tokenizer) Save(path string) error {
 // Load reads a tokenizer.json written by Save or by the tokenizers library. It
 // accepts only what herd reproduces id for id: a BPE model over the byte-level
 // alphabet with all 256 byte tokens, a ByteLevel pre-tokenizer with use_regex true and
-// add_prefix_space false, a ByteLevel decoder, no normalizer, and special added tokens
+// add_prefix_space false (after a Digits pre-tokenizer with individual_digits, for a
+// tokenizer that splits digits), a ByteLevel decoder, no normalizer, and special added tokens
 // that include "<s>", "</s>" and "<pad>". The post_processor is ignored (herd adds
 // BOS and EOS itself). A file that fails returns a *FormatError naming the file and
 // the field.
@@ -192,13 +211,14 @@ func Unmarshal(data []byte) (*Tokenizer, error) {
 	if err := checkNormalizer(top["normalizer"]); err != nil {
 		return nil, err
 	}
-	if err := checkByteLevel("pre_tokenizer", top["pre_tokenizer"], false); err != nil {
+	digits, err := checkPreTokenizer(top["pre_tokenizer"])
+	if err != nil {
 		return nil, err
 	}
 	if err := checkByteLevel("decoder", top["decoder"], true); err != nil {
 		return nil, err
 	}
-	b := &builder{}
+	b := &builder{digits: digits}
 	if err := b.readAdded(top["added_tokens"]); err != nil {
 		return nil, err
 	}
@@ -221,6 +241,29 @@ func checkNormalizer(raw json.RawMessage) error {
 		return formatErr("normalizer", "is %s, want null (herd does not normalize text)", clip(raw))
 	}
 	return nil
+}
+
+// checkPreTokenizer checks the pre_tokenizer: ByteLevel, or a Sequence of Digits with
+// individual_digits and ByteLevel (a tokenizer that splits digits, which it reports).
+func checkPreTokenizer(raw json.RawMessage) (digits bool, err error) {
+	var seq struct {
+		Type          string            `json:"type"`
+		PreTokenizers []json.RawMessage `json:"pretokenizers"`
+	}
+	if isNull(raw) || json.Unmarshal(raw, &seq) != nil || seq.Type != "Sequence" {
+		return false, checkByteLevel("pre_tokenizer", raw, false)
+	}
+	if len(seq.PreTokenizers) != 2 {
+		return false, formatErr("pre_tokenizer.pretokenizers", "has %d entries, want Digits (individual_digits) then ByteLevel", len(seq.PreTokenizers))
+	}
+	var d struct {
+		Type             string `json:"type"`
+		IndividualDigits bool   `json:"individual_digits"`
+	}
+	if err := json.Unmarshal(seq.PreTokenizers[0], &d); err != nil || d.Type != "Digits" || !d.IndividualDigits {
+		return false, formatErr("pre_tokenizer.pretokenizers[0]", "is %s, want {\"type\": \"Digits\", \"individual_digits\": true}", clip(seq.PreTokenizers[0]))
+	}
+	return true, checkByteLevel("pre_tokenizer.pretokenizers[1]", seq.PreTokenizers[1], false)
 }
 
 // checkByteLevel checks a ByteLevel pre_tokenizer or decoder. Missing options take the
@@ -280,6 +323,7 @@ type builder struct {
 	vocab    map[string]int32 // vocab key -> id, specials included
 	byID     map[int32]string // id -> vocab key or special content
 	merges   [][2]string
+	digits   bool // the pre-tokenizer splits digits first
 }
 
 func (b *builder) readAdded(raw json.RawMessage) error {
@@ -458,7 +502,7 @@ func (b *builder) build() (*Tokenizer, error) {
 		return nil, err
 	}
 	return newTokenizer(tokens, special, merges,
-		b.specials[BOSToken], b.specials[EOSToken], b.specials[PadToken]), nil
+		b.specials[BOSToken], b.specials[EOSToken], b.specials[PadToken], b.digits), nil
 }
 
 func (b *builder) resolveMerges(ids map[string]int32) ([]merge, error) {

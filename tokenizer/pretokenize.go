@@ -133,11 +133,41 @@ func spaceEnd(s []byte, i, w int) int {
 }
 
 // splitWords calls fn with every pre-token of text, in order.
-func splitWords(text []byte, fn func(word []byte)) {
+func splitWords(text []byte, fn func(word []byte)) { forEachPiece(text, false, fn) }
+
+// forEachPiece calls fn with every pre-token of text, in order. With digits, text is first
+// split as Hugging Face's Digits pre-tokenizer with individual_digits does it (LLaMA's
+// choice): every \p{N} rune is a piece of its own, and the GPT-2 regex then splits the runs
+// between them, each on its own (its lookahead ends where the run does).
+func forEachPiece(text []byte, digits bool, fn func(word []byte)) {
+	if !digits {
+		for i := 0; i < len(text); {
+			j := pieceEnd(text, i)
+			fn(text[i:j])
+			i = j
+		}
+		return
+	}
 	for i := 0; i < len(text); {
-		j := pieceEnd(text, i)
-		fn(text[i:j])
-		i = j
+		if cls, w := classAt(text, i); cls == classNumber {
+			fn(text[i : i+w])
+			i += w
+			continue
+		}
+		end := i // the run up to the next number
+		for end < len(text) {
+			cls, w := classAt(text, end)
+			if cls == classNumber {
+				break
+			}
+			end += w
+		}
+		run := text[:end]
+		for i < end {
+			j := pieceEnd(run, i)
+			fn(run[i:j])
+			i = j
+		}
 	}
 }
 

@@ -33,6 +33,7 @@ type Tokenizer struct {
 	bos     int32
 	eos     int32
 	pad     int32
+	digits  bool // every \p{N} rune its own pre-token (Options.SplitDigits)
 	hash    string
 	pool    sync.Pool // *encoder
 }
@@ -55,8 +56,9 @@ func pairKey(left, right int32) uint64 {
 // newTokenizer builds the lookup tables of a tokenizer from its tokens and merges.
 // The caller has validated them: ids are dense, byte tokens exist, merge results are
 // the concatenation of their parts, and no merge is repeated.
-func newTokenizer(tokens [][]byte, special []bool, merges []merge, bos, eos, pad int32) *Tokenizer {
+func newTokenizer(tokens [][]byte, special []bool, merges []merge, bos, eos, pad int32, digits bool) *Tokenizer {
 	t := &Tokenizer{
+		digits:  digits,
 		tokens:  tokens,
 		special: special,
 		ids:     make(map[string]int32, len(tokens)),
@@ -157,8 +159,8 @@ func (t *Tokenizer) DecodeTo(dst []byte, ids []int32) []byte {
 }
 
 // Hash returns the hex SHA-256 of a canonical serialization of the tokenizer: every
-// token's bytes and special flag in id order, the merges in rank order, and the
-// BOS/EOS/PAD ids. Two tokenizers with the same Hash encode and decode identically; a
+// token's bytes and special flag in id order, the merges in rank order, the BOS/EOS/PAD
+// ids, and whether digits are split. Two tokenizers with the same Hash encode and decode identically; a
 // tokenizer saved and loaded again keeps its Hash. Data shards record it so that
 // tokens are never mixed across tokenizers.
 func (t *Tokenizer) Hash() string { return t.hash }
@@ -190,5 +192,11 @@ func (t *Tokenizer) computeHash() string {
 	u32(int(t.bos))
 	u32(int(t.eos))
 	u32(int(t.pad))
+	if t.digits { // absent otherwise, so that the hashes of earlier tokenizers stay
+		h.Write([]byte("split digits\x00"))
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// SplitDigits reports whether every digit is a pre-token of its own (Options.SplitDigits).
+func (t *Tokenizer) SplitDigits() bool { return t.digits }

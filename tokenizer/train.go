@@ -13,6 +13,9 @@ type Options struct {
 	// tokens made so far and the number to make (vocabSize - MinVocabSize). It runs
 	// on the training goroutine; the package prints nothing itself.
 	Progress func(done, total int)
+	// SplitDigits makes every digit a pre-token of its own, as LLaMA's tokenizer does: no
+	// token holds a digit and anything else, so numbers are read digit by digit.
+	SplitDigits bool
 }
 
 // readChunk is how much of a training stream is pre-tokenized at a time.
@@ -33,6 +36,7 @@ func Train(r io.Reader, vocabSize int, opts Options) (*Tokenizer, error) {
 		return nil, err
 	}
 	c := newWordCounter()
+	c.digits = opts.SplitDigits
 	if err := c.addReader(r, readChunk); err != nil {
 		return nil, err
 	}
@@ -46,6 +50,7 @@ func TrainDocs(docs [][]byte, vocabSize int, opts Options) (*Tokenizer, error) {
 		return nil, err
 	}
 	c := newWordCounter()
+	c.digits = opts.SplitDigits
 	for _, d := range docs {
 		c.add(d)
 	}
@@ -64,6 +69,7 @@ type wordCounter struct {
 	index  map[string]int32
 	words  []string
 	counts []int64
+	digits bool // split digits (Options.SplitDigits)
 }
 
 func newWordCounter() *wordCounter {
@@ -71,9 +77,7 @@ func newWordCounter() *wordCounter {
 }
 
 func (c *wordCounter) add(text []byte) {
-	for i := 0; i < len(text); {
-		j := pieceEnd(text, i)
-		w := text[i:j]
+	forEachPiece(text, c.digits, func(w []byte) {
 		if k, ok := c.index[string(w)]; ok {
 			c.counts[k]++
 		} else {
@@ -81,8 +85,7 @@ func (c *wordCounter) add(text []byte) {
 			c.words = append(c.words, string(w))
 			c.counts = append(c.counts, 1)
 		}
-		i = j
-	}
+	})
 }
 
 // addReader counts the words of a stream, cutting it only where safeCut says the
@@ -141,7 +144,7 @@ func train(c *wordCounter, vocabSize int, opts Options) (*Tokenizer, error) {
 	}
 	special := make([]bool, len(tr.tokens))
 	special[0], special[1], special[2] = true, true, true
-	return newTokenizer(tr.tokens, special, tr.merges, 1, 2, 0), nil
+	return newTokenizer(tr.tokens, special, tr.merges, 1, 2, 0, opts.SplitDigits), nil
 }
 
 func newTrainer() *trainer {

@@ -39,6 +39,7 @@ type prepareOptions struct {
 	maxShardToks int64
 	ppl          pplOptions
 	lineDedupMB  int
+	splitDigits  bool
 	report       *prepReport // collects what --report shows; nil without --report
 }
 
@@ -69,6 +70,7 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&o.heldOut, "held-out", 0.01, "share of each source's documents kept out of training for validation (0..0.5)")
 	fs.IntVar(&o.minBytes, "min-bytes", 32, "drop documents shorter than this many bytes (>= 1)")
 	fs.Float64Var(&o.maxNonText, "max-nontext", 0.1, "drop documents whose share of control bytes and invalid UTF-8 exceeds this (0..1)")
+	fs.BoolVar(&o.splitDigits, "split-digits", false, "train a tokenizer that makes every digit a token of its own, as LLaMA's does (tokenizer.json: a Digits pre-tokenizer with individual_digits before ByteLevel)")
 	fs.IntVar(&o.sampleMB, "tokenizer-sample-mb", 16, "MiB of text, split across sources by weight, to train the tokenizer on")
 	fs.Int64Var(&o.maxShardToks, "max-shard-tokens", 1<<28, "most tokens in one shard file")
 	var filters multiFlag
@@ -390,6 +392,8 @@ func (o prepareOptions) validate() error {
 		return fmt.Errorf("--tokenizer-sample-mb = %d, must be in 1..%d", o.sampleMB, maxSampleMB)
 	case o.maxShardToks < 1:
 		return fmt.Errorf("--max-shard-tokens = %d, must be >= 1", o.maxShardToks)
+	case o.splitDigits && (o.tokenizer != "" || o.builtin):
+		return fmt.Errorf("--split-digits is for a tokenizer herd prepare trains: not with --tokenizer (whose file says whether it splits digits) or --builtin")
 	case o.lineDedupMB < 0:
 		return fmt.Errorf("--line-dedup-mb = %d, must be >= 0", o.lineDedupMB)
 	}
@@ -618,7 +622,7 @@ func trainTokenizer(ctx context.Context, o prepareOptions, smp *tokenizerSample,
 	done := make(chan result, 1)
 	go func() {
 		last := time.Now()
-		tok, err := tokenizer.TrainDocs(smp.docs, o.vocab, tokenizer.Options{Progress: func(n, total int) {
+		tok, err := tokenizer.TrainDocs(smp.docs, o.vocab, tokenizer.Options{SplitDigits: o.splitDigits, Progress: func(n, total int) {
 			if time.Since(last) > 2*time.Second && ctx.Err() == nil {
 				fmt.Fprintf(log, "prepare: tokenizer merges %d/%d\n", n, total)
 				last = time.Now()

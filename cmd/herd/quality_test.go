@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/herd-llm/herd/shard"
+	"github.com/herd-llm/herd/tokenizer"
 )
 
 // herd prepare applies the quality filters each --filter asks for, to its source only, and
@@ -91,6 +92,16 @@ func TestPrepareQualityFlags(t *testing.T) {
 		"prepare: code: filters code dropped 1 generated, 1 with another licence, 1 with long lines (documents)", "removed the licence header of 2 files",
 		"prepare: news: filters lang en+de dropped 2 in other languages (documents); languages found: en 2, fr 2, de 1")
 
+	// --split-digits: the tokenizer splits numbers into digits, and says so in its file.
+	ds3 := filepath.Join(dir, "ds3")
+	if out, err := exec.Command(bin, "prepare", "--source", "news="+news+":1", "--split-digits", "--vocab", "300", "--held-out", "0", "--out", ds3).CombinedOutput(); err != nil {
+		t.Fatalf("prepare --split-digits: %v\n%s", err, out)
+	}
+	tok, err := tokenizer.Load(filepath.Join(ds3, "tokenizer.json"))
+	if err != nil || !tok.SplitDigits() || len(tok.Encode([]byte("2048"))) != 4 {
+		t.Errorf("--split-digits: the dataset's tokenizer (%v): split digits %v", err, tok != nil && tok.SplitDigits())
+	}
+
 	// Line dedup in 1 MiB (two passes) gives the same web source.
 	ds2 := filepath.Join(dir, "ds2")
 	out2, err := exec.Command(bin, "prepare", "--source", "web="+web+":1", "--source", "code="+code+":1", "--source", "news="+news+":1",
@@ -124,6 +135,7 @@ func TestPrepareQualityFlags(t *testing.T) {
 		{[]string{"--lang", "web=en"}, `--lang web=en: no --source is named "web"`},
 		{[]string{"--lang", "gone=en", "--lang-confidence", "2"}, "language confidence is 2, want 0..1"},
 		{[]string{"--line-dedup-mb", "-1"}, "--line-dedup-mb = -1, must be >= 0"},
+		{[]string{"--split-digits", "--tokenizer", filepath.Join(ds, "tokenizer.json")}, "--split-digits is for a tokenizer herd prepare trains"},
 		{[]string{"--report", filepath.Join(dir, "no-dir", "r.html")}, "--report " + filepath.Join(dir, "no-dir", "r.html") + ": its directory does not exist"},
 	} {
 		args := append([]string{"prepare", src, "--out", filepath.Join(dir, "bad")}, tc.args...)
