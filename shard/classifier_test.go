@@ -50,22 +50,15 @@ func TestClassifierPlanted(t *testing.T) {
 	if f.TrainPositive != 270 || f.TrainNegative != 270 || f.HeldOut != 60 || f.Accuracy < 0.95 {
 		t.Errorf("trained on %d+%d, held out %d, accuracy %.3f (want 270+270, 60, >= 0.95)", f.TrainPositive, f.TrainNegative, f.HeldOut, f.Accuracy)
 	}
-	var tp, fp, fn int
+	var c tally
 	for i := range 200 {
 		doc, bad := prose(rng, 5), i%4 == 0
 		if bad {
 			doc = webJunk(rng, 250)
 		}
-		dropped := f.Model.Score([]byte(doc)) < f.Threshold
-		switch {
-		case dropped && bad:
-			tp++
-		case dropped:
-			fp++
-		case bad:
-			fn++
-		}
+		c.add(f.Model.Score([]byte(doc)) < f.Threshold, bad)
 	}
+	tp, fp, fn := c.tp, c.fp, c.fn
 	t.Logf("classifier: held-out accuracy %.3f on %d; on 200 new documents (50 junk): %d junk dropped, %d prose dropped, %d junk kept",
 		f.Accuracy, f.HeldOut, tp, fp, fn)
 	if fp > 0 || fn > 2 {

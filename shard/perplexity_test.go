@@ -142,18 +142,11 @@ func TestPerplexityFilterPlanted(t *testing.T) {
 	if err := f.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	var tp, fp, fn int
+	var c tally
 	for doc, bad := range junk {
-		dropped := !slices.Contains(f.Keep, f.bucket(m.BitsPerByte([]byte(doc))))
-		switch {
-		case dropped && bad:
-			tp++
-		case dropped:
-			fp++
-		case bad:
-			fn++
-		}
+		c.add(!slices.Contains(f.Keep, f.bucket(m.BitsPerByte([]byte(doc)))), bad)
 	}
+	tp, fp, fn := c.tp, c.fp, c.fn
 	t.Logf("perplexity (tail dropped; head <= %.3f, tail > %.3f bits/byte): %d junk dropped, %d prose dropped, %d junk kept; precision %.3f, recall %.3f",
 		f.HeadMax, f.TailMin, tp, fp, fn, float64(tp)/float64(tp+fp), float64(tp)/float64(tp+fn))
 	// The tail is a third of the source and the junk 40%: the tail holds junk only.
@@ -189,5 +182,20 @@ func TestPerplexityFilterValidate(t *testing.T) {
 	}
 	if q := Quantile([]float64{1, 2, 3, 4}, 0.5); q != 2 {
 		t.Errorf("median of 1..4 by nearest rank: %v", q)
+	}
+}
+
+// tally counts a filter's decisions against the planted truth.
+type tally struct{ tp, fp, fn int }
+
+// add counts one document: dropped by the filter, bad (planted) or not.
+func (c *tally) add(dropped, bad bool) {
+	switch {
+	case dropped && bad:
+		c.tp++
+	case dropped:
+		c.fp++
+	case bad:
+		c.fn++
 	}
 }

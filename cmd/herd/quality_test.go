@@ -66,15 +66,8 @@ func TestPrepareQualityFlags(t *testing.T) {
 		os.WriteFile(filepath.Join(news, name), []byte(text+"\n"), 0o644)
 	}
 	ds := filepath.Join(dir, "ds")
-	out, err := exec.Command(bin, "prepare", "--source", "web="+web+":1", "--source", "code="+code+":1", "--source", "news="+news+":1",
-		"--filter", "web=lines,near-dup", "--filter", "code=code", "--lang", "news=en,de", "--vocab", "300", "--held-out", "0", "--out", ds).CombinedOutput()
-	if err != nil {
-		t.Fatalf("prepare: %v\n%s", err, out)
-	}
-	m, err := shard.LoadManifest(ds)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, out := prepareManifest(t, bin, ds, "--source", "web="+web+":1", "--source", "code="+code+":1", "--source", "news="+news+":1",
+		"--filter", "web=lines,near-dup", "--filter", "code=code", "--lang", "news=en,de", "--vocab", "300", "--held-out", "0")
 	w, c := m.Sources[0].Filter, m.Sources[1].Filter
 	if w.NearDuplicate.Docs != 5 || w.Kept.Docs != 20 || w.DupLines.Docs != 19+5 {
 		t.Errorf("web: want 5 near-copies dropped, 20 pages kept, 24 navigation lines removed: %+v", w)
@@ -88,35 +81,25 @@ func TestPrepareQualityFlags(t *testing.T) {
 	if m.Sources[0].Quality.String() != "lines,near-dup" || m.Sources[1].Quality.String() != "code" || m.Sources[2].Quality.String() != "lang en+de" {
 		t.Errorf("manifest quality: %v, %v", m.Sources[0].Quality, m.Sources[1].Quality)
 	}
-	mustContain(t, string(out), "prepare: web: filters lines,near-dup dropped 5 near-duplicates (documents); removed 24 repeated lines",
+	mustContain(t, out, "prepare: web: filters lines,near-dup dropped 5 near-duplicates (documents); removed 24 repeated lines",
 		"prepare: code: filters code dropped 1 generated, 1 with another licence, 1 with long lines (documents)", "removed the licence header of 2 files",
 		"prepare: news: filters lang en+de dropped 2 in other languages (documents); languages found: en 2, fr 2, de 1")
 
 	// --split-digits: the tokenizer splits numbers into digits, and says so in its file.
 	ds3 := filepath.Join(dir, "ds3")
-	if out, err := exec.Command(bin, "prepare", "--source", "news="+news+":1", "--split-digits", "--vocab", "300", "--held-out", "0", "--out", ds3).CombinedOutput(); err != nil {
-		t.Fatalf("prepare --split-digits: %v\n%s", err, out)
-	}
+	prepareManifest(t, bin, ds3, "--source", "news="+news+":1", "--split-digits", "--vocab", "300", "--held-out", "0")
 	tok, err := tokenizer.Load(filepath.Join(ds3, "tokenizer.json"))
 	if err != nil || !tok.SplitDigits() || len(tok.Encode([]byte("2048"))) != 4 {
 		t.Errorf("--split-digits: the dataset's tokenizer (%v): split digits %v", err, tok != nil && tok.SplitDigits())
 	}
 
 	// Line dedup in 1 MiB (two passes) gives the same web source.
-	ds2 := filepath.Join(dir, "ds2")
-	out2, err := exec.Command(bin, "prepare", "--source", "web="+web+":1", "--source", "code="+code+":1", "--source", "news="+news+":1",
-		"--filter", "web=lines,near-dup", "--filter", "code=code", "--lang", "news=en,de", "--line-dedup-mb", "1", "--vocab", "300", "--held-out", "0", "--out", ds2).CombinedOutput()
-	if err != nil {
-		t.Fatalf("prepare --line-dedup-mb 1: %v\n%s", err, out2)
-	}
-	m2, err := shard.LoadManifest(ds2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m2, out2 := prepareManifest(t, bin, filepath.Join(dir, "ds2"), "--source", "web="+web+":1", "--source", "code="+code+":1", "--source", "news="+news+":1",
+		"--filter", "web=lines,near-dup", "--filter", "code=code", "--lang", "news=en,de", "--line-dedup-mb", "1", "--vocab", "300", "--held-out", "0")
 	if !reflect.DeepEqual(m.Sources[0].Filter, m2.Sources[0].Filter) || m.Sources[0].TrainTokens != m2.Sources[0].TrainTokens {
 		t.Errorf("line dedup in two passes: %+v, in memory %+v", m2.Sources[0].Filter, m.Sources[0].Filter)
 	}
-	mustContain(t, string(out2), "prepare: line dedup, first pass: 50 lines to compare, in 1 bucket of at most 26 distinct lines")
+	mustContain(t, out2, "prepare: line dedup, first pass: 50 lines to compare, in 1 bucket of at most 26 distinct lines")
 
 	// Bad filter flags are refused before any source is read (the source does not exist).
 	src := "--source=gone=" + filepath.Join(dir, "no-such-source") + ":1"
@@ -175,16 +158,9 @@ func TestPreparePerplexityFlags(t *testing.T) {
 		}
 		os.WriteFile(filepath.Join(src, fmt.Sprintf("d%02d.txt", i)), []byte(doc), 0o644)
 	}
-	ds, report := filepath.Join(dir, "ds"), filepath.Join(dir, "report.html")
-	out, err := exec.Command(bin, "prepare", "--source", "src="+src+":1", "--reference", "src="+ref, "--ppl-cuts", "0.5,0.6",
-		"--report", report, "--vocab", "300", "--held-out", "0", "--out", ds).CombinedOutput()
-	if err != nil {
-		t.Fatalf("prepare: %v\n%s", err, out)
-	}
-	m, err := shard.LoadManifest(ds)
-	if err != nil {
-		t.Fatal(err)
-	}
+	report := filepath.Join(dir, "report.html")
+	m, out := prepareManifest(t, bin, filepath.Join(dir, "ds"), "--source", "src="+src+":1", "--reference", "src="+ref, "--ppl-cuts", "0.5,0.6",
+		"--report", report, "--vocab", "300", "--held-out", "0")
 	f, q := m.Sources[0].Filter, m.Sources[0].Quality
 	// The 20 gibberish documents score far worse than any prose, so a tail of 20 or more
 	// (above the 0.6 quantile of the 56 documents left after exact dedup: about 23) holds
@@ -196,7 +172,7 @@ func TestPreparePerplexityFlags(t *testing.T) {
 		t.Fatalf("manifest quality: %+v", q)
 	}
 	t.Logf("buckets %v, dropped %d, kept %d, duplicates %d", f.Buckets, f.Perplexity.Docs, f.Kept.Docs, f.Duplicate.Docs)
-	mustContain(t, string(out), "prepare: src: perplexity model of "+ref, "head <= ", "filters perplexity head+middle dropped", "perplexity buckets: ",
+	mustContain(t, out, "prepare: src: perplexity model of "+ref, "head <= ", "filters perplexity head+middle dropped", "perplexity buckets: ",
 		"prepare: report written to "+report)
 	// The report: the counts, a histogram of the scores with the thresholds, and examples of
 	// what went, escaped.
@@ -285,16 +261,8 @@ func TestPrepareClassifierFlags(t *testing.T) {
 		}
 		os.WriteFile(filepath.Join(src, fmt.Sprintf("d%02d.txt", i)), []byte(doc), 0o644)
 	}
-	ds := filepath.Join(dir, "ds")
-	out, err := exec.Command(bin, "prepare", "--source", "src="+src+":1", "--positive", "src="+pos, "--negative", "src="+neg,
-		"--vocab", "300", "--held-out", "0", "--out", ds).CombinedOutput()
-	if err != nil {
-		t.Fatalf("prepare: %v\n%s", err, out)
-	}
-	m, err := shard.LoadManifest(ds)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, out := prepareManifest(t, bin, filepath.Join(dir, "ds"), "--source", "src="+src+":1", "--positive", "src="+pos, "--negative", "src="+neg,
+		"--vocab", "300", "--held-out", "0")
 	f, q := m.Sources[0].Filter, m.Sources[0].Quality
 	if f.LowScore.Docs != int64(ads) || f.Kept.Docs+f.Duplicate.Docs != int64(40-ads) {
 		t.Errorf("want the %d ad pages dropped and the prose kept: %+v", ads, f)
@@ -302,7 +270,7 @@ func TestPrepareClassifierFlags(t *testing.T) {
 	if q == nil || q.Classifier == nil || q.Classifier.Positive != pos || q.Classifier.TrainPositive != 45 || q.Classifier.Accuracy < 0.9 {
 		t.Fatalf("manifest classifier: %+v", q)
 	}
-	mustContain(t, string(out), "prepare: src: classifier trained on 45 positive and 45 negative documents; held-out accuracy",
+	mustContain(t, out, "prepare: src: classifier trained on 45 positive and 45 negative documents; held-out accuracy",
 		"filters classifier >= 0.5 dropped "+fmt.Sprint(ads)+" scored below the classifier's threshold")
 
 	bad := "--source=gone=" + filepath.Join(dir, "no-such-source") + ":1"
@@ -318,4 +286,19 @@ func TestPrepareClassifierFlags(t *testing.T) {
 		out := runFail(t, bin, nil, append([]string{"prepare", bad, "--out", filepath.Join(dir, "bad")}, tc.args...)...)
 		mustContain(t, out, tc.want)
 	}
+}
+
+// prepareManifest runs herd prepare with args, which must succeed and write the dataset ds,
+// and returns its manifest and the command's output.
+func prepareManifest(t *testing.T, bin, ds string, args ...string) (*shard.Manifest, string) {
+	t.Helper()
+	out, err := exec.Command(bin, append([]string{"prepare", "--out", ds}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("herd prepare %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	m, err := shard.LoadManifest(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, string(out)
 }

@@ -9,8 +9,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/herd-llm/herd/shard"
 )
 
 // herd prepare --recipe llama prints LLaMA's mixture as a recipe; filled in with paths (here
@@ -48,20 +46,12 @@ func TestPrepareRecipe(t *testing.T) {
 	filled = strings.Replace(filled, "    lang: [en]\n", "", -1) // the test's prose is English, but short texts are not the point here
 	path := filepath.Join(dir, "recipe.yaml")
 	os.WriteFile(path, []byte(filled), 0o644)
-	ds := filepath.Join(dir, "ds")
-	out, err := exec.Command(bin, "prepare", "--recipe", path, "--vocab", "300", "--held-out", "0", "--out", ds).CombinedOutput()
-	if err != nil {
-		t.Fatalf("prepare --recipe: %v\n%s", err, out)
-	}
-	m, err := shard.LoadManifest(ds)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, out := prepareManifest(t, bin, filepath.Join(dir, "ds"), "--recipe", path, "--vocab", "300", "--held-out", "0")
 	if len(m.Sources) != 7 || m.Sources[0].Name != "commoncrawl" || m.Sources[0].Weight != 0.67 || m.Sources[2].Quality.String() != "near-dup,code" ||
 		m.Sources[4].Quality.NearDup.Threshold != 0.9 {
 		t.Errorf("manifest sources: %+v", m.Sources)
 	}
-	mustContain(t, string(out), "mixture llama for 1.4e+12 training tokens:", "paper share", "commoncrawl         67.0%", "67.0%         1.10", "stackexchange")
+	mustContain(t, out, "mixture llama for 1.4e+12 training tokens:", "paper share", "commoncrawl         67.0%", "67.0%         1.10", "stackexchange")
 
 	// Bad recipes: refused before anything is read or written.
 	for _, tc := range []struct{ edit, want string }{
