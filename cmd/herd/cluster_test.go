@@ -137,7 +137,8 @@ var (
 // finishes; the loss is detected within the lease TTL + 5 s; the steps show no gap and no
 // repeat and train on the same data as an uninterrupted run; at most one step is trained
 // twice; every checkpoint committed before the kill is still there at the end, and every ten
-// steps have one; the killed worker, started again, rejoins at the next round.
+// steps have one but those the survivors had passed with the save in flight; the killed
+// worker, started again, rejoins at the next round.
 func TestClusterWorkerLoss(t *testing.T) {
 	trials := 10
 	if testing.Short() {
@@ -194,7 +195,25 @@ func TestClusterWorkerLoss(t *testing.T) {
 				t.Errorf("trial %d: the checkpoint of step %d, committed before the kill, is gone: %v", trial, s, after)
 			}
 		}
+		// Every ten steps have a checkpoint, but for those whose saves were still in flight
+		// when the kill came and whose steps the survivors had already passed: their state
+		// is gone (the survivors hold a later one), so the recovery round saves its own
+		// start instead, and only the newest of them is covered. Under load a save of this
+		// tiny model can stay uncommitted for more than ten of its fast steps.
+		lastAtKill := 0
+		for _, c := range atKill {
+			lastAtKill = max(lastAtKill, c)
+		}
+		recovery := steps
+		for _, m := range roundRE.FindAllStringSubmatch(out, -1) {
+			if testcluster.Atoi(t, m[1]) == 2 {
+				recovery = testcluster.Atoi(t, m[4])
+			}
+		}
 		for s := 10; s <= steps; s += 10 {
+			if s > lastAtKill && s+10 <= recovery {
+				continue // passed by the survivors with its save in flight
+			}
 			if !slices.ContainsFunc(after, func(c int) bool { return c >= s && c < s+10 }) {
 				t.Errorf("trial %d: no checkpoint from step %d to %d: %v\ncoordinator:\n%s", trial, s, s+9, after, out)
 				for i, w := range append(ws, back) {
