@@ -12,6 +12,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/herd-llm/herd/internal/yamlpos"
+
 	"github.com/herd-llm/herd/model"
 )
 
@@ -158,7 +160,7 @@ func ParseJobSpec(raw []byte) (*JobSpec, error) {
 	if err := spec.validate(); err != nil {
 		var fe *fieldError
 		if errors.As(err, &fe) {
-			return nil, fmt.Errorf("%w: line %d: %s: %s", ErrJobSpec, lineOf(&root, fe.path), fe.path, fe.msg)
+			return nil, fmt.Errorf("%w: line %d: %s: %s", ErrJobSpec, yamlpos.Line(&root, strings.Split(fe.path, ".")...), fe.path, fe.msg)
 		}
 		return nil, fmt.Errorf("%w: %v", ErrJobSpec, err)
 	}
@@ -174,31 +176,6 @@ func (e *fieldError) Error() string { return e.path + ": " + e.msg }
 
 func bad(path, format string, a ...any) error {
 	return &fieldError{path: path, msg: fmt.Sprintf(format, a...)}
-}
-
-// lineOf returns the line of the key at a dotted path, or of the nearest parent present.
-func lineOf(root *yaml.Node, path string) int {
-	n := root
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
-	line := n.Line
-	for _, key := range strings.Split(path, ".") {
-		if n.Kind != yaml.MappingNode {
-			break
-		}
-		found := false
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == key {
-				line, n, found = n.Content[i].Line, n.Content[i+1], true
-				break
-			}
-		}
-		if !found {
-			break
-		}
-	}
-	return line
 }
 
 func (s *JobSpec) applyDefaults() {

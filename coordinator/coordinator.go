@@ -182,7 +182,7 @@ func (c *Coordinator) listen() error {
 		a := ln.Addr().(*net.TCPAddr)
 		host := a.IP.String()
 		if a.IP.IsUnspecified() {
-			host = outboundIP()
+			host = cluster.OutboundIP()
 		}
 		c.addr = net.JoinHostPort(host, fmt.Sprint(a.Port))
 	}

@@ -14,6 +14,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/herd-llm/herd/cluster"
 )
 
 // EtcdConfig says which etcd holds worker membership: an embedded single-member etcd in the
@@ -133,31 +135,10 @@ func (h *etcdHandle) startEmbedded(cfg EtcdConfig, dir string) error {
 	if adv == "" {
 		host := addr.IP.String()
 		if addr.IP.IsUnspecified() {
-			host = outboundIP()
+			host = cluster.OutboundIP()
 		}
 		adv = "http://" + net.JoinHostPort(host, fmt.Sprint(addr.Port))
 	}
 	h.endpoints = []string{adv}
 	return nil
-}
-
-// outboundIP returns this machine's first non-loopback IPv4 address on an interface that is
-// up, or 127.0.0.1 when it has none.
-func outboundIP() string {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return "127.0.0.1"
-	}
-	for _, i := range ifs {
-		if i.Flags&net.FlagUp == 0 || i.Flags&net.FlagLoopback != 0 {
-			continue
-		}
-		addrs, _ := i.Addrs()
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLinkLocalUnicast() {
-				return ipn.IP.String()
-			}
-		}
-	}
-	return "127.0.0.1"
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/herd-llm/herd/internal/yamlpos"
 )
 
 // A hardware file (--hardware FILE.yaml) extends or overrides the table. An entry whose name
@@ -86,7 +88,7 @@ func apply(ss []setter, isNew bool, path string, root *yaml.Node) error {
 			s.apply()
 		} else if isNew {
 			return fmt.Errorf("%w: line %d: %s: %s is required for an entry that is not in the built-in table",
-				ErrPlan, lineOf(root, path), path, s.key)
+				ErrPlan, yamlpos.Line(root, strings.Split(path, ".")...), path, s.key)
 		}
 	}
 	return nil
@@ -145,7 +147,7 @@ func mergeGPUs(h Hardware, entries map[string]gpuEntry, root *yaml.Node) error {
 		}
 		if _, ok := h.Fabrics[g.Fabric]; !ok {
 			return fmt.Errorf("%w: line %d: %s.fabric: %q is not a known fabric (known: %s)",
-				ErrPlan, lineOf(root, path+".fabric"), path, g.Fabric, knownNames(h.Fabrics))
+				ErrPlan, yamlpos.Line(root, strings.Split(path+".fabric", ".")...), path, g.Fabric, knownNames(h.Fabrics))
 		}
 		h.GPUs[key] = g
 	}
@@ -159,36 +161,5 @@ func atLine(err error, path string, root *yaml.Node) error {
 		return err
 	}
 	key := path + "." + fe.Field
-	return fmt.Errorf("%w: line %d: %s %s", ErrPlan, lineOf(root, key), key, fe.Msg)
-}
-
-// lineOf returns the line of the key at a dotted path, or of the nearest parent present.
-func lineOf(root *yaml.Node, path string) int {
-	n := root
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
-	line := n.Line
-	for _, key := range strings.Split(path, ".") {
-		next := mappingValue(n, key)
-		if next == nil {
-			break
-		}
-		line, n = next.key.Line, next.value
-	}
-	return line
-}
-
-type keyValue struct{ key, value *yaml.Node }
-
-func mappingValue(n *yaml.Node, key string) *keyValue {
-	if n.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return &keyValue{n.Content[i], n.Content[i+1]}
-		}
-	}
-	return nil
+	return fmt.Errorf("%w: line %d: %s %s", ErrPlan, yamlpos.Line(root, strings.Split(key, ".")...), key, fe.Msg)
 }

@@ -1,7 +1,6 @@
 package shard
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,10 +20,9 @@ type Classifier struct {
 	bias float32
 }
 
-// features returns doc's feature buckets, each once, and the weight of each (1/sqrt(n), so
-// that a document's feature vector has unit length).
-func features(doc []byte) ([]uint32, float32) {
-	words := bytes.Fields(NormalizeLine(doc))
+// features returns the feature buckets of a document's words (docWords), each once, and the
+// weight of each (1/sqrt(n), so that a document's feature vector has unit length).
+func features(words [][]byte) ([]uint32, float32) {
 	seen := make(map[uint32]struct{}, 2*len(words))
 	out := make([]uint32, 0, 2*len(words))
 	add := func(h uint64) {
@@ -50,8 +48,11 @@ func features(doc []byte) ([]uint32, float32) {
 }
 
 // Score returns the probability that doc is like the positive examples.
-func (c *Classifier) Score(doc []byte) float64 {
-	fs, v := features(doc)
+func (c *Classifier) Score(doc []byte) float64 { return c.scoreWords(docWords(doc)) }
+
+// scoreWords is Score on a document's words (docWords).
+func (c *Classifier) scoreWords(words [][]byte) float64 {
+	fs, v := features(words)
 	z := c.bias
 	for _, f := range fs {
 		z += c.w[f] * v
@@ -71,7 +72,7 @@ func TrainClassifier(pos, neg [][]byte) *Classifier {
 	var ex []example
 	for y, docs := range [][][]byte{neg, pos} {
 		for _, d := range docs {
-			fs, v := features(d)
+			fs, v := features(docWords(d))
 			ex = append(ex, example{fs, v, float32(y), fs != nil})
 		}
 	}

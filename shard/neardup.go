@@ -58,8 +58,15 @@ func lshBands(threshold float64, perms int) (bands, rows int) {
 }
 
 // signature returns the MinHash signature of doc's shingles, or nil when doc has no word.
-func (x *nearDupIndex) signature(doc []byte) []uint32 {
-	words := bytes.Fields(NormalizeLine(doc))
+func (x *nearDupIndex) signature(doc []byte) []uint32 { return x.signatureOf(docWords(doc)) }
+
+// docWords returns the words of doc's normalized text, which near-dup shingles and the
+// classifier's features are made of.
+func docWords(doc []byte) [][]byte { return bytes.Fields(NormalizeLine(doc)) }
+
+// signatureOf returns the MinHash signature of the shingles of words (docWords), or nil when
+// there are none.
+func (x *nearDupIndex) signatureOf(words [][]byte) []uint32 {
 	if len(words) == 0 {
 		return nil
 	}

@@ -547,11 +547,15 @@ func (a *lateAnalysis) analyze(q Quality, x *nearDupIndex, doc []byte) {
 	if q.Perplexity != nil {
 		a.bpb = q.Perplexity.Model.BitsPerByte(doc)
 	}
+	var words [][]byte // normalized once for the classifier and near-dup
+	if q.Classifier != nil || x != nil {
+		words = docWords(doc)
+	}
 	if q.Classifier != nil {
-		a.score = q.Classifier.Model.Score(doc)
+		a.score = q.Classifier.Model.scoreWords(words)
 	}
 	if x != nil {
-		a.sig = x.signature(doc)
+		a.sig = x.signatureOf(words)
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -185,7 +184,7 @@ func advertiseFor(addr string) string {
 	if host == "127.0.0.1" || host == "localhost" {
 		return "127.0.0.1"
 	}
-	return outboundHost()
+	return cluster.OutboundIP()
 }
 
 // runWorkerRank is the hidden command a worker runs once per device.
@@ -299,25 +298,4 @@ func printJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
-}
-
-// outboundHost returns this machine's first non-loopback IPv4 address on an interface that
-// is up, or 127.0.0.1.
-func outboundHost() string {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return "127.0.0.1"
-	}
-	for _, i := range ifs {
-		if i.Flags&net.FlagUp == 0 || i.Flags&net.FlagLoopback != 0 {
-			continue
-		}
-		addrs, _ := i.Addrs()
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLinkLocalUnicast() {
-				return ipn.IP.String()
-			}
-		}
-	}
-	return "127.0.0.1"
 }

@@ -204,9 +204,8 @@ func applyFilters(sources []shard.SourceSpec, values []string, nd shard.NearDup,
 		return fmt.Errorf("--code-licences, --code-max-line, --code-min-alnum: %w", err)
 	}
 	return forSources("--filter", "FILTER[,FILTER...], for example web=lines,near-dup", sources, values, func(s *shard.SourceSpec, list string) error {
-		lang := s.Quality.Lang
 		q, err := shard.ParseFilters(list, nd, code)
-		s.Quality, s.Quality.Lang = q, lang
+		s.Quality.LineDedup, s.Quality.NearDup, s.Quality.Code = q.LineDedup, q.NearDup, q.Code
 		return err
 	})
 }

@@ -8,10 +8,12 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/herd-llm/herd/internal/yamlpos"
 	"github.com/herd-llm/herd/shard"
 )
 
@@ -58,7 +60,7 @@ func parseRecipe(path string, raw []byte) (*recipe, error) {
 	}
 	var root yaml.Node
 	yaml.Unmarshal(raw, &root) // decoded once already: cannot fail
-	line := func(i int, key string) int { return sourceLine(&root, i, key) }
+	line := func(i int, key string) int { return yamlpos.Line(&root, "sources", strconv.Itoa(i), key) }
 	if len(r.Sources) == 0 {
 		return nil, fmt.Errorf("--recipe %s: sources: none", path)
 	}
@@ -107,33 +109,6 @@ func parseRecipe(path string, raw []byte) (*recipe, error) {
 		}
 	}
 	return &r, nil
-}
-
-// sourceLine returns the line of key in sources[i], or of the nearest parent present.
-func sourceLine(root *yaml.Node, i int, key string) int {
-	n := root
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
-	line := n.Line
-	for j := 0; j+1 < len(n.Content); j += 2 {
-		if n.Content[j].Value != "sources" {
-			continue
-		}
-		list := n.Content[j+1]
-		line = n.Content[j].Line
-		if list.Kind != yaml.SequenceNode || i >= len(list.Content) {
-			return line
-		}
-		item := list.Content[i]
-		line = item.Line
-		for k := 0; k+1 < len(item.Content); k += 2 {
-			if item.Content[k].Value == key {
-				return item.Content[k].Line
-			}
-		}
-	}
-	return line
 }
 
 // apply turns the recipe into o's sources with their filters, as the flags would.
