@@ -15,3 +15,10 @@ type Encoder interface {
 	// Hash identifies the vocabulary; stored in every shard file.
 	Hash() string
 }
+
+// DocumentStarter is implemented by an Encoder that puts a token before every document:
+// LLaMA's tokenizer puts <s> (its post-processor's "<s> $A"). Prepare writes it first in
+// each document's tokens, before the text's and the EOS after them.
+type DocumentStarter interface {
+	DocumentStart() (id int32, ok bool)
+}

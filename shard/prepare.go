@@ -147,13 +147,19 @@ func checkEncoder(e Encoder) error {
 	case len(h) == 0 || len(h) > MaxHashLen:
 		return fmt.Errorf("%w: Encoder.Hash() has %d bytes, want 1..%d", ErrConfig, len(h), MaxHashLen)
 	}
+	if ds, ok := e.(DocumentStarter); ok {
+		if id, ok := ds.DocumentStart(); ok && (id < 0 || int64(id) >= int64(v)) {
+			return fmt.Errorf("%w: Encoder.DocumentStart() is %d, want 0..%d", ErrConfig, id, v-1)
+		}
+	}
 	return nil
 }
 
 // Prepare reads, cleans and tokenizes every source and writes a dataset to
 // cfg.Out: per source, train and held-out shard files under Out/<name>/,
 // then Out/manifest.json. Documents are encoded in parallel and written in
-// reading order, each followed by EOS.
+// reading order, each followed by EOS (and preceded by the encoder's document
+// start, LLaMA's <s>, when it is a DocumentStarter that has one).
 //
 // Nothing is lost on failure: shard files appear only whole (temp, fsync,
 // rename), the manifest is written last and commits the dataset, Prepare
@@ -310,6 +316,10 @@ func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest,
 	removeStaleTemps(dir)
 	jobs := make(chan *encodeJob)
 	order := make(chan *encodeJob, 4*p.cfg.Workers)
+	start, hasStart := int32(0), false
+	if ds, ok := p.cfg.Encoder.(DocumentStarter); ok {
+		start, hasStart = ds.DocumentStart()
+	}
 	var encoders sync.WaitGroup
 	for range p.cfg.Workers {
 		encoders.Go(func() {
@@ -321,7 +331,11 @@ func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest,
 						continue
 					}
 				}
-				j.out <- p.cfg.Encoder.Encode(j.doc)
+				toks := p.cfg.Encoder.Encode(j.doc)
+				if hasStart {
+					toks = slices.Insert(toks, 0, start)
+				}
+				j.out <- toks
 			}
 		})
 	}

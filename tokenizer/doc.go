@@ -1,5 +1,7 @@
 // Package tokenizer is herd's byte-level BPE tokenizer, the GPT-2 / LLaMA-3 kind,
-// trained on herd's own corpus and stored as a Hugging Face tokenizer.json.
+// trained on herd's own corpus and stored as a Hugging Face tokenizer.json. It also reads,
+// encodes with and writes back LLaMA's own SentencePiece-style tokenizer.json (BPE over
+// characters with byte fallback; sentencepiece.go); what follows is about the byte-level kind.
 //
 // Text is first split into words by the GPT-2 pre-tokenizer regex (see
 // pretokenize.go), then each word's bytes are merged by the learned BPE merges, lowest

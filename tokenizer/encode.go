@@ -37,7 +37,11 @@ func (t *Tokenizer) Encode(text []byte) []int32 {
 // EncodeTo appends the token ids of text to dst and returns the extended slice.
 func (t *Tokenizer) EncodeTo(dst []int32, text []byte) []int32 {
 	e := t.pool.Get().(*encoder)
-	forEachPiece(text, t.digits, func(w []byte) { dst = e.word(dst, w) })
+	if t.sp != nil {
+		dst = e.encodeSentencePiece(dst, text)
+	} else {
+		forEachPiece(text, t.digits, func(w []byte) { dst = e.word(dst, w) })
+	}
 	t.pool.Put(e)
 	return dst
 }
@@ -65,12 +69,18 @@ func (e *encoder) word(dst []int32, w []byte) []int32 {
 // bpe appends the ids of w after applying the merges. The result equals that of the
 // tokenizers library: repeatedly merge the adjacent pair of lowest rank, leftmost first.
 func (e *encoder) bpe(dst []int32, w []byte) []int32 {
-	if len(w) > shortWord {
-		return e.bpeHeap(dst, w)
-	}
 	syms := e.syms[:0]
 	for _, b := range w {
 		syms = append(syms, e.t.byteID[b])
+	}
+	e.syms = syms
+	return e.merge(dst, syms)
+}
+
+// merge appends the ids of the symbols syms after applying the merges; it may modify syms.
+func (e *encoder) merge(dst []int32, syms []int32) []int32 {
+	if len(syms) > shortWord {
+		return e.mergeHeap(dst, syms)
 	}
 	ranks := e.ranks[:0]
 	for i := 0; i+1 < len(syms); i++ {
@@ -96,7 +106,7 @@ func (e *encoder) bpe(dst []int32, w []byte) []int32 {
 			ranks[best] = e.rank(syms[best], syms[best+1])
 		}
 	}
-	e.syms, e.ranks = syms, ranks
+	e.ranks = ranks
 	return append(dst, syms...)
 }
 
@@ -109,7 +119,7 @@ func (e *encoder) rank(left, right int32) int32 {
 	return noRank
 }
 
-// node is a symbol of a long word in the doubly linked list bpeHeap merges.
+// node is a symbol of a long word in the doubly linked list mergeHeap merges.
 type node struct {
 	id         int32
 	prev, next int32 // neighbour indices, -1 at the ends
@@ -140,12 +150,12 @@ func (h *mergeHeap) Pop() any {
 	return x
 }
 
-// bpeHeap is bpe for long words in O(n log n): Word::merge_all of the tokenizers
+// mergeHeap is merge for long words in O(n log n): Word::merge_all of the tokenizers
 // library, with stale heap entries recognised by their result id.
-func (e *encoder) bpeHeap(dst []int32, w []byte) []int32 {
+func (e *encoder) mergeHeap(dst []int32, syms []int32) []int32 {
 	nodes := e.nodes[:0]
-	for i, b := range w {
-		nodes = append(nodes, node{id: e.t.byteID[b], prev: int32(i - 1), next: int32(i + 1)})
+	for i, id := range syms {
+		nodes = append(nodes, node{id: id, prev: int32(i - 1), next: int32(i + 1)})
 	}
 	nodes[len(nodes)-1].next = -1
 	e.heap = e.heap[:0]

@@ -100,8 +100,12 @@ func TestBPEMatchesReference(t *testing.T) {
 		if got := e.bpe(nil, w); !slices.Equal(got, want) {
 			t.Fatalf("bpe(%q) = %v, want %v", w, got, want)
 		}
-		if got := e.bpeHeap(nil, w); !slices.Equal(got, want) {
-			t.Fatalf("bpeHeap(%q) = %v, want %v", w, got, want)
+		var syms []int32
+		for _, b := range w {
+			syms = append(syms, tok.byteID[b])
+		}
+		if got := e.mergeHeap(nil, syms); !slices.Equal(got, want) {
+			t.Fatalf("mergeHeap(%q) = %v, want %v", w, got, want)
 		}
 	}
 }

@@ -78,11 +78,13 @@ var byteLevelPre = hfByteLevel{Type: "ByteLevel", TrimOffsets: true, UseRegex: t
 
 // Marshal returns the tokenizer as a Hugging Face tokenizer.json.
 func (t *Tokenizer) Marshal() ([]byte, error) {
+	if t.sp != nil {
+		return t.marshalSentencePiece()
+	}
 	f := hfFile{
 		Version:       "1.0",
 		Truncation:    jsonNull,
 		Padding:       jsonNull,
-		AddedTokens:   []hfAddedToken{},
 		Normalizer:    jsonNull,
 		PreTokenizer:  byteLevelPre,
 		PostProcessor: jsonNull,
@@ -94,25 +96,43 @@ func (t *Tokenizer) Marshal() ([]byte, error) {
 			ContinuingSubwordPrefix: jsonNull,
 			EndOfWordSuffix:         jsonNull,
 			Vocab:                   t.vocabJSON(),
-			Merges:                  make([][2]string, len(t.merges)),
 		},
 	}
 	if t.digits {
 		f.PreTokenizer = hfSequence{Type: "Sequence", PreTokenizers: []any{hfDigits{Type: "Digits", IndividualDigits: true}, byteLevelPre}}
 	}
-	for id, tok := range t.tokens {
+	f.AddedTokens, f.Model.Merges = t.addedJSON(), t.mergesJSON()
+	return encodeJSON(&f)
+}
+
+// addedJSON lists the special tokens as added_tokens.
+func (t *Tokenizer) addedJSON() []hfAddedToken {
+	added := []hfAddedToken{}
+	for id := range t.tokens {
 		if t.special[id] {
-			f.AddedTokens = append(f.AddedTokens, hfAddedToken{ID: id, Content: string(tok), Special: true})
+			added = append(added, hfAddedToken{ID: id, Content: t.TokenString(int32(id)), Special: true})
 		}
 	}
+	return added
+}
+
+// mergesJSON lists the merges as pairs of token strings, in rank order.
+func (t *Tokenizer) mergesJSON() [][2]string {
+	merges := make([][2]string, len(t.merges))
 	for i, m := range t.merges {
-		f.Model.Merges[i] = [2]string{t.TokenString(m.left), t.TokenString(m.right)}
+		merges[i] = [2]string{t.TokenString(m.left), t.TokenString(m.right)}
 	}
+	return merges
+}
+
+// encodeJSON writes a tokenizer.json as the tokenizers library does: two-space indent, no
+// HTML escaping.
+func encodeJSON(f any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(&f); err != nil {
+	if err := enc.Encode(f); err != nil {
 		return nil, fmt.Errorf("%w: encoding tokenizer.json: %w", ErrIO, err)
 	}
 	return buf.Bytes(), nil
@@ -182,7 +202,8 @@ func (t *Tokenizer) Save(path string) error {
 }
 
 // Load reads a tokenizer.json written by Save or by the tokenizers library. It
-// accepts only what herd reproduces id for id: a BPE model over the byte-level
+// accepts only what herd reproduces id for id: LLaMA's SentencePiece-style file (see
+// sentencepiece.go), or a BPE model over the byte-level
 // alphabet with all 256 byte tokens, a ByteLevel pre-tokenizer with use_regex true and
 // add_prefix_space false (after a Digits pre-tokenizer with individual_digits, for a
 // tokenizer that splits digits), a ByteLevel decoder, no normalizer, and special added tokens
@@ -208,6 +229,9 @@ func Unmarshal(data []byte) (*Tokenizer, error) {
 	if err := json.Unmarshal(data, &top); err != nil {
 		return nil, formatErr("", "not a JSON object: %v", err)
 	}
+	if !isByteLevel(top["decoder"]) {
+		return unmarshalSentencePiece(top)
+	}
 	if err := checkNormalizer(top["normalizer"]); err != nil {
 		return nil, err
 	}
@@ -219,13 +243,18 @@ func Unmarshal(data []byte) (*Tokenizer, error) {
 		return nil, err
 	}
 	b := &builder{digits: digits}
-	if err := b.readAdded(top["added_tokens"]); err != nil {
-		return nil, err
-	}
-	if err := b.readModel(top["model"]); err != nil {
+	if err := b.read(top); err != nil {
 		return nil, err
 	}
 	return b.build()
+}
+
+// read reads added_tokens and model.
+func (b *builder) read(top map[string]json.RawMessage) error {
+	if err := b.readAdded(top["added_tokens"]); err != nil {
+		return err
+	}
+	return b.readModel(top["model"])
 }
 
 func formatErr(field, format string, args ...any) error {
@@ -234,6 +263,15 @@ func formatErr(field, format string, args ...any) error {
 
 func isNull(raw json.RawMessage) bool {
 	return len(raw) == 0 || string(bytes.TrimSpace(raw)) == "null"
+}
+
+// isByteLevel reports whether a decoder is ByteLevel, which tells a byte-level BPE file from
+// a SentencePiece-style one (whose decoder is a Sequence ending in ByteFallback and Fuse).
+func isByteLevel(decoder json.RawMessage) bool {
+	var d struct {
+		Type string `json:"type"`
+	}
+	return isNull(decoder) || json.Unmarshal(decoder, &d) != nil || d.Type == "ByteLevel"
 }
 
 func checkNormalizer(raw json.RawMessage) error {
@@ -324,6 +362,10 @@ type builder struct {
 	byID     map[int32]string // id -> vocab key or special content
 	merges   [][2]string
 	digits   bool // the pre-tokenizer splits digits first
+
+	sp           bool            // a SentencePiece-style file (sentencepiece.go)
+	byteFallback bool            // model.byte_fallback
+	unk          json.RawMessage // model.unk_token
 }
 
 func (b *builder) readAdded(raw json.RawMessage) error {
@@ -356,7 +398,11 @@ func (b *builder) readAdded(raw json.RawMessage) error {
 		b.specials[*a.Content] = int32(*a.ID)
 		b.added = append(b.added, *a.Content)
 	}
-	for _, name := range []string{BOSToken, EOSToken, PadToken} {
+	required := []string{BOSToken, EOSToken, PadToken}
+	if b.sp {
+		required = required[:2] // LLaMA's vocabulary has no <pad>
+	}
+	for _, name := range required {
 		if _, ok := b.specials[name]; !ok {
 			return formatErr("added_tokens", "no special token %q", name)
 		}
@@ -374,12 +420,15 @@ func (b *builder) readModel(raw json.RawMessage) error {
 		ContinuingSubwordPrefix json.RawMessage   `json:"continuing_subword_prefix"`
 		EndOfWordSuffix         json.RawMessage   `json:"end_of_word_suffix"`
 		IgnoreMerges            bool              `json:"ignore_merges"`
+		ByteFallback            bool              `json:"byte_fallback"`
+		UnkToken                json.RawMessage   `json:"unk_token"`
 		Vocab                   json.RawMessage   `json:"vocab"`
 		Merges                  []json.RawMessage `json:"merges"`
 	}
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return formatErr("model", "%v", err)
 	}
+	b.byteFallback, b.unk = m.ByteFallback, m.UnkToken
 	if m.Type == nil || *m.Type != "BPE" {
 		return formatErr("model.type", "is %s, want \"BPE\"", clip(fieldRaw(raw, "type")))
 	}
@@ -455,17 +504,25 @@ func (b *builder) readMerges(raws []json.RawMessage) error {
 	return nil
 }
 
-// build checks ids, specials, byte tokens and merges, and makes the Tokenizer.
-func (b *builder) build() (*Tokenizer, error) {
+// addSpecials puts the added tokens among the ids of model.vocab, checking that the two agree.
+func (b *builder) addSpecials() error {
 	for _, content := range b.added {
 		id := b.specials[content]
 		if vid, ok := b.vocab[content]; ok && vid != id {
-			return nil, formatErr("added_tokens", "%q has id %d, but model.vocab gives it %d", content, id, vid)
+			return formatErr("added_tokens", "%q has id %d, but model.vocab gives it %d", content, id, vid)
 		}
 		if key, ok := b.byID[id]; ok && key != content {
-			return nil, formatErr("added_tokens", "%q has id %d, already used by %q in model.vocab", content, id, key)
+			return formatErr("added_tokens", "%q has id %d, already used by %q in model.vocab", content, id, key)
 		}
 		b.byID[id] = content
+	}
+	return nil
+}
+
+// build checks ids, specials, byte tokens and merges, and makes the Tokenizer.
+func (b *builder) build() (*Tokenizer, error) {
+	if err := b.addSpecials(); err != nil {
+		return nil, err
 	}
 	n := len(b.byID)
 	tokens := make([][]byte, n)

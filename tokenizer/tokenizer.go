@@ -22,11 +22,13 @@ const (
 	MaxVocabSize = 1 << 24
 )
 
-// Tokenizer is a trained byte-level BPE tokenizer.
+// Tokenizer is a BPE tokenizer: byte-level (herd's own, trained by Train) or
+// SentencePiece-style (LLaMA's, read by Load; see sentencepiece.go).
 type Tokenizer struct {
-	tokens  [][]byte         // id -> raw bytes (for specials, their content)
+	sp      *sentencePiece   // nil for byte-level
+	tokens  [][]byte         // id -> the bytes it decodes to (for specials, their content)
 	special []bool           // id -> special token
-	ids     map[string]int32 // raw bytes -> id, non-special tokens only
+	ids     map[string]int32 // byte-level: raw bytes -> id, non-special tokens only; SentencePiece: piece -> id
 	byteID  [256]int32       // byte -> id of its single-byte token
 	merges  []merge          // in rank order
 	ranks   map[uint64]mergeRank
@@ -94,7 +96,8 @@ func (t *Tokenizer) BOS() int32 { return t.bos }
 // EOS returns the id of the end-of-sequence token "</s>".
 func (t *Tokenizer) EOS() int32 { return t.eos }
 
-// PAD returns the id of the padding token "<pad>".
+// PAD returns the id of the padding token "<pad>", or -1 for a tokenizer without one
+// (LLaMA's).
 func (t *Tokenizer) PAD() int32 { return t.pad }
 
 // NumMerges returns the number of BPE merges.
@@ -106,11 +109,15 @@ func (t *Tokenizer) IsSpecial(id int32) bool {
 }
 
 // TokenString returns the name of token id as tokenizer.json spells it: a special
-// token's content, or the token's bytes in the byte-level alphabet (a space shows as
-// 'Ġ', a newline as 'Ċ'). It returns "" for an id out of range.
+// token's content, the token's bytes in the byte-level alphabet (a space shows as
+// 'Ġ', a newline as 'Ċ'), or a SentencePiece piece ("▁the", "<0x0A>"). It returns ""
+// for an id out of range.
 func (t *Tokenizer) TokenString(id int32) string {
 	if id < 0 || int(id) >= len(t.tokens) {
 		return ""
+	}
+	if t.sp != nil {
+		return t.sp.pieces[id]
 	}
 	if t.special[id] {
 		return string(t.tokens[id])
@@ -119,7 +126,9 @@ func (t *Tokenizer) TokenString(id int32) string {
 }
 
 // TokenBytes returns the bytes token id decodes to (a special token's content for a
-// special token), or nil for an id out of range. The caller must not modify them.
+// special token), or nil for an id out of range. The caller must not modify them. A
+// SentencePiece piece's "▁" decodes to a space, so the dummy prefix before a document
+// counts as one byte.
 func (t *Tokenizer) TokenBytes(id int32) []byte {
 	if id < 0 || int(id) >= len(t.tokens) {
 		return nil
@@ -133,7 +142,10 @@ var replacement = []byte("\uFFFD")
 // Decode returns the bytes of ids. Special tokens are skipped, so Decode inverts
 // Encode exactly and drops the BOS/EOS/PAD that surround training sequences. An id
 // outside [0, VocabSize()) decodes to U+FFFD, so a model that samples from a padded
-// output layer still produces visible text.
+// output layer still produces visible text. A SentencePiece-style tokenizer whose decoder
+// strips the dummy prefix drops one leading space, as the tokenizers library does (for a
+// Metaspace file, Encode gives a text that starts with a space no prefix, and Decode loses
+// that space as Hugging Face's does).
 func (t *Tokenizer) Decode(ids []int32) []byte {
 	n := 0
 	for _, id := range ids {
@@ -147,6 +159,7 @@ func (t *Tokenizer) Decode(ids []int32) []byte {
 
 // DecodeTo appends the bytes of ids to dst, as Decode does, and returns the result.
 func (t *Tokenizer) DecodeTo(dst []byte, ids []int32) []byte {
+	start := len(dst)
 	for _, id := range ids {
 		switch {
 		case id < 0 || int(id) >= len(t.tokens):
@@ -154,6 +167,9 @@ func (t *Tokenizer) DecodeTo(dst []byte, ids []int32) []byte {
 		case !t.special[id]:
 			dst = append(dst, t.tokens[id]...)
 		}
+	}
+	if t.sp != nil && t.sp.strip && len(dst) > start && dst[start] == ' ' {
+		dst = append(dst[:start], dst[start+1:]...)
 	}
 	return dst
 }
@@ -172,7 +188,12 @@ func (t *Tokenizer) computeHash() string {
 		binary.LittleEndian.PutUint32(buf[:], uint32(v))
 		h.Write(buf[:])
 	}
-	h.Write([]byte("herd byte-level bpe v1\x00"))
+	if t.sp != nil {
+		h.Write([]byte("herd sentencepiece bpe v1\x00"))
+		t.sp.hashInto(h)
+	} else {
+		h.Write([]byte("herd byte-level bpe v1\x00"))
+	}
 	u32(len(t.tokens))
 	for id, tok := range t.tokens {
 		flag := byte(0)
@@ -180,6 +201,9 @@ func (t *Tokenizer) computeHash() string {
 			flag = 1
 		}
 		h.Write([]byte{flag})
+		if t.sp != nil {
+			tok = []byte(t.sp.pieces[id]) // "<0x41>" and "A" decode alike
+		}
 		u32(len(tok))
 		h.Write(tok)
 	}
@@ -200,3 +224,25 @@ func (t *Tokenizer) computeHash() string {
 
 // SplitDigits reports whether every digit is a pre-token of its own (Options.SplitDigits).
 func (t *Tokenizer) SplitDigits() bool { return t.digits }
+
+// SentencePiece reports whether the tokenizer is SentencePiece-style (LLaMA's), rather than
+// byte-level.
+func (t *Tokenizer) SentencePiece() bool { return t.sp != nil }
+
+// DocumentStart returns the token put before every document and true when the tokenizer's
+// post-processor puts <s> before a text (LLaMA's "<s> $A"); herd's own tokenizers have none.
+func (t *Tokenizer) DocumentStart() (int32, bool) {
+	if t.sp != nil && t.sp.bosFirst {
+		return t.bos, true
+	}
+	return 0, false
+}
+
+// Boundary returns the ids between two documents of herd's data: EOS, then the document
+// start when the tokenizer has one. A model generates "after a document boundary" from them.
+func (t *Tokenizer) Boundary() []int32 {
+	if id, ok := t.DocumentStart(); ok {
+		return []int32{t.eos, id}
+	}
+	return []int32{t.eos}
+}

@@ -54,7 +54,7 @@ func configJSON(cfg model.Config, tok *tokenizer.Tokenizer) map[string]any {
 		"num_attention_heads":     cfg.Heads,
 		"num_hidden_layers":       cfg.Layers,
 		"num_key_value_heads":     cfg.Heads,
-		"pad_token_id":            tok.PAD(),
+		"pad_token_id":            padID(tok),
 		"pretraining_tp":          1,
 		"rms_norm_eps":            pyFloat(cfg.NormEps),
 		"rope_parameters":         map[string]any{"rope_theta": pyFloat(cfg.RopeTheta), "rope_type": "default"},
@@ -74,9 +74,18 @@ func generationConfigJSON(tok *tokenizer.Tokenizer) map[string]any {
 		"_from_model_config":   true,
 		"bos_token_id":         tok.BOS(),
 		"eos_token_id":         tok.EOS(),
-		"pad_token_id":         tok.PAD(),
+		"pad_token_id":         padID(tok),
 		"transformers_version": transformersVersion,
 	}
+}
+
+// padID is the pad_token_id of config.json and generation_config.json: null for a tokenizer
+// without a padding token (LLaMA's).
+func padID(tok *tokenizer.Tokenizer) any {
+	if tok.PAD() < 0 {
+		return nil
+	}
+	return tok.PAD()
 }
 
 // marshalJSON formats v as transformers does: sorted keys, two-space indent, final newline.

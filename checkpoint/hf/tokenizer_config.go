@@ -20,9 +20,11 @@ const tokenizerClass = "PreTrainedTokenizerFast"
 
 // tokenizerConfigJSON returns tokenizer_config.json for tok, read by transformers'
 // from_pretrained so that AutoTokenizer gives a model exported by herd the ids herd trained
-// it on: documents are encoded by tokenizer.json's byte-level BPE alone, with no BOS before
-// them (herd's data has an EOS after each document and nothing else), and a special token's
-// text in the input is split into bytes, as herd's Encode does (split_special_tokens).
+// it on: documents are encoded by tokenizer.json's pipeline alone, with no BOS before them
+// (herd's data has an EOS after each document and nothing else) unless the tokenizer puts
+// one there (LLaMA's SentencePiece-style tokenizer.json, whose post-processor adds <s>), and
+// a special token's text in the input is split into bytes, as herd's Encode does
+// (split_special_tokens). A tokenizer without a padding token (LLaMA's) has pad_token null.
 // docs/huggingface.md explains each key.
 func tokenizerConfigJSON(cfg model.Config, tok *tokenizer.Tokenizer) map[string]any {
 	added := map[string]any{}
@@ -32,8 +34,13 @@ func tokenizerConfigJSON(cfg model.Config, tok *tokenizer.Tokenizer) map[string]
 				"normalized": false, "rstrip": false, "single_word": false, "special": true}
 		}
 	}
+	_, bos := tok.DocumentStart()
+	var pad any
+	if tok.PAD() >= 0 {
+		pad = tok.TokenString(tok.PAD())
+	}
 	return map[string]any{
-		"add_bos_token":                false,
+		"add_bos_token":                bos,
 		"add_eos_token":                false,
 		"add_prefix_space":             false,
 		"added_tokens_decoder":         added,
@@ -42,7 +49,7 @@ func tokenizerConfigJSON(cfg model.Config, tok *tokenizer.Tokenizer) map[string]
 		"eos_token":                    tok.TokenString(tok.EOS()),
 		"model_input_names":            []string{"input_ids", "attention_mask"},
 		"model_max_length":             cfg.MaxSeq,
-		"pad_token":                    tok.TokenString(tok.PAD()),
+		"pad_token":                    pad,
 		"split_special_tokens":         true,
 		"tokenizer_class":              tokenizerClass,
 	}
@@ -50,8 +57,10 @@ func tokenizerConfigJSON(cfg model.Config, tok *tokenizer.Tokenizer) map[string]
 
 // checkTokenizerConfig checks tokenizer_config.json when the directory has one. herd encodes
 // with tokenizer.json alone, so the file need only agree with it: the special tokens it names
-// are tokenizer.json's, and it does not ask for a BOS before every input, which herd's
-// tokenizer and data pipeline never add.
+// are tokenizer.json's, and it asks for a BOS before every input exactly when tokenizer.json's
+// post-processor puts one there (LLaMA's), which herd's data pipeline then writes before
+// every document. The padding token is not checked when tokenizer.json has none: herd never
+// pads with it.
 func checkTokenizerConfig(path string, tok *tokenizer.Tokenizer) error {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -68,6 +77,9 @@ func checkTokenizerConfig(path string, tok *tokenizer.Tokenizer) error {
 		key string
 		id  int32
 	}{{"bos_token", tok.BOS()}, {"eos_token", tok.EOS()}, {"pad_token", tok.PAD()}} {
+		if sp.id < 0 {
+			continue
+		}
 		content, ok, err := r.tokenContent(sp.key)
 		if err != nil {
 			return err
@@ -79,8 +91,15 @@ func checkTokenizerConfig(path string, tok *tokenizer.Tokenizer) error {
 	if _, err := r.flag("add_eos_token", false); err != nil {
 		return err
 	}
-	if bos, err := r.flag("add_bos_token", false); err != nil || bos {
-		return firstErr(err, r.errf(ErrUnsupported, "add_bos_token", "= true, but herd never puts BOS before a document (its tokenizer and data pipeline add only EOS after one)"))
+	_, starts := tok.DocumentStart()
+	bos, err := r.flag("add_bos_token", starts)
+	switch {
+	case err != nil:
+		return err
+	case bos && !starts:
+		return r.errf(ErrUnsupported, "add_bos_token", "= true, but tokenizer.json's post_processor puts no <s> before a text, and herd's data has only an EOS after each document")
+	case !bos && starts:
+		return r.errf(ErrUnsupported, "add_bos_token", "= false, but tokenizer.json's post_processor puts <s> before every text; herd encodes as tokenizer.json does (remove the key, or the post-processor)")
 	}
 	return nil
 }

@@ -66,7 +66,7 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.builtin, "builtin", false, "use the built-in corpus (English text and Go source shipped with the Go toolchain) instead of --source")
 	fs.StringVar(&o.out, "out", "", "dataset directory to create; it must not exist or be empty (required)")
 	fs.IntVar(&o.vocab, "vocab", 4096, "vocabulary size of the byte-level BPE tokenizer to train")
-	fs.StringVar(&o.tokenizer, "tokenizer", "", "reuse this tokenizer.json instead of training one")
+	fs.StringVar(&o.tokenizer, "tokenizer", "", "reuse this tokenizer.json instead of training one: herd's own, or LLaMA's SentencePiece-style one (byte_fallback BPE; documents are then written as <s> text </s>, as its post-processor asks)")
 	fs.Float64Var(&o.heldOut, "held-out", 0.01, "share of each source's documents kept out of training for validation (0..0.5)")
 	fs.IntVar(&o.minBytes, "min-bytes", 32, "drop documents shorter than this many bytes (>= 1)")
 	fs.Float64Var(&o.maxNonText, "max-nontext", 0.1, "drop documents whose share of control bytes and invalid UTF-8 exceeds this (0..1)")
@@ -480,6 +480,15 @@ func sourceTokenizer(ctx context.Context, o prepareOptions, tok *tokenizer.Token
 	}
 	failpoint("sampled")
 	if tok != nil {
+		kind := "byte-level BPE"
+		if tok.SentencePiece() {
+			kind = "SentencePiece-style BPE with byte fallback"
+		}
+		frame := "</s> after each document"
+		if _, ok := tok.DocumentStart(); ok {
+			frame = "<s> before and </s> after each document"
+		}
+		fmt.Fprintf(log, "prepare: tokenizer %s: %s, %d tokens; %s\n", o.tokenizer, kind, tok.VocabSize(), frame)
 		return tok, nil
 	}
 	return trainTokenizer(ctx, o, sample, log)

@@ -52,7 +52,7 @@ func runSample(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer release()
-	ids := append([]int32{r.Tokenizer.EOS()}, r.Tokenizer.Encode([]byte(*prompt))...)
+	ids := append(r.Tokenizer.Boundary(), r.Tokenizer.Encode([]byte(*prompt))...)
 	if len(ids)+*tokens > m.Cfg.MaxSeq {
 		return fmt.Errorf("prompt (%d tokens) plus --tokens %d exceeds the model's max_seq %d", len(ids), *tokens, m.Cfg.MaxSeq)
 	}
