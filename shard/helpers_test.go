@@ -43,7 +43,7 @@ func wantErr(t *testing.T, err error, sentinels []error, fragments ...string) {
 }
 
 // writeFile creates path (and its directories) holding data.
-func writeFile(t *testing.T, path string, data []byte) {
+func writeFile(t testing.TB, path string, data []byte) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)

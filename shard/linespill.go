@@ -60,6 +60,18 @@ func (b *lineBits) next(h uint64) (bool, error) {
 	return first, nil
 }
 
+// rewind starts the bits again from the first line, for a second pass that reads them.
+func (b *lineBits) rewind() error {
+	for i, f := range b.files {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		b.bufs[i].Reset(f)
+		b.cur[i], b.left[i] = 0, 0
+	}
+	return nil
+}
+
 // Close removes the bucket files.
 func (b *lineBits) Close() error {
 	for _, f := range b.files {
@@ -71,18 +83,24 @@ func (b *lineBits) Close() error {
 // lineHashes calls fn with the hash of every line of doc that line dedup compares (those that
 // do not normalize to nothing), in order.
 func lineHashes(doc []byte, fn func(h uint64, line []byte)) {
-	for start := 0; start < len(doc); {
-		end := len(doc)
-		if i := bytes.IndexByte(doc[start:], '\n'); i >= 0 {
-			end = start + i + 1
-		}
-		line := doc[start:end]
-		start = end
+	forEachLine(doc, func(line []byte) {
 		if norm := NormalizeLine(bytes.TrimRight(line, "\r\n")); len(norm) > 0 {
 			fn(hash64(norm), line)
 		} else {
 			fn(0, line)
 		}
+	})
+}
+
+// forEachLine calls fn with each line of doc, its newline included.
+func forEachLine(doc []byte, fn func(line []byte)) {
+	for start := 0; start < len(doc); {
+		end := len(doc)
+		if i := bytes.IndexByte(doc[start:], '\n'); i >= 0 {
+			end = start + i + 1
+		}
+		fn(doc[start:end])
+		start = end
 	}
 }
 
@@ -167,12 +185,20 @@ func bucketOf(h uint64, k int) uint64 {
 
 // split writes the hashes of all, in order, to the bucket files.
 func (b *lineBits) split(all *os.File) error {
-	if _, err := all.Seek(0, io.SeekStart); err != nil {
+	if _, err := splitRecords(all, b.dir, b.k, 8); err != nil {
 		return err
 	}
-	nb := b.Bucket
-	out := make([]*bufio.Writer, nb)
-	files := make([]*os.File, nb)
+	return os.Remove(all.Name())
+}
+
+// splitRecords copies the size-byte records of src, from its start and in order, to 2^k files
+// bucket-0.. in dir, each record to the bucket of its first 8 bytes' top k bits (bucketOf), and
+// returns their paths.
+func splitRecords(src *os.File, dir string, k, size int) ([]string, error) {
+	n := 1 << k
+	paths := make([]string, n)
+	files := make([]*os.File, n)
+	out := make([]*bufio.Writer, n)
 	defer func() {
 		for _, f := range files {
 			if f != nil {
@@ -180,31 +206,46 @@ func (b *lineBits) split(all *os.File) error {
 			}
 		}
 	}()
-	for i := range nb {
-		f, err := os.Create(filepath.Join(b.dir, fmt.Sprintf("bucket-%d", i)))
+	for i := range n {
+		paths[i] = filepath.Join(dir, fmt.Sprintf("bucket-%d", i))
+		f, err := os.Create(paths[i])
 		if err != nil {
-			return err
+			return nil, err
 		}
 		files[i], out[i] = f, bufio.NewWriterSize(f, 16<<10)
 	}
-	r := bufio.NewReaderSize(all, 1<<20)
-	var buf [8]byte
+	err := forEachRecord(src, size, func(rec []byte) error {
+		_, err := out[bucketOf(binary.LittleEndian.Uint64(rec), k)].Write(rec)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range n {
+		if err := out[i].Flush(); err != nil {
+			return nil, err
+		}
+	}
+	return paths, nil
+}
+
+// forEachRecord calls fn with each size-byte record of f, from its start.
+func forEachRecord(f *os.File, size int, fn func(rec []byte) error) error {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	r := bufio.NewReaderSize(f, 1<<20)
+	buf := make([]byte, size)
 	for {
-		if _, err := io.ReadFull(r, buf[:]); err == io.EOF {
-			break
+		if _, err := io.ReadFull(r, buf); err == io.EOF {
+			return nil
 		} else if err != nil {
 			return err
 		}
-		if _, err := out[bucketOf(binary.LittleEndian.Uint64(buf[:]), b.k)].Write(buf[:]); err != nil {
+		if err := fn(buf); err != nil {
 			return err
 		}
 	}
-	for i := range nb {
-		if err := out[i].Flush(); err != nil {
-			return err
-		}
-	}
-	return os.Remove(all.Name())
 }
 
 // decide writes each bucket's bits, one bucket's set in memory at a time, and opens them for

@@ -36,6 +36,13 @@ type PrepareConfig struct {
 	// corpus whose distinct lines need more is deduplicated in two passes, with the hashes on
 	// disk in Out (linespill.go). 0 keeps the whole set in memory.
 	LineDedupMemory int64
+	// NearDupMemory bounds the memory of near-duplicate detection, in bytes: its index is
+	// replaced by a first pass that records signatures and band keys on disk in Out and
+	// decides bucket by bucket (neardupspill.go), with the same verdicts. 0 keeps the index
+	// in memory.
+	NearDupMemory int64
+	// NearDupPlanned, when set, is told what near-dup's first pass found, per setting.
+	NearDupPlanned func(NearDup, NearDupPlanned)
 	// OnDocument, when set, is told the verdict on every document that passed reading, from
 	// the goroutine that reads (documents dropped before the language, perplexity, classifier
 	// and near-duplicate filters) or the one that writes (the others): it must be safe for
@@ -130,6 +137,8 @@ func (c PrepareConfig) Validate() error {
 		return fmt.Errorf("%w: Workers is %d, want >= 0", ErrConfig, c.Workers)
 	case c.LineDedupMemory < 0:
 		return fmt.Errorf("%w: LineDedupMemory is %d, want >= 0", ErrConfig, c.LineDedupMemory)
+	case c.NearDupMemory < 0:
+		return fmt.Errorf("%w: NearDupMemory is %d, want >= 0", ErrConfig, c.NearDupMemory)
 	}
 	return c.Filter.Validate()
 }
@@ -200,6 +209,7 @@ type preparer struct {
 	cfg     PrepareConfig
 	cleaner *Cleaner
 	quality *QualityFilters
+	plan    bool     // near-dup's first pass (neardupspill.go): run the filters, write nothing
 	written []string // shard files renamed into place by this run
 	dirs    []string // source directories this run made or used
 }
@@ -224,6 +234,13 @@ func (p *preparer) run(ctx context.Context) (*Manifest, error) {
 		if p.cfg.LineDedupPlanned != nil {
 			p.cfg.LineDedupPlanned(bits.Lines, bits.Bucket, bits.MaxSet)
 		}
+	}
+	if p.cfg.NearDupMemory > 0 && slices.ContainsFunc(p.cfg.Sources, func(s SourceSpec) bool { return s.Quality.NearDup != nil }) {
+		closeAll, err := p.planNearDup(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer closeAll()
 	}
 	for _, spec := range p.cfg.Sources {
 		sm, err := p.source(ctx, spec)
@@ -296,6 +313,86 @@ type encodeJob struct {
 	out  chan []int32  // receives the tokens; buffered, so encoders never block
 }
 
+// earlyFilters reports whether q has filters that run before the late ones: the code
+// heuristics and line dedup.
+func (q Quality) earlyFilters() bool { return q.Code != nil || q.LineDedup }
+
+// earlyJob is one document on its way through the early filters' analysis.
+type earlyJob struct {
+	doc []byte
+	h   DocHash
+	v   Verdict            // the cleaner's
+	out chan earlyAnalysis // receives the analysis of a document the cleaner kept; buffered
+}
+
+// readEarly reads a source whose documents go through the early filters: the reader cleans
+// them in order, analyzers (one per worker) do the early filters' work on each in parallel,
+// and a sequencer decides in reading order (line dedup compares each line with the lines
+// before), counting in filt, and hands each verdict to decide.
+func (p *preparer) readEarly(ctx context.Context, cancel context.CancelFunc, spec SourceSpec, opts ReadOptions, filt *FilterReport, decide func(Verdict, []byte, []byte, DocHash) error) (ReadReport, error) {
+	jobs := make(chan *earlyJob)
+	order := make(chan *earlyJob, 4*p.cfg.Workers)
+	var analyzers sync.WaitGroup
+	for range p.cfg.Workers {
+		analyzers.Go(func() {
+			for j := range jobs {
+				j.out <- analyzeEarly(spec.Quality, j.doc)
+			}
+		})
+	}
+	seqErr := make(chan error, 1)
+	go func() {
+		var err error
+		for j := range order {
+			if err != nil {
+				continue // drain, so the reader never blocks
+			}
+			v, doc := j.v, j.doc
+			if v == Keep {
+				select {
+				case a := <-j.out:
+					v, doc = p.quality.earlyDecide(spec.Quality, a, filt)
+				case <-ctx.Done():
+					err = ctx.Err()
+					continue
+				}
+				if err = p.quality.err(); err != nil {
+					cancel()
+					continue
+				}
+			}
+			if err = decide(v, doc, j.doc, j.h); err != nil {
+				cancel()
+			}
+		}
+		seqErr <- err
+	}()
+	read, err := ReadDocuments(ctx, spec.Path, opts, func(doc []byte) error {
+		v, h := p.cleaner.Check(doc)
+		j := &earlyJob{doc: doc, h: h, v: v}
+		chans := []chan *earlyJob{order}
+		if v == Keep {
+			j.out = make(chan earlyAnalysis, 1)
+			chans = append(chans, jobs)
+		}
+		for _, ch := range chans {
+			select {
+			case ch <- j:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	close(jobs)
+	close(order)
+	if serr := <-seqErr; serr != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		err = serr // the sequencer's failure, not the cancellation it caused
+	}
+	analyzers.Wait()
+	return read, err
+}
+
 // lateFilters reports whether q has filters that the encoders analyze for (language,
 // perplexity, classifier, near-duplicates).
 func (q Quality) lateFilters() bool {
@@ -308,12 +405,14 @@ func (q Quality) lateFilters() bool {
 func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	dir := filepath.Join(p.cfg.Out, spec.Name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return SourceManifest{}, fmt.Errorf("shard: prepare %s: %w", spec.Name, err)
+	if !p.plan {
+		dir := filepath.Join(p.cfg.Out, spec.Name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return SourceManifest{}, fmt.Errorf("shard: prepare %s: %w", spec.Name, err)
+		}
+		p.dirs = append(p.dirs, dir)
+		removeStaleTemps(dir)
 	}
-	p.dirs = append(p.dirs, dir)
-	removeStaleTemps(dir)
 	jobs := make(chan *encodeJob)
 	order := make(chan *encodeJob, 4*p.cfg.Workers)
 	start, hasStart := int32(0), false
@@ -330,6 +429,10 @@ func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest,
 						j.out <- nil // not encoded: the collector drops it
 						continue
 					}
+				}
+				if p.plan {
+					j.out <- nil // near-dup's first pass writes nothing
+					continue
 				}
 				toks := p.cfg.Encoder.Encode(j.doc)
 				if hasStart {
@@ -350,25 +453,18 @@ func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest,
 		defer close(order)
 		defer close(jobs)
 		x := p.quality.index(spec.Quality)
-		read, readErr = ReadDocuments(ctx, spec.Path, ReadOptions{MaxDocBytes: p.cfg.MaxDocBytes}, func(doc []byte) error {
-			v, h := p.cleaner.Check(doc)
-			orig := doc
-			if v == Keep && spec.Quality.Enabled() {
-				v, doc = p.quality.early(spec.Quality, doc, &filt)
-				if err := p.quality.err(); err != nil {
-					return err
-				}
-			}
+		// decide counts a document's verdict so far and sends a kept one on to the encoders
+		// and, in the same order, to the collector, which counts the documents it gets: kept,
+		// or dropped by the late filters, which decide in reading order on what the encoders
+		// found in parallel. It runs on one goroutine at a time, in reading order.
+		decide := func(v Verdict, doc, orig []byte, h DocHash) error {
 			if v != Keep {
 				filt.Add(v, len(orig))
-				if p.cfg.OnDocument != nil {
+				if p.cfg.OnDocument != nil && !p.plan {
 					p.cfg.OnDocument(DocumentVerdict{Source: spec.Name, Verdict: v, Doc: orig})
 				}
 				return nil
 			}
-			// The collector counts the documents sent on: kept, or dropped by the
-			// language and near-duplicate filters, which decide in reading order on what
-			// the encoders found in parallel.
 			j := &encodeJob{doc: doc, n: len(orig), hash: h, q: spec.Quality, x: x, out: make(chan []int32, 1)}
 			for _, ch := range []chan *encodeJob{order, jobs} {
 				select {
@@ -378,7 +474,16 @@ func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest,
 				}
 			}
 			return nil
-		})
+		}
+		opts := ReadOptions{MaxDocBytes: p.cfg.MaxDocBytes}
+		if !spec.Quality.earlyFilters() {
+			read, readErr = ReadDocuments(ctx, spec.Path, opts, func(doc []byte) error {
+				v, h := p.cleaner.Check(doc)
+				return decide(v, doc, doc, h)
+			})
+			return
+		}
+		read, readErr = p.readEarly(ctx, cancel, spec, opts, &filt, decide)
 	}()
 	sp := &splitter{
 		threshold: heldOutThreshold(p.cfg.HeldOutFraction),
@@ -395,6 +500,9 @@ func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest,
 	encoders.Wait()
 	if err == nil {
 		err = readErr
+	}
+	if err == nil && p.plan {
+		return SourceManifest{}, nil
 	}
 	if err == nil {
 		err = p.finishSource(sp)
@@ -422,8 +530,16 @@ func (p *preparer) collect(ctx context.Context, name string, order <-chan *encod
 		v := Keep
 		if j.q.lateFilters() {
 			v = late(j.q, j.x, j.late, r)
+			if j.x != nil {
+				if err := j.x.err(); err != nil {
+					return err
+				}
+			}
 		}
 		r.Add(v, j.n)
+		if p.plan {
+			continue // near-dup's first pass: nothing is written
+		}
 		if p.cfg.OnDocument != nil {
 			dv := DocumentVerdict{Source: name, Verdict: v, Doc: j.doc, Lang: j.late.lang}
 			if j.q.Lang == nil || j.late.langOK {

@@ -407,11 +407,15 @@ type lineDeduper struct {
 
 func newLineDeduper() *lineDeduper { return &lineDeduper{seen: map[uint64]struct{}{}} }
 
-// apply returns doc without the lines seen before, and the number and bytes of lines dropped.
-// Lines that normalize to nothing (blank, or only punctuation) are kept and not remembered.
-func (d *lineDeduper) apply(doc []byte) (out []byte, lines int64, dropped int64) {
+// apply returns doc without the lines seen before, and the number and bytes of lines dropped;
+// hashes are its lines' hashes from lineHashes. Lines that normalize to nothing (blank, or
+// only punctuation) are kept and not remembered.
+func (d *lineDeduper) apply(doc []byte, hashes []uint64) (out []byte, lines int64, dropped int64) {
 	out = make([]byte, 0, len(doc))
-	lineHashes(doc, func(h uint64, line []byte) {
+	k := 0
+	forEachLine(doc, func(line []byte) {
+		h := hashes[k]
+		k++
 		if h == 0 || d.first(h) {
 			out = append(out, line...)
 			return
@@ -478,21 +482,51 @@ func (qf *QualityFilters) Check(q Quality, doc []byte, r *FilterReport) (Verdict
 // early applies the filters whose verdict depends on the documents before this one, or that
 // change the document: the code heuristics (which remove licence headers) and line dedup.
 func (qf *QualityFilters) early(q Quality, doc []byte, r *FilterReport) (Verdict, []byte) {
+	return qf.earlyDecide(q, analyzeEarly(q, doc), r)
+}
+
+// earlyAnalysis is the costly part of the early filters, which depends on the document
+// alone and so runs on any goroutine (analyzeEarly), ahead of the decision, which runs in
+// reading order (earlyDecide): the code heuristics' verdict and the document without its
+// licence header, and the hash of each of its lines.
+type earlyAnalysis struct {
+	code    Verdict
+	doc     []byte   // after the code heuristics
+	headers int      // bytes of licence header removed
+	lines   []uint64 // line dedup: each line's hash in order (0: a line that is not compared)
+}
+
+// analyzeEarly does the early filters' work on doc that needs no other document.
+func analyzeEarly(q Quality, doc []byte) earlyAnalysis {
+	a := earlyAnalysis{code: Keep, doc: doc}
 	if q.Code != nil {
 		v, out := q.Code.check(doc)
 		if v != Keep {
-			return v, nil
+			a.code, a.doc = v, nil
+			return a
 		}
-		if n := len(doc) - len(out); n > 0 {
-			r.Headers.add(n)
-		}
-		doc = out
+		a.headers, a.doc = len(doc)-len(out), out
 	}
+	if q.LineDedup {
+		lineHashes(a.doc, func(h uint64, _ []byte) { a.lines = append(a.lines, h) })
+	}
+	return a
+}
+
+// earlyDecide decides on a document from its early analysis, in reading order.
+func (qf *QualityFilters) earlyDecide(q Quality, a earlyAnalysis, r *FilterReport) (Verdict, []byte) {
+	if a.code != Keep {
+		return a.code, nil
+	}
+	if a.headers > 0 {
+		r.Headers.add(a.headers)
+	}
+	doc := a.doc
 	if q.LineDedup {
 		if qf.lines == nil {
 			qf.lines = newLineDeduper()
 		}
-		out, lines, bytes := qf.lines.apply(doc)
+		out, lines, bytes := qf.lines.apply(doc, a.lines)
 		r.DupLines.Docs += lines
 		r.DupLines.Bytes += bytes
 		if len(out) < qf.min {

@@ -3,6 +3,7 @@ package shard
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -80,7 +81,8 @@ func BenchmarkQualityFilters(b *testing.B) {
 	b.Run("lines", func(b *testing.B) {
 		run(b, func() func([]byte) {
 			d := newLineDeduper()
-			return func(doc []byte) { d.apply(doc) }
+			q := Quality{LineDedup: true}
+			return func(doc []byte) { d.apply(doc, analyzeEarly(q, doc).lines) }
 		})
 	})
 	b.Run("near-dup", func(b *testing.B) {
@@ -121,4 +123,35 @@ func BenchmarkQualityFilters(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkPrepareEarlyFilters measures Prepare on a source with the early filters (code
+// heuristics and line dedup) with one worker and with every core, in MB/s of input, with the
+// byte encoder (next to free) so that the filters dominate: the early filters' analysis runs
+// on the workers, only line dedup's set lookups in reading order.
+//
+//	go test ./shard -run '^$' -bench PrepareEarlyFilters -benchtime 3x
+func BenchmarkPrepareEarlyFilters(b *testing.B) {
+	docs := benchCorpus(4000)
+	dir := b.TempDir()
+	var jsonl strings.Builder
+	for _, d := range docs {
+		fmt.Fprintf(&jsonl, "{\"text\": %q}\n", d)
+	}
+	writeFile(b, dir+"/c.jsonl", []byte(jsonl.String()))
+	size := corpusBytes(docs)
+	code := DefaultCodeFilter()
+	for _, workers := range []int{1, runtime.GOMAXPROCS(0)} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+			b.SetBytes(size)
+			for b.Loop() {
+				cfg := DefaultPrepareConfig()
+				cfg.Out, cfg.Encoder, cfg.Workers = b.TempDir(), byteEncoder{}, workers
+				cfg.Sources = []SourceSpec{{Name: "c", Path: dir + "/c.jsonl", Weight: 1, Quality: Quality{Code: &code, LineDedup: true}}}
+				if _, err := Prepare(b.Context(), cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -37,12 +38,13 @@ func TestLineDedup(t *testing.T) {
 		{"HOME - ABOUT\nCopyright 2024.\nA third one.", "A third one."},
 	}
 	for i, c := range docs {
-		got, _, _ := d.apply([]byte(c.in))
+		got, _, _ := d.apply([]byte(c.in), analyzeEarly(Quality{LineDedup: true}, []byte(c.in)).lines)
 		if string(got) != c.want {
 			t.Errorf("doc %d: got %q, want %q", i, got, c.want)
 		}
 	}
-	_, lines, n := d.apply([]byte("A third one.\n"))
+	third := []byte("A third one.\n")
+	_, lines, n := d.apply(third, analyzeEarly(Quality{LineDedup: true}, third).lines)
 	if lines != 1 || n != int64(len("A third one.\n")) {
 		t.Errorf("dropped %d lines, %d bytes, want 1 and %d", lines, n, len("A third one.\n"))
 	}
@@ -389,5 +391,114 @@ func TestLineDedupBoundedMemory(t *testing.T) {
 	}
 	if f := bounded.Sources[1].Filter; f.DupLines.Docs == 0 || f.Duplicate.Docs != 1 {
 		t.Errorf("b: %+v", f)
+	}
+}
+
+// Near-dup in bounded memory gives the dataset of the index in memory, byte for byte, on a
+// corpus whose band entries are many times the budget: clusters of near-copies at several
+// similarities (chains included, where a copy of a copy may fall below the threshold against
+// the first), within and across two sources, alone and with line dedup also bounded. Every
+// bucket the first pass sorts stays within the budget.
+func TestNearDupBoundedMemory(t *testing.T) {
+	root := t.TempDir()
+	rng := rand.New(rand.NewPCG(21, 21))
+	word := func() string {
+		var b []byte
+		for n := rng.IntN(20000); n > 0 || len(b) == 0; n /= 26 {
+			b = append(b, byte('a'+n%26))
+		}
+		return string(b)
+	}
+	newDoc := func() []string {
+		ws := make([]string, 150)
+		for i := range ws {
+			ws[i] = word()
+		}
+		return ws
+	}
+	mutate := func(ws []string, share float64) []string {
+		out := slices.Clone(ws)
+		for i := range out {
+			if rng.Float64() < share {
+				out[i] = word()
+			}
+		}
+		return out
+	}
+	text := func(ws []string) string {
+		var sb strings.Builder
+		for i, w := range ws {
+			sb.WriteString(w)
+			if i%15 == 14 {
+				sb.WriteString("\n")
+			} else {
+				sb.WriteString(" ")
+			}
+		}
+		return sb.String()
+	}
+	var a, b bytes.Buffer
+	var bases [][]string
+	for i := range 1800 {
+		out := &a
+		if i%2 == 1 {
+			out = &b
+		}
+		var ws []string
+		switch {
+		case len(bases) > 0 && i%3 == 0: // a near-copy of an earlier document, or of a copy of one
+			k := rng.IntN(len(bases))
+			ws = mutate(bases[k], []float64{0.005, 0.01, 0.02, 0.04}[rng.IntN(4)])
+			bases[k] = ws
+		default:
+			ws = newDoc()
+			bases = append(bases, ws)
+		}
+		fmt.Fprintf(out, "{\"text\": %q}\n", text(ws))
+	}
+	writeFile(t, root+"/a.jsonl", a.Bytes())
+	writeFile(t, root+"/b.jsonl", b.Bytes())
+	nd := DefaultNearDup()
+	prepare := func(lineBudget, nearBudget int64) (*Manifest, *NearDupPlanned) {
+		cfg := DefaultPrepareConfig()
+		cfg.Out, cfg.Encoder = t.TempDir(), byteEncoder{}
+		cfg.LineDedupMemory, cfg.NearDupMemory = lineBudget, nearBudget
+		cfg.Sources = []SourceSpec{
+			{Name: "a", Path: root + "/a.jsonl", Weight: 1, Quality: Quality{NearDup: &nd, LineDedup: true}},
+			{Name: "b", Path: root + "/b.jsonl", Weight: 1, Quality: Quality{NearDup: &nd}},
+		}
+		var plan *NearDupPlanned
+		cfg.NearDupPlanned = func(_ NearDup, st NearDupPlanned) { plan = &st }
+		m, err := Prepare(t.Context(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left, _ := filepath.Glob(filepath.Join(cfg.Out, ".near-dup-*")); len(left) > 0 {
+			t.Errorf("the first pass's files are still there: %v", left)
+		}
+		return m, plan
+	}
+	inMemory, plan := prepare(0, 0)
+	if plan != nil {
+		t.Fatal("a first pass ran without a budget")
+	}
+	dropped := inMemory.Sources[0].Filter.NearDuplicate.Docs + inMemory.Sources[1].Filter.NearDuplicate.Docs
+	const budget = 64 << 10
+	for _, lineBudget := range []int64{0, 16 << 10} {
+		bounded, plan := prepare(lineBudget, budget)
+		if plan == nil {
+			t.Fatal("no first pass")
+		}
+		bands, _ := lshBands(nd.Threshold, minhashPerms)
+		entries := plan.Docs * int64(bands) * bandEntryBytes
+		t.Logf("line budget %d: %d documents compared (%d KiB of band entries, %.0f times the %d KiB budget); %d buckets, the largest %d entries (%d KiB); largest group %d; %d similar pairs; %d near-duplicates (in memory: %d)",
+			lineBudget, plan.Docs, entries>>10, float64(entries)/budget, budget>>10, plan.Buckets, plan.MaxEntries, plan.MaxEntries*bandEntryBytes>>10, plan.MaxGroup, plan.Edges, plan.Dropped, dropped)
+		if entries < 4*budget || plan.MaxEntries*bandEntryBytes > budget || plan.Dropped != dropped || dropped < 100 {
+			t.Errorf("want band entries several times the budget, every bucket within it, and the near-duplicates of the index in memory")
+		}
+		if !reflect.DeepEqual(inMemory.Sources, bounded.Sources) {
+			t.Errorf("line budget %d: the datasets differ:\nin memory %+v %+v\nbounded   %+v %+v", lineBudget,
+				inMemory.Sources[0].Filter, inMemory.Sources[1].Filter, bounded.Sources[0].Filter, bounded.Sources[1].Filter)
+		}
 	}
 }

@@ -39,6 +39,7 @@ type prepareOptions struct {
 	maxShardToks int64
 	ppl          pplOptions
 	lineDedupMB  int
+	nearDupMB    int
 	splitDigits  bool
 	report       *prepReport // collects what --report shows; nil without --report
 }
@@ -81,6 +82,8 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 		"under --code-min-alnum letters and digits are dropped; leading copyright and licence comment blocks are removed)")
 	fs.IntVar(&o.lineDedupMB, "line-dedup-mb", 0, "lines: the most MiB line dedup may hold in memory; a corpus whose distinct lines need more is deduplicated in two passes "+
 		"with the line hashes on disk beside --out (0: in memory, one pass, about 48 bytes per distinct line)")
+	fs.IntVar(&o.nearDupMB, "near-dup-mb", 0, "near-dup: the most MiB near-duplicate detection may hold in memory; with it, a first pass runs the filters before near-dup over every source "+
+		"and writes signatures and band keys beside --out, decided bucket by bucket, then the sources are read again (same verdicts; 0: an index in memory, about 3 KiB of resident memory per kept document)")
 	var langs multiFlag
 	fs.Var(&langs, "lang", "keep only the documents of a source written in the given languages, as NAME=CODE[,CODE...] with ISO 639-1 codes (repeatable; for example web=en,de): "+
 		"language identification with lingua-go over the 75 languages it knows, on each document's first KiB, after the other filters")
@@ -395,6 +398,8 @@ func (o prepareOptions) validate() error {
 		return fmt.Errorf("--split-digits is for a tokenizer herd prepare trains: not with --tokenizer (whose file says whether it splits digits) or --builtin")
 	case o.lineDedupMB < 0:
 		return fmt.Errorf("--line-dedup-mb = %d, must be >= 0", o.lineDedupMB)
+	case o.nearDupMB < 0:
+		return fmt.Errorf("--near-dup-mb = %d, must be >= 0", o.nearDupMB)
 	}
 	return nil
 }
@@ -502,6 +507,11 @@ func writeShards(ctx context.Context, o prepareOptions, tok *tokenizer.Tokenizer
 	cfg.Filter.MinBytes, cfg.Filter.MaxNonText = o.minBytes, o.maxNonText
 	cfg.MaxShardTokens = o.maxShardToks
 	cfg.LineDedupMemory = int64(o.lineDedupMB) << 20
+	cfg.NearDupMemory = int64(o.nearDupMB) << 20
+	cfg.NearDupPlanned = func(nd shard.NearDup, st shard.NearDupPlanned) {
+		fmt.Fprintf(log, "prepare: near-dup (threshold %g, shingle %d), first pass: %d documents compared in %s of at most %d band entries (%.1f MiB); largest group sharing a key %d; %d similar pairs; %d near-duplicates\n",
+			nd.Threshold, nd.Shingle, st.Docs, plural(st.Buckets, "bucket"), st.MaxEntries, float64(st.MaxEntries*16)/(1<<20), st.MaxGroup, st.Edges, st.Dropped)
+	}
 	if o.report != nil {
 		cfg.OnDocument = o.report.observe
 	}
@@ -524,6 +534,9 @@ func writeShards(ctx context.Context, o prepareOptions, tok *tokenizer.Tokenizer
 	}
 	if err := syncPath(tokPath); err != nil {
 		return nil, fmt.Errorf("%s: %w", tokPath, err)
+	}
+	if o.nearDupMB > 0 && slices.ContainsFunc(o.sources, func(s shard.SourceSpec) bool { return s.Quality.NearDup != nil }) {
+		fmt.Fprintf(log, "prepare: near-dup within %d MiB: a first pass runs the filters over every source and writes signatures beside the dataset\n", o.nearDupMB)
 	}
 	man, err := shard.Prepare(ctx, cfg)
 	if err != nil {

@@ -93,13 +93,15 @@ func TestPrepareQualityFlags(t *testing.T) {
 		t.Errorf("--split-digits: the dataset's tokenizer (%v): split digits %v", err, tok != nil && tok.SplitDigits())
 	}
 
-	// Line dedup in 1 MiB (two passes) gives the same web source.
+	// Line dedup and near-dup in 1 MiB (two passes) give the same web source.
 	m2, out2 := prepareManifest(t, bin, filepath.Join(dir, "ds2"), "--source", "web="+web+":1", "--source", "code="+code+":1", "--source", "news="+news+":1",
-		"--filter", "web=lines,near-dup", "--filter", "code=code", "--lang", "news=en,de", "--line-dedup-mb", "1", "--vocab", "300", "--held-out", "0")
+		"--filter", "web=lines,near-dup", "--filter", "code=code", "--lang", "news=en,de", "--line-dedup-mb", "1", "--near-dup-mb", "1", "--vocab", "300", "--held-out", "0")
 	if !reflect.DeepEqual(m.Sources[0].Filter, m2.Sources[0].Filter) || m.Sources[0].TrainTokens != m2.Sources[0].TrainTokens {
-		t.Errorf("line dedup in two passes: %+v, in memory %+v", m2.Sources[0].Filter, m.Sources[0].Filter)
+		t.Errorf("line dedup and near-dup in two passes: %+v, in memory %+v", m2.Sources[0].Filter, m.Sources[0].Filter)
 	}
 	mustContain(t, out2, "prepare: line dedup, first pass: 50 lines to compare, in 1 bucket of at most 26 distinct lines")
+	mustContain(t, out2, fmt.Sprintf("first pass: %d documents compared in 1 bucket", m.Sources[0].TrainDocs+m.Sources[0].Filter.NearDuplicate.Docs))
+	mustContain(t, out2, fmt.Sprintf("; %d near-duplicates", m.Sources[0].Filter.NearDuplicate.Docs))
 
 	// Bad filter flags are refused before any source is read (the source does not exist).
 	src := "--source=gone=" + filepath.Join(dir, "no-such-source") + ":1"
@@ -118,6 +120,7 @@ func TestPrepareQualityFlags(t *testing.T) {
 		{[]string{"--lang", "web=en"}, `--lang web=en: no --source is named "web"`},
 		{[]string{"--lang", "gone=en", "--lang-confidence", "2"}, "language confidence is 2, want 0..1"},
 		{[]string{"--line-dedup-mb", "-1"}, "--line-dedup-mb = -1, must be >= 0"},
+		{[]string{"--near-dup-mb", "-2"}, "--near-dup-mb = -2, must be >= 0"},
 		{[]string{"--split-digits", "--tokenizer", filepath.Join(ds, "tokenizer.json")}, "--split-digits is for a tokenizer herd prepare trains"},
 		{[]string{"--report", filepath.Join(dir, "no-dir", "r.html")}, "--report " + filepath.Join(dir, "no-dir", "r.html") + ": its directory does not exist"},
 	} {
