@@ -226,7 +226,7 @@ type Status struct {
 type WorkerStatus struct {
 	WorkerID string    `json:"worker_id"`
 	Host     string    `json:"host"`
-	State    string    `json:"state"` // "training", "spare", "joining", "lost"
+	State    string    `json:"state"` // "training", "spare", "joining", "lost" (its lease ended), "left" (it said so); the last two for 10 minutes
 	Ranks    int       `json:"ranks"`
 	LastSeen time.Time `json:"last_seen"`
 }

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/herd-llm/herd/cluster"
+	"github.com/herd-llm/herd/internal/dashboard"
 )
 
 // longPoll bounds how long GET /v1/round waits for news.
@@ -26,6 +28,7 @@ func (c *Coordinator) routes() http.Handler {
 	mux.HandleFunc("POST "+cluster.PathLeave, c.worker(c.handleLeave))
 	mux.HandleFunc("GET "+cluster.PathStatus, c.handleStatus)
 	mux.Handle("GET /metrics", c.met.handler())
+	dashboard.Register(mux, func() any { return c.Status() }, c.metricsPath)
 	return mux
 }
 
@@ -211,6 +214,9 @@ func (c *Coordinator) onReport(rep cluster.Report) error {
 func (c *Coordinator) handleLeave(w http.ResponseWriter, r *http.Request) {
 	id := r.URL.Query().Get("worker")
 	c.mu.Lock()
+	if reg, ok := c.live[id]; ok {
+		c.gone[id] = goneWorker{reg: reg, at: time.Now(), state: "left"}
+	}
 	delete(c.live, id)
 	c.mu.Unlock()
 	c.say("coordinator: worker %s is leaving", id)
@@ -235,6 +241,12 @@ func (c *Coordinator) Status() cluster.Status {
 	for k, v := range c.lastSeen {
 		seen[k] = v
 	}
+	var gone []cluster.WorkerStatus
+	for id, g := range c.gone {
+		if _, back := live[id]; !back && time.Since(g.at) < goneShown {
+			gone = append(gone, cluster.WorkerStatus{WorkerID: id, Host: g.reg.Host, State: g.state, Ranks: len(g.reg.Ranks), LastSeen: seen[id]})
+		}
+	}
 	c.mu.Unlock()
 	st := cluster.Status{Job: c.spec.Name, Leader: leader, Step: s.LastStep, Steps: c.spec.Steps, Loss: s.Last.Loss,
 		TokensPerS: s.Last.TokensPerS, TokensPerGPU: s.Last.PerDevice, MFU: s.Last.MFU, Checkpoint: s.LastCheckpoint(),
@@ -257,9 +269,11 @@ func (c *Coordinator) Status() cluster.Status {
 		}
 		st.Workers = append(st.Workers, cluster.WorkerStatus{WorkerID: id, Host: reg.Host, State: state, Ranks: len(reg.Ranks), LastSeen: seen[id]})
 	}
+	st.Workers = append(st.Workers, gone...)
 	if s.Round != nil {
 		for _, m := range s.Round.Members {
-			if _, ok := live[m.WorkerID]; !ok {
+			_, ok := live[m.WorkerID]
+			if !ok && !slices.ContainsFunc(gone, func(g cluster.WorkerStatus) bool { return g.WorkerID == m.WorkerID }) {
 				st.Workers = append(st.Workers, cluster.WorkerStatus{WorkerID: m.WorkerID, State: "lost", Ranks: len(m.Ranks), LastSeen: seen[m.WorkerID]})
 			}
 		}

@@ -62,10 +62,12 @@ type Coordinator struct {
 	out  io.Writer
 	etcd *etcdHandle
 	fsm  *fsm
-	node *raftNode
-	srv  *http.Server
-	ln   net.Listener
-	addr string // advertised API address
+	// metricsPath is the job's metrics.jsonl, which the dashboard reads.
+	metricsPath string
+	node        *raftNode
+	srv         *http.Server
+	ln          net.Listener
+	addr        string // advertised API address
 
 	ready chan struct{}
 	done  chan struct{} // closed when the job has finished
@@ -77,6 +79,7 @@ type Coordinator struct {
 	mu        sync.Mutex
 	live      map[string]cluster.Registration // workers with a live lease
 	lastSeen  map[string]time.Time
+	gone      map[string]goneWorker                     // workers lost or left lately, shown by Status for goneShown
 	states    map[uint64]map[string][]cluster.RankState // round -> worker -> ranks
 	changed   chan struct{}                             // closed and replaced on every change
 	leading   bool
@@ -106,7 +109,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	}
 	c := &Coordinator{cfg: cfg, spec: cfg.Job, log: cfg.Logger, out: cfg.Out,
 		ready: make(chan struct{}), done: make(chan struct{}), errc: make(chan error, 1),
-		live: map[string]cluster.Registration{}, lastSeen: map[string]time.Time{},
+		live: map[string]cluster.Registration{}, lastSeen: map[string]time.Time{}, gone: map[string]goneWorker{},
 		states: map[uint64]map[string][]cluster.RankState{}, changed: make(chan struct{})}
 	runDir := filepath.Join(cfg.DataDir, "runs", cfg.Job.Name)
 	if err := os.MkdirAll(runDir, 0o755); err != nil {
@@ -116,7 +119,8 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if c.etcd, err = openEtcd(ctx, cfg.Etcd, cfg.DataDir, cfg.Logger); err != nil {
 		return nil, err
 	}
-	if c.fsm, err = newFSM(filepath.Join(runDir, "metrics.jsonl")); err != nil {
+	c.metricsPath = filepath.Join(runDir, "metrics.jsonl")
+	if c.fsm, err = newFSM(c.metricsPath); err != nil {
 		c.etcd.close()
 		return nil, err
 	}
@@ -314,8 +318,9 @@ func (c *Coordinator) watchWorkers(ctx context.Context) {
 			for _, ev := range wr.Events {
 				id := string(ev.Kv.Key[len(prefix):])
 				if ev.Type == mvccpb.DELETE {
-					if _, ok := c.live[id]; ok {
+					if reg, ok := c.live[id]; ok {
 						c.say("coordinator: worker %s left or was lost (its lease ended)", id)
+						c.gone[id] = goneWorker{reg: reg, at: time.Now(), state: "lost"}
 					}
 					delete(c.live, id)
 					continue
@@ -325,6 +330,7 @@ func (c *Coordinator) watchWorkers(ctx context.Context) {
 					if _, ok := c.live[id]; !ok {
 						c.say("coordinator: worker %s registered (%s, %d ranks)", id, reg.Host, len(reg.Ranks))
 					}
+					delete(c.gone, id)
 					c.live[id] = reg
 					c.lastSeen[id] = time.Now()
 				}
@@ -333,6 +339,16 @@ func (c *Coordinator) watchWorkers(ctx context.Context) {
 			c.notify()
 		}
 	}
+}
+
+// goneShown is how long Status lists a worker that was lost or left.
+const goneShown = 10 * time.Minute
+
+// goneWorker is a worker that was lost (its lease ended) or left (it said so).
+type goneWorker struct {
+	reg   cluster.Registration
+	at    time.Time
+	state string // "lost" or "left"
 }
 
 func (c *Coordinator) setLive(live map[string]cluster.Registration) {

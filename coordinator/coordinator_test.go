@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/herd-llm/herd/checkpoint"
 	"github.com/herd-llm/herd/cluster"
 )
 
@@ -223,8 +226,13 @@ func TestRoundsInProcess(t *testing.T) {
 			t.Errorf("a vanished worker is in the next round")
 		}
 	}
+	// The status lists the 4 survivors training and, for a while, the 2 vanished as lost.
 	st := c.Status()
-	if st.Recoveries != 1 || st.Rounds != 2 || len(st.Workers) != 4 {
+	states := map[string]int{}
+	for _, w := range st.Workers {
+		states[w.State]++
+	}
+	if st.Recoveries != 1 || st.Rounds != 2 || states["training"] != 4 || states["lost"] != 2 || len(st.Workers) != 6 {
 		t.Errorf("status: %+v", st)
 	}
 }
@@ -318,4 +326,57 @@ func lostAt(out string) time.Time {
 		}
 	}
 	return at
+}
+
+// Every worker is lost after the final checkpoint committed but before its report (and the
+// last steps' reports) arrived: the coordinator finds the commit in the location and ends the
+// job, instead of forming a round from the last step that would have nothing to train and
+// nothing to report (it waited for it forever).
+func TestFinalCheckpointFoundAfterLoss(t *testing.T) {
+	out := &syncWriter{}
+	spec := simSpec(t, 2, 2, 12)
+	ckpt := t.TempDir()
+	c, err := Start(context.Background(), Config{Job: spec, DataDir: t.TempDir(), Listen: "127.0.0.1:0",
+		Etcd: EtcdConfig{Listen: "127.0.0.1:0"}, Logger: zap.NewNop(), Out: out,
+		Checkpoint: func(ctx context.Context) (checkpoint.Location, error) {
+			return checkpoint.OpenLocation(ctx, ckpt, checkpoint.StoreOptions{})
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	<-c.Ready()
+	cli := etcdClient(t, c)
+	ctx := context.Background()
+	var ws []*simWorker
+	for i := range 2 {
+		w, err := startSim(ctx, c, cli, "sim-token", i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	waitRound(t, c, 1, 10*time.Second)
+	// The final checkpoint commits; then both workers vanish without a word.
+	step := filepath.Join(ckpt, checkpoint.StepDir(spec.Steps))
+	if err := os.MkdirAll(step, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(step, "manifest.json"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range ws {
+		w.cancel()
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the job did not end:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "finished: the final checkpoint (step 1000) was committed before the workers were lost") {
+		t.Errorf("output:\n%s", out.String())
+	}
+	if r := c.State().Round; r == nil || r.ID != 1 {
+		t.Errorf("a round after the loss: %+v", r)
+	}
 }

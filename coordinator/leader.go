@@ -370,6 +370,19 @@ func (c *Coordinator) next(ls *leaderState, cur *cluster.Round, live []cluster.R
 		ls.synced = cur.ID
 		c.syncCheckpoints(*ls.loc)
 		s = c.fsm.snapshot()
+		if s.LastCheckpoint() >= c.spec.Steps {
+			// The workers committed the final checkpoint and died before reporting it (and
+			// the last steps): the trained model is there, so the job is done; a round from
+			// the last step would have nothing to train and nothing to report.
+			if err := c.apply(command{Op: opDone}); err != nil {
+				return err
+			}
+			s = c.fsm.snapshot()
+			c.say("coordinator: job %s finished: the final checkpoint (step %d) was committed before the workers were lost; the metrics of steps %d to %d went with them (%d rounds, %d recoveries, %d steps redone)",
+				c.spec.Name, c.spec.Steps, s.LastStep+1, c.spec.Steps, s.Rounds, s.Recoveries, s.Redone)
+			c.markDone()
+			return nil
+		}
 	}
 	r, why := c.plan(usable, cur, s, cur.ID+1, now)
 	if r == nil {

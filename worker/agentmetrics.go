@@ -121,12 +121,16 @@ type gpuCollector struct {
 	worker string
 }
 
+// gpuMetrics names the per-GPU gauges, in the order of the descriptors below.
+var gpuMetrics = [...]string{"herd_gpu_utilization_ratio", "herd_gpu_memory_used_bytes", "herd_gpu_memory_total_bytes",
+	"herd_gpu_temperature_celsius", "herd_gpu_power_watts"}
+
 var (
-	gpuUtil = prometheus.NewDesc("herd_gpu_utilization_ratio", "Fraction of time a kernel ran on the GPU (NVML).", []string{"worker", "gpu", "name"}, nil)
-	gpuMem  = prometheus.NewDesc("herd_gpu_memory_used_bytes", "GPU memory in use (NVML).", []string{"worker", "gpu", "name"}, nil)
-	gpuMemT = prometheus.NewDesc("herd_gpu_memory_total_bytes", "GPU memory (NVML).", []string{"worker", "gpu", "name"}, nil)
-	gpuTemp = prometheus.NewDesc("herd_gpu_temperature_celsius", "GPU temperature (NVML).", []string{"worker", "gpu", "name"}, nil)
-	gpuPow  = prometheus.NewDesc("herd_gpu_power_watts", "GPU power draw (NVML).", []string{"worker", "gpu", "name"}, nil)
+	gpuUtil = prometheus.NewDesc(gpuMetrics[0], "Fraction of time a kernel ran on the GPU (NVML).", []string{"worker", "gpu", "name"}, nil)
+	gpuMem  = prometheus.NewDesc(gpuMetrics[1], "GPU memory in use (NVML).", []string{"worker", "gpu", "name"}, nil)
+	gpuMemT = prometheus.NewDesc(gpuMetrics[2], "GPU memory (NVML).", []string{"worker", "gpu", "name"}, nil)
+	gpuTemp = prometheus.NewDesc(gpuMetrics[3], "GPU temperature (NVML).", []string{"worker", "gpu", "name"}, nil)
+	gpuPow  = prometheus.NewDesc(gpuMetrics[4], "GPU power draw (NVML).", []string{"worker", "gpu", "name"}, nil)
 )
 
 func (c *gpuCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -145,3 +149,6 @@ func (c *gpuCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(gpuPow, prometheus.GaugeValue, g.Power, lv...)
 	}
 }
+
+// GPUMetricNames returns the names of the per-GPU gauges a worker exports where NVML works.
+func GPUMetricNames() []string { return gpuMetrics[:] }

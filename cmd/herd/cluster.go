@@ -56,7 +56,8 @@ func runCoordinator(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "\nRuns the control plane of a training job on the head node: worker membership in etcd, the")
 		fmt.Fprintln(stderr, "job's state in Raft (one replica, or three with --raft-peers and a shared --etcd), rounds that")
 		fmt.Fprintln(stderr, "say which workers train, and the API workers join with `herd worker --join ADDR --token TOKEN`.")
-		fmt.Fprintln(stderr, "It prints the join command, and exits when the job has finished.\n\nFlags:")
+		fmt.Fprintln(stderr, "It prints the join command, and exits when the job has finished. The workers' token is the job")
+		fmt.Fprintln(stderr, "file's token:, else $HERD_TOKEN, else one the coordinator makes and prints.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -68,6 +69,9 @@ func runCoordinator(args []string, stdout, stderr io.Writer) error {
 	spec, err := cluster.LoadJobSpec(*jobPath)
 	if err != nil {
 		return err
+	}
+	if spec.Token == "" {
+		spec.Token = os.Getenv("HERD_TOKEN") // from a secret store, beside a job file kept in the open
 	}
 	cfg := coordinator.Config{Job: spec, DataDir: *dataDir, Listen: *listen, Advertise: *advertise, RaftID: *raftID, RaftAddr: *raftAddr,
 		Etcd: coordinator.EtcdConfig{Username: *etcdUser, Password: os.Getenv("HERD_ETCD_PASSWORD"), CA: *etcdCA, Cert: *etcdCert,

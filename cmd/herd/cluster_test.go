@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/herd-llm/herd/internal/testcluster"
+	"github.com/herd-llm/herd/worker"
 )
 
 // clusterEnv is a prepared dataset, the herd binary, and an uninterrupted one-process run of
@@ -256,7 +257,10 @@ func readLines(path string) []string {
 // All workers lost at once: the job waits; when workers come back it resumes from the last
 // committed checkpoint, on the same data as an uninterrupted run.
 func TestClusterAllWorkersLost(t *testing.T) {
-	const steps = 50
+	// Enough steps that the workers, whose step reports trail their training, are still
+	// short of the end when the kill comes (at 50 they had finished and committed the final
+	// checkpoint; the coordinator then ends the job, TestFinalCheckpointFoundAfterLoss).
+	const steps = 120
 	e := newClusterEnv(t, steps)
 	job := e.jobFile(t, "all", steps, 2, 2, "")
 	dir := filepath.Join(e.dir, "all-coord")
@@ -460,7 +464,12 @@ func TestClusterMetricsPassPromtool(t *testing.T) {
 	}
 	e := &clusterEnv{ckptEnv: newCkptEnv(t)}
 	job := e.jobFile(t, "prom", 400, 1, 1, "")
-	c := testcluster.StartCoordinator(t, e.bin, job, t.TempDir())
+	// The token from $HERD_TOKEN, as the Kubernetes manifests and the Slurm script give it.
+	raw, _ := os.ReadFile(job)
+	os.WriteFile(job, []byte(strings.Replace(string(raw), "token: "+clusterToken, `token: ""`, 1)), 0o644)
+	cp := testcluster.Start(t, []string{"HERD_TOKEN=" + clusterToken}, e.bin, "coordinator", "--job", job, "--data-dir", t.TempDir(),
+		"--listen", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0")
+	c := &testcluster.Coordinator{Proc: cp, Addr: cp.Out.WaitFor(t, regexp.MustCompile(`API on (\S+) `), 30*time.Second)[1]}
 	w := testcluster.StartWorker(t, e.bin, c.Addr, clusterToken)
 	waddr := w.Out.WaitFor(t, regexp.MustCompile(`metrics on http://(\S+)/metrics`), 10*time.Second)[1]
 	w.Out.WaitFor(t, regexp.MustCompile(`step \d+/400`), 60*time.Second)
@@ -484,6 +493,39 @@ func TestClusterMetricsPassPromtool(t *testing.T) {
 	if body := httpGet(t, "http://"+waddr+"/metrics"); !strings.Contains(body, "herd_allreduce_wait_seconds_bucket{") || !strings.Contains(body, "herd_checkpoint_seconds_bucket{") {
 		t.Error("worker /metrics lacks the all-reduce wait or checkpoint histograms")
 	}
+	checkManifestMetrics(t, httpGet(t, "http://"+c.Addr+"/metrics")+httpGet(t, "http://"+waddr+"/metrics"))
+}
+
+// checkManifestMetrics checks that every herd metric the alerting rules and the Grafana
+// dashboard query is one a live coordinator or worker exports (pages: their /metrics), so that
+// neither can drift from the code. The GPU gauges appear only where NVML works; without a GPU
+// they are checked against the worker's GPU collector instead.
+func checkManifestMetrics(t *testing.T, pages string) {
+	t.Helper()
+	live := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^# TYPE (herd_\w+) (\w+)`).FindAllStringSubmatch(pages, -1) {
+		live[m[1]] = true
+	}
+	var queried []string
+	for _, f := range []string{"herd-alerts.rules.yaml", "herd-dashboard.json", "monitoring.yaml"} {
+		raw, err := os.ReadFile(filepath.Join("..", "..", "manifests", "kubernetes", "base", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range regexp.MustCompile(`\bherd_[a-z0-9_]+`).FindAllString(string(raw), -1) {
+			base := regexp.MustCompile(`_(bucket|sum|count)$`).ReplaceAllString(name, "")
+			switch {
+			case live[name] || live[base]:
+			case strings.HasPrefix(name, "herd_gpu_") && slices.Contains(worker.GPUMetricNames(), name):
+			default:
+				t.Errorf("%s queries %s, which neither the coordinator nor a worker exports", f, name)
+			}
+			queried = append(queried, name)
+		}
+	}
+	slices.Sort(queried)
+	queried = slices.Compact(queried)
+	t.Logf("the manifests query %d herd metrics: %v", len(queried), queried)
 }
 
 func httpGet(t *testing.T, url string) string {
@@ -612,4 +654,62 @@ func TestClusterZeRO(t *testing.T) {
 	}
 	e.checkAgainstRef(t, jobMetrics(t, dir, "zero"), steps, 1e-4)
 	t.Logf("grew from 2 to 3 workers at step %d from their shards; after the loss resumed from the checkpoint of step %d", grown, resumed)
+}
+
+// The Slurm script and the Kubernetes manifests run herd coordinator and herd worker with
+// flags that those commands have (their --help lists every flag).
+func TestDeploymentFlagsExist(t *testing.T) {
+	bin := herdBinary(t)
+	help := map[string]string{}
+	for _, cmd := range []string{"coordinator", "worker"} {
+		out, _ := exec.Command(bin, cmd, "--help").CombinedOutput()
+		help[cmd] = string(out)
+	}
+	root := filepath.Join("..", "..", "manifests")
+	files := []string{filepath.Join(root, "slurm", "herd.sbatch")}
+	for _, dir := range []string{"base", "overlays/small", "overlays/large"} {
+		m, _ := filepath.Glob(filepath.Join(root, "kubernetes", dir, "*.yaml"))
+		files = append(files, m...)
+	}
+	flagRE := regexp.MustCompile(`(?:^|\s|")--([a-z][a-z0-9-]*)`)
+	checked := 0
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A command is "herd coordinator ..." on one line (the Slurm script), or an args list
+		// whose first item is coordinator or worker (the manifests).
+		cmd := ""
+		for _, line := range strings.Split(string(raw), "\n") {
+			trimmed := strings.TrimSpace(line)
+			switch {
+			case strings.Contains(line, `"$herd" coordinator`):
+				cmd = "coordinator"
+			case strings.Contains(line, `"$herd" worker`):
+				cmd = "worker"
+			case trimmed == "- coordinator":
+				cmd = "coordinator"
+			case trimmed == "- worker":
+				cmd = "worker"
+			case !strings.HasPrefix(trimmed, "- --") && !strings.HasSuffix(strings.TrimSpace(strings.Split(line, "#")[0]), "\\"):
+				if !strings.HasPrefix(trimmed, "\"$herd\"") {
+					cmd = ""
+				}
+			}
+			if cmd == "" || strings.HasPrefix(trimmed, "#") {
+				continue
+			}
+			for _, m := range flagRE.FindAllStringSubmatch(line, -1) {
+				checked++
+				if !strings.Contains(help[cmd], "\n  -"+m[1]+" ") && !strings.Contains(help[cmd], "\n  -"+m[1]+"\n") {
+					t.Errorf("%s: herd %s --%s: no such flag", f, cmd, m[1])
+				}
+			}
+		}
+	}
+	if checked < 20 {
+		t.Errorf("only %d flags found in the deployment files", checked)
+	}
+	t.Logf("%d flags of herd coordinator and herd worker in %d files", checked, len(files))
 }

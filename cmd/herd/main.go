@@ -31,6 +31,7 @@ func commands() map[string]command {
 		"worker-rank": {"one rank process of a worker (started by herd worker)", runWorkerRank, true},
 		"up":          {"run a whole cluster on this machine: embedded etcd, a coordinator and N CPU workers", runUp, false},
 		"status":      {"show a training job's round, step, loss, tokens/s per GPU, workers and ETA", runStatus, false},
+		"dashboard":   {"serve the web dashboard of a herd train run directory (a coordinator serves it for cluster jobs)", runDashboard, false},
 	}
 }
 
