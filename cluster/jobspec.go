@@ -49,21 +49,22 @@ type JobSpec struct {
 	Checkpoint CheckpointSpec `yaml:"checkpoint"`
 	// Workers bounds the cluster and says how each worker runs.
 	Workers WorkersSpec `yaml:"workers"`
-	// Token authenticates workers; "" means the coordinator makes one and prints it.
+	// Token authenticates workers; "" means $HERD_TOKEN of the coordinator, else one the
+	// coordinator makes and prints.
 	Token string `yaml:"token"`
 }
 
 // ModelSpec selects the network.
 type ModelSpec struct {
-	Preset    string  `yaml:"preset"`
-	Dim       int     `yaml:"dim"`
-	Layers    int     `yaml:"layers"`
-	Heads     int     `yaml:"heads"`
-	FFNHidden int     `yaml:"ffn_hidden"`
-	MaxSeq    int     `yaml:"max_seq"`
-	NormEps   float64 `yaml:"norm_eps"`
-	RopeTheta float64 `yaml:"rope_theta"`
-	Remat     string  `yaml:"remat"`
+	Preset    string  `yaml:"preset"`     // tiny, 15m, 125m, 1b, 7b, 13b, 33b or 65b; the fields below override it
+	Dim       int     `yaml:"dim"`        // model width
+	Layers    int     `yaml:"layers"`     // transformer blocks
+	Heads     int     `yaml:"heads"`      // attention heads (dim must be a multiple)
+	FFNHidden int     `yaml:"ffn_hidden"` // SwiGLU hidden width
+	MaxSeq    int     `yaml:"max_seq"`    // longest sequence the model is built for (at least seq)
+	NormEps   float64 `yaml:"norm_eps"`   // RMSNorm epsilon
+	RopeTheta float64 `yaml:"rope_theta"` // rotary embedding base
+	Remat     string  `yaml:"remat"`      // rematerialization: none, hybrid (LLaMA's) or full
 }
 
 // ScheduleSpec is the optimizer and learning-rate schedule.
@@ -81,7 +82,7 @@ type CheckpointSpec struct {
 	KeepLast   int    `yaml:"keep_last"`   // committed checkpoints kept; 0: all
 	KeepEvery  int    `yaml:"keep_every"`  // also keep multiples of this step
 	S3Endpoint string `yaml:"s3_endpoint"` // for s3:// URIs; credentials come from the environment
-	S3Region   string `yaml:"s3_region"`
+	S3Region   string `yaml:"s3_region"`   // for s3:// URIs; default: $AWS_REGION
 }
 
 // WorkersSpec bounds the cluster.
@@ -89,10 +90,11 @@ type WorkersSpec struct {
 	Min          int      `yaml:"min"`            // a round forms once this many workers are present
 	Max          int      `yaml:"max"`            // at most this many take part; more wait as spares
 	NprocPerNode int      `yaml:"nproc_per_node"` // rank processes per worker, one per device
-	Backend      string   `yaml:"backend"`        // cpu or cuda
-	LastCall     Duration `yaml:"last_call"`      // after min is reached, how long to wait for more
-	LeaseTTL     Duration `yaml:"lease_ttl"`      // a worker that stops renewing for this long is lost
-	// CollectiveTimeout is the deadline of one collective: a rank that hangs is named after it.
+	Backend      string   `yaml:"backend"`        // cpu (default) or cuda
+	LastCall     Duration `yaml:"last_call"`      // after min is reached, how long to wait for more (default 2s)
+	LeaseTTL     Duration `yaml:"lease_ttl"`      // a worker that stops renewing for this long is lost (default 3s)
+	// CollectiveTimeout is the deadline of one collective: a rank that hangs is named after it
+	// (default 5m).
 	CollectiveTimeout Duration `yaml:"collective_timeout"`
 }
 

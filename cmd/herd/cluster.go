@@ -89,6 +89,9 @@ func runCoordinator(args []string, stdout, stderr io.Writer) error {
 	if spec.Checkpoint.S3Endpoint != "" {
 		storeOpts.S3.Endpoint = spec.Checkpoint.S3Endpoint
 	}
+	if spec.Checkpoint.S3Region != "" {
+		storeOpts.S3.Region = spec.Checkpoint.S3Region
+	}
 	cfg.Checkpoint = func(ctx context.Context) (checkpoint.Location, error) {
 		return checkpoint.OpenLocation(ctx, spec.Checkpoint.URI, storeOpts)
 	}

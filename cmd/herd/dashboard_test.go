@@ -112,22 +112,23 @@ func TestDashboardRun(t *testing.T) {
 	}
 }
 
-// The coordinator serves the dashboard of a live cluster job on its API port: the charts
-// fill as the job trains, the workers table lists the three workers training, and when one is
-// killed the page shows it lost.
+// The coordinator serves the dashboard of a live cluster job on its API port: on a local
+// cluster started with herd up, the charts fill as the job trains, the workers table lists
+// the three workers training, and when one is killed the page shows it lost.
 func TestDashboardCluster(t *testing.T) {
 	browser := chromium(t)
-	const steps = 400
 	e := &clusterEnv{ckptEnv: newCkptEnv(t)} // no reference run: nothing is compared with one
-	job := e.jobFile(t, "dash", steps, 2, 3, "")
-	dir := filepath.Join(e.dir, "dash-coord")
-	c := testcluster.StartCoordinator(t, e.bin, job, dir)
-	var ws []*testcluster.Worker
-	for range 3 {
-		ws = append(ws, testcluster.StartWorker(t, e.bin, c.Addr, clusterToken))
+	job := e.jobFile(t, "dash", 400, 2, 3, "")
+	up := testcluster.Start(t, nil, e.bin, "up", "--job", job, "--workers", "3", "--out", filepath.Join(e.dir, "up"))
+	addr := up.Out.WaitFor(t, regexp.MustCompile(`up: coordinator on (\S+);`), 60*time.Second)[1]
+	var pids []int
+	for _, m := range up.Out.WaitForN(t, regexp.MustCompile(`up: worker \d+ is pid (\d+)`), 3, 30*time.Second) {
+		pid, _ := strconv.Atoi(m[1])
+		pids = append(pids, pid)
 	}
-	waitFor(t, "step 20", 60*time.Second, func() bool { return len(readLines(filepath.Join(dir, "runs", "dash", "metrics.jsonl"))) >= 20 })
-	url := "http://" + c.Addr + "/"
+	metrics := filepath.Join(e.dir, "up", "coordinator", "runs", "dash", "metrics.jsonl")
+	waitFor(t, "step 20", 60*time.Second, func() bool { return len(readLines(metrics)) >= 20 })
+	url := "http://" + addr + "/"
 	dom := browse(t, browser, url)
 	if got := chartPoints(dom); got["loss"] < 20 || got["tps"] < 20 || got["lr"] < 20 {
 		t.Errorf("charts of a live job: %v, want 20 points or more in loss, tokens/s and learning rate", got)
@@ -137,11 +138,13 @@ func TestDashboardCluster(t *testing.T) {
 	}
 	t.Logf("screenshot: %s", screenshot(t, browser, url, "dashboard-cluster.png"))
 
-	ws[1].Signal(syscall.SIGKILL)
-	c.Out.WaitFor(t, regexp.MustCompile(`worker `+regexp.QuoteMeta(ws[1].ID)+` left or was lost`), 30*time.Second)
+	if err := syscall.Kill(pids[1], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	lost := up.Out.WaitFor(t, regexp.MustCompile(`worker (\S+) left or was lost`), 30*time.Second)[1]
 	dom = browse(t, browser, url)
-	if !regexp.MustCompile(`<tr class="lost" data-state="lost"><td>` + regexp.QuoteMeta(ws[1].ID) + `</td>`).MatchString(dom) {
-		t.Errorf("the page does not show %s lost:\n%s", ws[1].ID, testcluster.Tail(dom, 3000))
+	if !regexp.MustCompile(`<tr class="lost" data-state="lost"><td>` + regexp.QuoteMeta(lost) + `</td>`).MatchString(dom) {
+		t.Errorf("the page does not show %s lost:\n%s", lost, testcluster.Tail(dom, 3000))
 	}
 	t.Logf("screenshot after the loss: %s", screenshot(t, browser, url, "dashboard-cluster-lost.png"))
 }

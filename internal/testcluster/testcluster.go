@@ -49,6 +49,22 @@ func (o *Output) WaitFor(t testing.TB, re *regexp.Regexp, timeout time.Duration)
 	}
 }
 
+// WaitForN waits until the output matches re n times and returns the first n matches'
+// submatches.
+func (o *Output) WaitForN(t testing.TB, re *regexp.Regexp, n int, timeout time.Duration) [][]string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if m := re.FindAllStringSubmatch(o.String(), -1); len(m) >= n {
+			return m[:n]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %d matches of %q; output:\n%s", timeout, n, re, Tail(o.String(), 4000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Tail returns the last n bytes of s.
 func Tail(s string, n int) string {
 	if len(s) > n {
