@@ -11,7 +11,8 @@ FROM golang:${GO_VERSION}-bookworm AS go
 
 FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu22.04 AS build
 COPY --from=go /usr/local/go /usr/local/go
-ENV PATH=/usr/local/go/bin:$PATH CGO_ENABLED=1 GOFLAGS=-trimpath
+# libcuda exists here only as the link stub; the driver's comes with the container toolkit.
+ENV PATH=/usr/local/go/bin:$PATH CGO_ENABLED=1 GOFLAGS=-trimpath LIBRARY_PATH=/usr/local/cuda/lib64/stubs
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

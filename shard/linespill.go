@@ -165,6 +165,13 @@ func planLineDedup(ctx context.Context, cfg PrepareConfig, budget int64, dir str
 			n, n*lineSetBytes>>20, maxLineBuckets, budget>>20)
 	}
 	b := &lineBits{dir: dir, k: k, Lines: n, Bucket: 1 << k}
+	defer func() {
+		if !ok {
+			for _, f := range b.files {
+				f.Close()
+			}
+		}
+	}()
 	if err := b.split(all); err != nil {
 		return nil, err
 	}

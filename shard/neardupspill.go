@@ -65,10 +65,12 @@ func newNearDupPlan(dir string) (*nearDupPlan, error) {
 	p := &nearDupPlan{dir: dir}
 	var err error
 	if p.sigs, err = os.Create(filepath.Join(dir, "signatures")); err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	if p.bands, err = os.Create(filepath.Join(dir, "bands")); err != nil {
 		p.sigs.Close()
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	p.sw, p.bw = bufio.NewWriterSize(p.sigs, 1<<20), bufio.NewWriterSize(p.bands, 1<<20)
@@ -331,8 +333,8 @@ func (v *nearDupVerdicts) Close() error {
 // planNearDup runs near-dup's first pass: the whole pipeline up to near-dup, as a preparer
 // that writes nothing and has its own cleaner and filters (line dedup from its own set, or
 // from the spilled bits, read again afterwards), recording for each near-dup setting. It
-// gives p's filters the verdicts, and returns what removes the files.
-func (p *preparer) planNearDup(ctx context.Context) (func(), error) {
+// gives p's filters the verdicts and returns them; closing them removes the files.
+func (p *preparer) planNearDup(ctx context.Context) ([]*nearDupVerdicts, error) {
 	first := &preparer{cfg: p.cfg, cleaner: NewCleaner(p.cfg.Filter), quality: NewQualityFilters(p.cfg.Filter), plan: true}
 	first.cfg.OnDocument, first.cfg.Progress = nil, nil
 	var spilled *lineBits
@@ -395,5 +397,5 @@ func (p *preparer) planNearDup(ctx context.Context) (func(), error) {
 			p.cfg.NearDupPlanned(nd, st)
 		}
 	}
-	return closeAll, nil
+	return verdicts, nil
 }

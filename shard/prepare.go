@@ -235,12 +235,18 @@ func (p *preparer) run(ctx context.Context) (*Manifest, error) {
 			p.cfg.LineDedupPlanned(bits.Lines, bits.Bucket, bits.MaxSet)
 		}
 	}
+	var verdicts []*nearDupVerdicts
 	if p.cfg.NearDupMemory > 0 && slices.ContainsFunc(p.cfg.Sources, func(s SourceSpec) bool { return s.Quality.NearDup != nil }) {
-		closeAll, err := p.planNearDup(ctx)
+		v, err := p.planNearDup(ctx)
 		if err != nil {
 			return nil, err
 		}
-		defer closeAll()
+		verdicts = v
+		defer func() {
+			for _, v := range verdicts {
+				v.Close()
+			}
+		}()
 	}
 	for _, spec := range p.cfg.Sources {
 		sm, err := p.source(ctx, spec)
@@ -248,6 +254,11 @@ func (p *preparer) run(ctx context.Context) (*Manifest, error) {
 			return nil, err
 		}
 		m.Sources = append(m.Sources, sm)
+	}
+	for _, v := range verdicts { // every verdict the first pass decided was read
+		if v.read != v.n {
+			return nil, fmt.Errorf("shard: near-dup: %d documents reached near-dup, the first pass saw %d (the sources changed since?)", v.read, v.n)
+		}
 	}
 	if err := p.fail("before-manifest"); err != nil {
 		return nil, err
@@ -402,8 +413,8 @@ func (q Quality) lateFilters() bool {
 // source prepares one source. A reader goroutine reads and cleans
 // documents in order and hands each to the encoders and, in the same order,
 // to this goroutine, which waits for each result in turn and writes it.
-func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest, error) {
-	ctx, cancel := context.WithCancel(ctx)
+func (p *preparer) source(parent context.Context, spec SourceSpec) (SourceManifest, error) {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	if !p.plan {
 		dir := filepath.Join(p.cfg.Out, spec.Name)
@@ -498,8 +509,8 @@ func (p *preparer) source(ctx context.Context, spec SourceSpec) (SourceManifest,
 	<-readDone
 	filt.merge(decided)
 	encoders.Wait()
-	if err == nil {
-		err = readErr
+	if err == nil || errors.Is(err, context.Canceled) && readErr != nil && parent.Err() == nil {
+		err = readErr // the reading side's failure, not the cancellation it caused
 	}
 	if err == nil && p.plan {
 		return SourceManifest{}, nil

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNormalizeLine(t *testing.T) {
@@ -499,6 +500,52 @@ func TestNearDupBoundedMemory(t *testing.T) {
 		if !reflect.DeepEqual(inMemory.Sources, bounded.Sources) {
 			t.Errorf("line budget %d: the datasets differ:\nin memory %+v %+v\nbounded   %+v %+v", lineBudget,
 				inMemory.Sources[0].Filter, inMemory.Sources[1].Filter, bounded.Sources[0].Filter, bounded.Sources[1].Filter)
+		}
+	}
+}
+
+// slowEncoder is byteEncoder taking a moment per document, so that the writer waits on the
+// encoders when something else fails.
+type slowEncoder struct{ byteEncoder }
+
+func (e slowEncoder) Encode(b []byte) []int32 {
+	time.Sleep(time.Millisecond)
+	return e.byteEncoder.Encode(b)
+}
+
+// A source that grows between the first pass of bounded line dedup or near-dup and the real
+// one fails the preparation with an error that says so, never with a bare "context canceled"
+// (the reading side's failure cancels the writer, which must not hide it).
+func TestBoundedDedupSourcesChanged(t *testing.T) {
+	for i := range 8 {
+		src := filepath.Join(t.TempDir(), "src.jsonl")
+		var b strings.Builder
+		for d := range 60 {
+			fmt.Fprintf(&b, "{\"text\": %q}\n", fmt.Sprintf("document %d line one %d\nline two of %d, which differs\nshared line\n", d, d*7, d))
+		}
+		writeFile(t, src, []byte(b.String()))
+		grow := func() {
+			f, _ := os.OpenFile(src, os.O_APPEND|os.O_WRONLY, 0)
+			for d := range 200 {
+				fmt.Fprintf(f, "{\"text\": %q}\n", fmt.Sprintf("a later document %d with lines %d\nand more %d\n", d, d*3, d*5))
+			}
+			f.Close()
+		}
+		nd := DefaultNearDup()
+		cfg := DefaultPrepareConfig()
+		cfg.Out, cfg.Encoder, cfg.Workers = t.TempDir(), slowEncoder{}, 4
+		if i%2 == 0 {
+			cfg.LineDedupMemory = 1 << 20
+			cfg.Sources = []SourceSpec{{Name: "s", Path: src, Weight: 1, Quality: Quality{LineDedup: true}}}
+			cfg.LineDedupPlanned = func(int64, int, int64) { grow() }
+		} else {
+			cfg.NearDupMemory = 1 << 20
+			cfg.Sources = []SourceSpec{{Name: "s", Path: src, Weight: 1, Quality: Quality{NearDup: &nd}}}
+			cfg.NearDupPlanned = func(NearDup, NearDupPlanned) { grow() }
+		}
+		_, err := Prepare(t.Context(), cfg)
+		if err == nil || !strings.Contains(err.Error(), "the sources changed since") {
+			t.Errorf("run %d (%s): %v, want an error saying the sources changed", i, []string{"line dedup", "near-dup"}[i%2], err)
 		}
 	}
 }

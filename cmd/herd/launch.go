@@ -152,6 +152,7 @@ func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Wr
 	}
 	lns = nil
 	var first *exit
+	killed := false // the first rank to fail was killed by a signal from outside
 	exitErr := make([]error, n)
 	stopped := false // the launcher itself stopped the ranks
 	done := 0
@@ -163,6 +164,7 @@ func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Wr
 			exitErr[e.rank] = e.err
 			if e.err != nil && first == nil {
 				first = &e
+				killed = !stopped && signaled(e.err) // died of a signal the launcher did not send
 				if !stopped {
 					stopAll()
 					grace = time.After(10 * time.Second)
@@ -181,7 +183,19 @@ func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Wr
 	if first == nil {
 		return nil
 	}
-	return failureReport(n, first.rank, exitErr, <-statuses)
+	st := <-statuses
+	if killed {
+		// The others were stopped by the launcher, maybe before they noticed the loss: what
+		// they report may blame a neighbour they were waiting for.
+		return fmt.Errorf("rank %d of %d failed: %v (the other ranks were stopped)", first.rank, n, exitErr[first.rank])
+	}
+	return failureReport(n, first.rank, exitErr, st)
+}
+
+// signaled reports whether a rank process ended by a signal.
+func signaled(err error) bool {
+	ee, ok := err.(*exec.ExitError)
+	return ok && !ee.Exited()
 }
 
 // failureReport says why a local run failed. The rank blamed is the one the ranks' own
@@ -198,7 +212,7 @@ func failureReport(n, firstExit int, exitErr []error, st []rankStatus) error {
 		}
 	}
 	if culprit >= 0 && culprit < n && exitErr[culprit] != nil {
-		if ee, ok := exitErr[culprit].(*exec.ExitError); ok && !ee.Exited() {
+		if signaled(exitErr[culprit]) {
 			return fmt.Errorf("rank %d of %d failed (%v): rank %d reported: %s", culprit, n, exitErr[culprit], st[0].Rank, st[0].Error)
 		}
 	}
