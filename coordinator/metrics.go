@@ -11,7 +11,8 @@ import (
 )
 
 // metrics is the coordinator's Prometheus registry. Gauges read the job state when scraped;
-// the step-time histogram is fed from the step lines workers report.
+// the step-time histogram is fed from the step lines workers report. Every series carries the
+// job's name as herd_job (not job, which Prometheus sets to the scrape job's name).
 type metrics struct {
 	mu       sync.Mutex
 	reg      *prometheus.Registry
@@ -25,11 +26,11 @@ func newMetrics(c *Coordinator) *metrics {
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gauge := func(name, help string, f func(JobState) float64) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help,
-			ConstLabels: prometheus.Labels{"job": c.spec.Name}}, func() float64 { return f(c.fsm.snapshot()) }))
+			ConstLabels: prometheus.Labels{"herd_job": c.spec.Name}}, func() float64 { return f(c.fsm.snapshot()) }))
 	}
 	counter := func(name, help string, f func(JobState) float64) {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help,
-			ConstLabels: prometheus.Labels{"job": c.spec.Name}}, func() float64 { return f(c.fsm.snapshot()) }))
+			ConstLabels: prometheus.Labels{"herd_job": c.spec.Name}}, func() float64 { return f(c.fsm.snapshot()) }))
 	}
 	gauge("herd_step", "Optimizer steps done.", func(s JobState) float64 { return float64(s.LastStep) })
 	gauge("herd_loss", "Training loss of the last step.", func(s JobState) float64 { return s.Last.Loss })
@@ -44,7 +45,7 @@ func newMetrics(c *Coordinator) *metrics {
 	})
 	gauge("herd_last_checkpoint_step", "Step of the newest committed checkpoint (-1: none).", func(s JobState) float64 { return float64(s.LastCheckpoint()) })
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_workers", Help: "Workers with a live registration.",
-		ConstLabels: prometheus.Labels{"job": c.spec.Name}}, func() float64 {
+		ConstLabels: prometheus.Labels{"herd_job": c.spec.Name}}, func() float64 {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return float64(len(c.live))
@@ -53,7 +54,7 @@ func newMetrics(c *Coordinator) *metrics {
 	counter("herd_recoveries_total", "Rounds formed because a worker was lost or failed.", func(s JobState) float64 { return float64(s.Recoveries) })
 	counter("herd_redone_steps_total", "Steps trained again after a failure.", func(s JobState) float64 { return float64(s.Redone) })
 	m.stepTime = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "herd_step_seconds", Help: "Wall time of one optimizer step.",
-		ConstLabels: prometheus.Labels{"job": c.spec.Name}, Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)})
+		ConstLabels: prometheus.Labels{"herd_job": c.spec.Name}, Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)})
 	m.reg.MustRegister(m.stepTime)
 	return m
 }
