@@ -257,12 +257,14 @@ func readLines(path string) []string {
 // All workers lost at once: the job waits; when workers come back it resumes from the last
 // committed checkpoint, on the same data as an uninterrupted run.
 func TestClusterAllWorkersLost(t *testing.T) {
-	// Enough steps that the workers, whose step reports trail their training, are still
-	// short of the end when the kill comes (at 50 they had finished and committed the final
-	// checkpoint; the coordinator then ends the job, TestFinalCheckpointFoundAfterLoss).
-	const steps = 120
+	// Enough steps, each of six micro-batches, that the workers, whose step reports trail
+	// their training by up to a report interval, are still short of the end when the kill
+	// comes: with 50 steps, then 120 steps of one micro-batch, a quiet machine had finished
+	// and committed the final checkpoint first (the coordinator then ends the job, as
+	// TestFinalCheckpointFoundAfterLoss shows).
+	const steps = 200
 	e := newClusterEnv(t, steps)
-	job := e.jobFile(t, "all", steps, 2, 2, "")
+	job := e.jobFile(t, "all", steps, 2, 2, "micro_batch: 1\n")
 	dir := filepath.Join(e.dir, "all-coord")
 	c := testcluster.StartCoordinator(t, e.bin, job, dir)
 	a, b := testcluster.StartWorker(t, e.bin, c.Addr, clusterToken), testcluster.StartWorker(t, e.bin, c.Addr, clusterToken)
@@ -281,6 +283,7 @@ func TestClusterAllWorkersLost(t *testing.T) {
 	if from < 20 || from%10 != 0 {
 		t.Errorf("resumed from step %d, want the last committed checkpoint (a multiple of 10, at least 20)", from)
 	}
+	t.Logf("both workers killed once step 25 was recorded; resumed from the checkpoint of step %d", from)
 	if err := c.Wait(t, 120*time.Second); err != nil {
 		t.Fatalf("coordinator: %v\n%s", err, c.Out.String())
 	}
