@@ -1,10 +1,8 @@
 package cluster
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -148,21 +146,15 @@ func LoadJobSpec(path string) (*JobSpec, error) {
 // refused with their line) and validates it, naming the line and the field at fault.
 func ParseJobSpec(raw []byte) (*JobSpec, error) {
 	var spec JobSpec
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(&spec); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w: the file is empty", ErrJobSpec)
-		}
-		return nil, fmt.Errorf("%w: %s", ErrJobSpec, strings.TrimPrefix(err.Error(), "yaml: "))
+	root, err := yamlpos.DecodeStrict(raw, &spec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrJobSpec, err)
 	}
-	var root yaml.Node
-	yaml.Unmarshal(raw, &root) // decoded once already: cannot fail
 	spec.applyDefaults()
 	if err := spec.validate(); err != nil {
 		var fe *fieldError
 		if errors.As(err, &fe) {
-			return nil, fmt.Errorf("%w: line %d: %s: %s", ErrJobSpec, yamlpos.Line(&root, strings.Split(fe.path, ".")...), fe.path, fe.msg)
+			return nil, fmt.Errorf("%w: line %d: %s: %s", ErrJobSpec, yamlpos.Line(root, strings.Split(fe.path, ".")...), fe.path, fe.msg)
 		}
 		return nil, fmt.Errorf("%w: %v", ErrJobSpec, err)
 	}

@@ -198,16 +198,22 @@ func (c *Coordinator) onReport(rep cluster.Report) error {
 			return err
 		}
 	}
-	s := c.fsm.snapshot()
-	if !s.Done && s.LastStep >= c.spec.Steps && s.LastCheckpoint() >= c.spec.Steps {
-		if err := c.apply(command{Op: opDone}); err != nil {
+	if s := c.fsm.snapshot(); !s.Done && s.LastStep >= c.spec.Steps && s.LastCheckpoint() >= c.spec.Steps {
+		if err := c.finish(fmt.Sprintf("%d steps, final checkpoint committed", c.spec.Steps)); err != nil {
 			return err
 		}
-		s = c.fsm.snapshot()
-		c.say("coordinator: job %s finished: %d steps, final checkpoint committed (%d rounds, %d recoveries, %d steps redone)",
-			c.spec.Name, c.spec.Steps, s.Rounds, s.Recoveries, s.Redone)
 	}
 	c.notify()
+	return nil
+}
+
+// finish records that the job is done and says so, with why and its rounds.
+func (c *Coordinator) finish(why string) error {
+	if err := c.apply(command{Op: opDone}); err != nil {
+		return err
+	}
+	s := c.fsm.snapshot()
+	c.say("coordinator: job %s finished: %s (%d rounds, %d recoveries, %d steps redone)", c.spec.Name, why, s.Rounds, s.Recoveries, s.Redone)
 	return nil
 }
 

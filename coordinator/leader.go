@@ -374,12 +374,10 @@ func (c *Coordinator) next(ls *leaderState, cur *cluster.Round, live []cluster.R
 			// The workers committed the final checkpoint and died before reporting it (and
 			// the last steps): the trained model is there, so the job is done; a round from
 			// the last step would have nothing to train and nothing to report.
-			if err := c.apply(command{Op: opDone}); err != nil {
+			if err := c.finish(fmt.Sprintf("the final checkpoint (step %d) was committed before the workers were lost; the metrics of steps %d to %d went with them",
+				c.spec.Steps, s.LastStep+1, c.spec.Steps)); err != nil {
 				return err
 			}
-			s = c.fsm.snapshot()
-			c.say("coordinator: job %s finished: the final checkpoint (step %d) was committed before the workers were lost; the metrics of steps %d to %d went with them (%d rounds, %d recoveries, %d steps redone)",
-				c.spec.Name, c.spec.Steps, s.LastStep+1, c.spec.Steps, s.Rounds, s.Recoveries, s.Redone)
 			c.markDone()
 			return nil
 		}

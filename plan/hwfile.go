@@ -1,10 +1,8 @@
 package plan
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -99,18 +97,15 @@ func apply(ss []setter, isNew bool, path string, root *yaml.Node) error {
 // name the line and the key.
 func ParseHardware(base Hardware, raw []byte) (Hardware, error) {
 	var f hardwareFile
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-		return Hardware{}, fmt.Errorf("%w: %s", ErrPlan, strings.TrimPrefix(err.Error(), "yaml: "))
+	root, err := yamlpos.DecodeStrict(raw, &f)
+	if err != nil && !errors.Is(err, yamlpos.ErrEmpty) {
+		return Hardware{}, fmt.Errorf("%w: %v", ErrPlan, err)
 	}
-	var root yaml.Node
-	yaml.Unmarshal(raw, &root) // decoded once already: cannot fail
 	h := Hardware{GPUs: maps.Clone(base.GPUs), Fabrics: maps.Clone(base.Fabrics)}
-	if err := mergeFabrics(h, f.Fabrics, &root); err != nil {
+	if err := mergeFabrics(h, f.Fabrics, root); err != nil {
 		return Hardware{}, err
 	}
-	if err := mergeGPUs(h, f.GPUs, &root); err != nil {
+	if err := mergeGPUs(h, f.GPUs, root); err != nil {
 		return Hardware{}, err
 	}
 	return h, nil

@@ -130,23 +130,21 @@ func planLineDedup(ctx context.Context, cfg PrepareConfig, budget int64, dir str
 			if v, _ := cleaner.Check(doc); v != Keep || !s.Quality.LineDedup {
 				return nil
 			}
-			if s.Quality.Code != nil {
-				v, out := s.Quality.Code.check(doc)
-				if v != Keep {
-					return nil
-				}
-				doc = out
+			a := analyzeEarly(s.Quality, doc) // what the real pass's line dedup sees
+			if a.code != Keep {
+				return nil
 			}
-			var werr error
-			lineHashes(doc, func(h uint64, _ []byte) {
-				if h == 0 || werr != nil {
-					return // blank lines are not compared
+			for _, h := range a.lines {
+				if h == 0 {
+					continue // blank lines are not compared
 				}
 				binary.LittleEndian.PutUint64(buf[:], h)
-				_, werr = w.Write(buf[:])
+				if _, err := w.Write(buf[:]); err != nil {
+					return err
+				}
 				n++
-			})
-			return werr
+			}
+			return nil
 		})
 		if err != nil {
 			return nil, fmt.Errorf("shard: line dedup, first pass over %s: %w", s.Name, err)
@@ -270,15 +268,11 @@ func (b *lineBits) decide() error {
 			in.Close()
 			return err
 		}
-		r, w := bufio.NewReaderSize(in, 1<<20), bufio.NewWriterSize(out, 64<<10)
+		w := bufio.NewWriterSize(out, 64<<10)
 		seen := map[uint64]struct{}{}
 		var cur, nbits uint8
-		var buf [8]byte
-		for {
-			if _, err = io.ReadFull(r, buf[:]); err != nil {
-				break
-			}
-			h := binary.LittleEndian.Uint64(buf[:])
+		err = forEachRecord(in, 8, func(rec []byte) error {
+			h := binary.LittleEndian.Uint64(rec)
 			if _, dup := seen[h]; !dup {
 				seen[h] = struct{}{}
 				cur |= 1 << nbits
@@ -287,10 +281,11 @@ func (b *lineBits) decide() error {
 				w.WriteByte(cur)
 				cur, nbits = 0, 0
 			}
-		}
+			return nil
+		})
 		in.Close()
 		b.MaxSet = max(b.MaxSet, int64(len(seen)))
-		if err != io.EOF {
+		if err != nil {
 			out.Close()
 			return err
 		}

@@ -436,7 +436,7 @@ func (p *preparer) source(parent context.Context, spec SourceSpec) (SourceManife
 			for j := range jobs {
 				if j.q.lateFilters() {
 					j.late.analyze(j.q, j.x, j.doc)
-					if j.q.Lang != nil && !j.late.langOK {
+					if j.late.dropped(j.q) {
 						j.out <- nil // not encoded: the collector drops it
 						continue
 					}

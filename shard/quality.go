@@ -593,6 +593,15 @@ func (a *lateAnalysis) analyze(q Quality, x *nearDupIndex, doc []byte) {
 	}
 }
 
+// dropped reports whether late will drop the document for its language, perplexity bucket
+// or classifier score, which its analysis alone decides (near-duplicates depend on the
+// documents kept before): the encoders need not encode it.
+func (a *lateAnalysis) dropped(q Quality) bool {
+	return q.Lang != nil && !a.langOK ||
+		q.Perplexity != nil && !slices.Contains(q.Perplexity.Keep, q.Perplexity.bucket(a.bpb)) ||
+		q.Classifier != nil && a.score < q.Classifier.Threshold
+}
+
 // late decides on a document from its analysis, counting the language found in r: a
 // document in another language goes; one that is not a near-duplicate of a document kept
 // before (in x, q's index) is indexed and kept. Calls on one index must be in reading order,

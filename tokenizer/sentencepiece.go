@@ -246,9 +246,6 @@ func (b *builder) buildSentencePiece(sp *sentencePiece) (*Tokenizer, error) {
 		if int(id) >= n {
 			return nil, formatErr("model.vocab", "id %d of %q is not below the number of tokens %d; ids must be 0..%d without gaps", id, key, n, n-1)
 		}
-		if !utf8.ValidString(key) {
-			return nil, formatErr("model.vocab", "token %q is not valid UTF-8", key)
-		}
 		sp.pieces[id] = key
 		_, special[id] = b.specials[key]
 	}
@@ -320,16 +317,11 @@ func (b *builder) buildSentencePiece(sp *sentencePiece) (*Tokenizer, error) {
 		special: special,
 		ids:     b.vocab,
 		merges:  merges,
-		ranks:   make(map[uint64]mergeRank, len(merges)),
 		bos:     b.specials[BOSToken],
 		eos:     b.specials[EOSToken],
 		pad:     pad,
 	}
-	for r, m := range merges {
-		t.ranks[pairKey(m.left, m.right)] = mergeRank{rank: int32(r), result: m.result}
-	}
-	t.hash = t.computeHash()
-	t.pool.New = func() any { return newEncoder(t) }
+	t.finish()
 	return t, nil
 }
 

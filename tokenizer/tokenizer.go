@@ -65,7 +65,6 @@ func newTokenizer(tokens [][]byte, special []bool, merges []merge, bos, eos, pad
 		special: special,
 		ids:     make(map[string]int32, len(tokens)),
 		merges:  merges,
-		ranks:   make(map[uint64]mergeRank, len(merges)),
 		bos:     bos,
 		eos:     eos,
 		pad:     pad,
@@ -78,12 +77,19 @@ func newTokenizer(tokens [][]byte, special []bool, merges []merge, bos, eos, pad
 			}
 		}
 	}
-	for r, m := range merges {
+	t.finish()
+	return t
+}
+
+// finish builds the merge ranks, the hash and the encoder pool of a tokenizer whose tokens
+// and merges are set.
+func (t *Tokenizer) finish() {
+	t.ranks = make(map[uint64]mergeRank, len(t.merges))
+	for r, m := range t.merges {
 		t.ranks[pairKey(m.left, m.right)] = mergeRank{rank: int32(r), result: m.result}
 	}
 	t.hash = t.computeHash()
 	t.pool.New = func() any { return newEncoder(t) }
-	return t
 }
 
 // VocabSize returns the number of token ids, special tokens included. Ids run from

@@ -234,14 +234,15 @@ func fitDocs(tri *Trigram, tok *tokenizer.Tokenizer, stream []int32) {
 
 // sampleText generates n tokens after a document boundary.
 func sampleText(m *model.Model, tok *tokenizer.Tokenizer, n int, seed uint64) (string, error) {
-	n = min(n, m.Cfg.MaxSeq-len(tok.Boundary()))
-	g, err := m.NewGenerator(n + len(tok.Boundary()))
+	boundary := tok.Boundary()
+	n = min(n, m.Cfg.MaxSeq-len(boundary))
+	g, err := m.NewGenerator(n + len(boundary))
 	if err != nil {
 		return "", err
 	}
 	defer g.Close()
 	rng := rand.New(rand.NewPCG(seed, 0x5a))
-	logits, err := g.Feed(tok.Boundary())
+	logits, err := g.Feed(boundary)
 	if err != nil {
 		return "", err
 	}

@@ -470,9 +470,8 @@ func TestClusterMetricsPassPromtool(t *testing.T) {
 	// The token from $HERD_TOKEN, as the Kubernetes manifests and the Slurm script give it.
 	raw, _ := os.ReadFile(job)
 	os.WriteFile(job, []byte(strings.Replace(string(raw), "token: "+clusterToken, `token: ""`, 1)), 0o644)
-	cp := testcluster.Start(t, []string{"HERD_TOKEN=" + clusterToken}, e.bin, "coordinator", "--job", job, "--data-dir", t.TempDir(),
-		"--listen", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0")
-	c := &testcluster.Coordinator{Proc: cp, Addr: cp.Out.WaitFor(t, regexp.MustCompile(`API on (\S+) `), 30*time.Second)[1]}
+	t.Setenv("HERD_TOKEN", clusterToken)
+	c := testcluster.StartCoordinator(t, e.bin, job, t.TempDir())
 	w := testcluster.StartWorker(t, e.bin, c.Addr, clusterToken)
 	waddr := w.Out.WaitFor(t, regexp.MustCompile(`metrics on http://(\S+)/metrics`), 10*time.Second)[1]
 	w.Out.WaitFor(t, regexp.MustCompile(`step \d+/400`), 60*time.Second)

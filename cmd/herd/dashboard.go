@@ -84,14 +84,23 @@ func runStatusOf(dir string) cluster.Status {
 		st.ETA = float64(st.Steps-st.Step) * float64(cfg.Batch*cfg.Seq) / st.TokensPerS
 	}
 	st.Done = st.Steps > 0 && st.Step >= st.Steps
-	if steps, err := checkpoint.ListSteps(context.Background(), dirLocation(filepath.Join(dir, "checkpoints"))); err == nil && len(steps) > 0 {
-		st.Checkpoint = steps[len(steps)-1].Step
+	// The newest committed checkpoint, when the run has a checkpoint directory (a dir store
+	// would make one: the page only reads).
+	if ckpt := filepath.Join(dir, "checkpoints"); isDir(ckpt) {
+		if store, err := checkpoint.NewDirStore(ckpt); err == nil {
+			if steps, err := checkpoint.ListSteps(context.Background(), checkpoint.Location{Store: store}); err == nil {
+				for _, s := range steps {
+					if s.Committed {
+						st.Checkpoint = s.Step
+					}
+				}
+			}
+		}
 	}
 	return st
 }
 
-// dirLocation is a checkpoint location on a directory, which may not exist.
-func dirLocation(dir string) checkpoint.Location {
-	store, _ := checkpoint.NewDirStore(dir)
-	return checkpoint.Location{Store: store}
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }

@@ -183,13 +183,7 @@ func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Wr
 	if first == nil {
 		return nil
 	}
-	st := <-statuses
-	if killed {
-		// The others were stopped by the launcher, maybe before they noticed the loss: what
-		// they report may blame a neighbour they were waiting for.
-		return fmt.Errorf("rank %d of %d failed: %v (the other ranks were stopped)", first.rank, n, exitErr[first.rank])
-	}
-	return failureReport(n, first.rank, exitErr, st)
+	return failureReport(n, first.rank, killed, exitErr, <-statuses)
 }
 
 // signaled reports whether a rank process ended by a signal.
@@ -198,10 +192,15 @@ func signaled(err error) bool {
 	return ok && !ee.Exited()
 }
 
-// failureReport says why a local run failed. The rank blamed is the one the ranks' own
-// reports attribute the failure to (the first report wins), or the first rank to exit when
-// none reported.
-func failureReport(n, firstExit int, exitErr []error, st []rankStatus) error {
+// failureReport says why a local run failed. The rank blamed is the first to exit when a
+// signal from outside killed it (the launcher then stopped the others, maybe before they
+// noticed the loss: what they report may blame a neighbour they were waiting for); else the
+// one the ranks' own reports attribute the failure to (the first report wins), or the first
+// rank to exit when none reported.
+func failureReport(n, firstExit int, firstKilled bool, exitErr []error, st []rankStatus) error {
+	if firstKilled {
+		return fmt.Errorf("rank %d of %d failed: %v (the other ranks were stopped)", firstExit, n, exitErr[firstExit])
+	}
 	if len(st) == 0 {
 		return fmt.Errorf("rank %d of %d failed: %v", firstExit, n, exitErr[firstExit])
 	}

@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bytes"
 	_ "embed"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/herd-llm/herd/internal/yamlpos"
 	"github.com/herd-llm/herd/shard"
@@ -50,17 +46,11 @@ type recipeSource struct {
 // every source, naming the file, the line and the field at fault.
 func parseRecipe(path string, raw []byte) (*recipe, error) {
 	var r recipe
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(&r); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("--recipe %s: the file is empty", path)
-		}
-		return nil, fmt.Errorf("--recipe %s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	root, err := yamlpos.DecodeStrict(raw, &r)
+	if err != nil {
+		return nil, fmt.Errorf("--recipe %s: %v", path, err)
 	}
-	var root yaml.Node
-	yaml.Unmarshal(raw, &root) // decoded once already: cannot fail
-	line := func(i int, key string) int { return yamlpos.Line(&root, "sources", strconv.Itoa(i), key) }
+	line := func(i int, key string) int { return yamlpos.Line(root, "sources", strconv.Itoa(i), key) }
 	if len(r.Sources) == 0 {
 		return nil, fmt.Errorf("--recipe %s: sources: none", path)
 	}
