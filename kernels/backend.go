@@ -213,3 +213,25 @@ type Peak interface {
 	// PeakFLOPS returns the device's peak FLOP/s, or 0 when unknown.
 	PeakFLOPS() float64
 }
+
+// VocabParallel is implemented by backends that run the vocabulary-parallel ops of tensor
+// parallelism: the embedding table and the output head split by rows over the vocabulary,
+// each rank holding the rows [lo, lo+rows) of its shard, so that no rank ever holds the full
+// logits (Megatron's vocabulary-parallel cross-entropy).
+type VocabParallel interface {
+	// EmbeddingShard sets out[i, :] = table[tokens[i]-lo, :] for tokens in the shard's rows
+	// [lo, lo+table.Len()/dim), and 0 for the others (the other shards' ranks hold them).
+	EmbeddingShard(out, table Buffer, tokens []int32, lo, dim int)
+	// EmbeddingShardBackward accumulates dtable[tokens[i]-lo, :] += dout[i, :] for tokens in
+	// the shard's rows; the others contribute nothing.
+	EmbeddingShardBackward(dtable, dout Buffer, tokens []int32, lo, dim int)
+	// CrossEntropyShard stores, for logits [rows, vocab] of the shard's columns
+	// [lo, lo+vocab), the logsumexp of each row over those columns in lse and the target's
+	// logit in target (0 when the target lies in another shard or is ignored).
+	CrossEntropyShard(lse, target, logits Buffer, targets []int32, lo, rows, vocab int)
+	// CrossEntropyShardBackward sets dlogits = scale * (exp(logits - lse) - onehot) over the
+	// shard's columns, where lse is the logsumexp over the whole vocabulary and onehot marks
+	// the target when it lies in the shard; rows whose target is negative get 0. dlogits may
+	// alias logits.
+	CrossEntropyShardBackward(dlogits, logits, lse Buffer, targets []int32, lo, rows, vocab int, scale float64)
+}

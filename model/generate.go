@@ -13,6 +13,9 @@ import (
 // It runs the training Forward (so its peak memory is a training forward's) and releases the
 // kept activations before returning.
 func (m *Model) Logits(tokens []int32, b, t int) ([]float32, error) {
+	if m.tp != nil {
+		return nil, ErrTensorParallel
+	}
 	targets := make([]int32, len(tokens))
 	for i := range targets {
 		targets[i] = -1
@@ -43,6 +46,9 @@ type genScratch struct {
 
 // NewGenerator returns a generator whose context holds up to maxLen tokens (at most MaxSeq).
 func (m *Model) NewGenerator(maxLen int) (*Generator, error) {
+	if m.tp != nil {
+		return nil, ErrTensorParallel
+	}
 	if err := m.Cfg.CheckSeq(maxLen); err != nil {
 		return nil, err
 	}

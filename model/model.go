@@ -23,7 +23,9 @@ type Model struct {
 	p, g   []kernels.Buffer // per-spec views of the weights the passes read, and of grads
 
 	ws        workspace
-	pass      *pass // activations kept by the last Forward, until Backward
+	shp       shape      // what this rank computes: the whole network, or its tensor-parallel share
+	tp        *tensorPar // tensor parallelism; nil when one rank computes the whole network
+	pass      *pass      // activations kept by the last Forward, until Backward
 	kept      Kept
 	gradReady func(off, n int)
 
@@ -64,7 +66,13 @@ func New(c Config, be kernels.Backend) (*Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	m := &Model{Cfg: c, Layout: NewLayout(c), be: be}
+	return newModel(c, NewLayout(c), wholeShape(c), be, nil)
+}
+
+// newModel allocates a model whose parameters are laid out by l (the whole network's, or a
+// tensor-parallel rank's share) and whose activations have shape sh.
+func newModel(c Config, l Layout, sh shape, be kernels.Backend, tp *tensorPar) (*Model, error) {
+	m := &Model{Cfg: c, Layout: l, be: be, shp: sh, tp: tp}
 	m.mixed, _ = be.(kernels.Mixed)
 	m.units, m.specUnit = m.Layout.Units(), m.Layout.specUnits()
 	m.params = m.allocMaster(m.Layout.Size)
@@ -128,7 +136,16 @@ func (m *Model) Init(seed uint64) {
 		panic(ErrResident)
 	}
 	host := make([]float32, m.Layout.Size)
-	InitParams(m.Cfg, m.Layout, seed, host)
+	if m.tp != nil {
+		// The shares of the whole network's initial weights: a run with any tensor-parallel
+		// size starts from the same model.
+		whole := m.Layout.Whole()
+		all := make([]float32, whole.Size)
+		InitParams(m.Cfg, whole, seed, all)
+		m.Layout.Take(host, all)
+	} else {
+		InitParams(m.Cfg, m.Layout, seed, host)
+	}
 	m.be.Write32(m.params, host)
 	m.ParamsUpdated()
 }
@@ -228,7 +245,13 @@ func (m *Model) Forward(tokens, targets []int32, b, t int) (float64, error) {
 	}
 	m.dropPass()
 	n := b * t
+	if m.tp != nil && n%m.shp.seqDiv != 0 {
+		return 0, fmt.Errorf("%w: sequence parallelism over %d ranks needs batch x seq (%d x %d) divisible by %d", ErrInput, m.shp.seqDiv, b, t, m.shp.seqDiv)
+	}
 	m.ws.ensure(m, n)
+	if m.tp != nil {
+		return m.tensorForward(tokens, targets, b, t, valid)
+	}
 	c, be := m.Cfg, m.be
 	start := be.LiveBytes()
 	ps := &pass{b: b, t: t, tokens: tokens, targets: targets, valid: valid, layers: make([][numLayerActs]kernels.Buffer, c.Layers)}
@@ -286,7 +309,7 @@ func (m *Model) Forward(tokens, targets []int32, b, t int) (float64, error) {
 // actBuf returns storage for one activation of n rows: a fresh allocation when the policy
 // keeps it, else a view of the workspace.
 func (m *Model) actBuf(ps *pass, s actSpec, scratch kernels.Buffer, n int) kernels.Buffer {
-	size := n * s.width(m.Cfg)
+	size := m.shp.rows(s, n) * s.width(m.shp)
 	if s.keep[m.Cfg.Remat] {
 		buf := m.allocAct(size, s.f32)
 		ps.owned = append(ps.owned, buf)
@@ -341,6 +364,9 @@ func (m *Model) Backward() error {
 	ps := m.pass
 	if ps == nil {
 		return errors.New("model: Backward without a pending Forward")
+	}
+	if m.tp != nil {
+		return m.tensorBackward()
 	}
 	c, be := m.Cfg, m.be
 	n, d := ps.b*ps.t, c.Dim
@@ -477,6 +503,7 @@ type workspace struct {
 	head                   [numHeadActs]kernels.Buffer
 	dres, dresA, dxn, datt kernels.Buffer
 	dq, dk, dv, dg, da, db kernels.Buffer
+	tp                     *tensorWorkspace // under tensor parallelism
 }
 
 func (ws *workspace) buffers() []*kernels.Buffer {
@@ -501,7 +528,7 @@ func (ws *workspace) ensure(m *Model, n int) {
 		if s.keep[c.Remat] {
 			return m.allocAct(0, s.f32)
 		}
-		return m.allocAct(n*s.width(c), s.f32)
+		return m.allocAct(m.shp.rows(s, n)*s.width(m.shp), s.f32)
 	}
 	for k, s := range layerActs {
 		ws.layer[k] = scratch(s)
@@ -509,16 +536,22 @@ func (ws *workspace) ensure(m *Model, n int) {
 	for k, s := range headActs {
 		ws.head[k] = scratch(s)
 	}
-	ws.dres = m.allocAct(n*c.Dim, true)
+	sh := m.shp
+	nl := n / sh.seqDiv // the stream's rows
+	ws.dres = m.allocAct(nl*c.Dim, true)
 	ws.dresA = be.Alloc(0)
 	if m.mixed != nil {
-		ws.dresA = be.Alloc(n * c.Dim)
+		ws.dresA = be.Alloc(nl * c.Dim)
 	}
-	for _, p := range []*kernels.Buffer{&ws.dxn, &ws.datt, &ws.dq, &ws.dk, &ws.dv} {
-		*p = be.Alloc(n * c.Dim)
+	ws.dxn = be.Alloc(nl * c.Dim)
+	for _, p := range []*kernels.Buffer{&ws.datt, &ws.dq, &ws.dk, &ws.dv} {
+		*p = be.Alloc(n * sh.attn)
 	}
 	for _, p := range []*kernels.Buffer{&ws.dg, &ws.da, &ws.db} {
-		*p = be.Alloc(n * c.FFNHidden)
+		*p = be.Alloc(n * sh.ffn)
+	}
+	if m.tp != nil {
+		ws.tp = newTensorWorkspace(m, n)
 	}
 }
 
@@ -531,4 +564,8 @@ func (ws *workspace) free(be kernels.Backend) {
 		*p = nil
 	}
 	ws.rows = 0
+	if ws.tp != nil {
+		ws.tp.free(be)
+		ws.tp = nil
+	}
 }

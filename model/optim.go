@@ -89,7 +89,23 @@ func (o *Optimizer) GradNorm(gradScale float64) float64 {
 // It returns the norm before clipping. A NaN or infinite norm changes nothing (no update, no
 // step counted): the caller sees the norm and decides.
 func (o *Optimizer) Step(lr, gradScale float64) float64 {
-	norm := o.GradNorm(gradScale)
+	return o.update(lr, gradScale, o.GradNorm(gradScale))
+}
+
+// StepSharded is Step for a tensor-parallel rank, whose gradients are its share of the
+// network's: reduce receives this rank's sums of squares of the split tensors' gradients and
+// of the whole ones' (Model.SquaresSplit) and returns the network's sum of squares, from
+// which the global norm is clipped as one process would.
+func (o *Optimizer) StepSharded(lr, gradScale float64, reduce func(split, whole float64) (float64, error)) (float64, error) {
+	sq, err := reduce(o.model.SquaresSplit())
+	if err != nil {
+		return 0, err
+	}
+	return o.update(lr, gradScale, math.Sqrt(sq)*gradScale), nil
+}
+
+// update applies the AdamW update given the gradients' norm (times gradScale).
+func (o *Optimizer) update(lr, gradScale, norm float64) float64 {
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return norm
 	}

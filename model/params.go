@@ -30,7 +30,11 @@ func (s ParamSpec) gemmOperand() bool { return len(s.Shape) == 2 && s.Name != "t
 type Layout struct {
 	Specs []ParamSpec
 	Size  int // total elements
+	// Parts, on a tensor-parallel rank's share of the network (NewShardLayout), says which
+	// part of the whole tensor each spec holds; nil on the whole network's layout.
+	Parts []Part
 	index map[string]int
+	whole *Layout // the whole network's layout, on a share
 }
 
 // tensor kinds within one block, in layout order.

@@ -47,19 +47,46 @@ const (
 // into it in float32, so bf16 rounding does not accumulate over the layers) and the logits,
 // which feed the cross-entropy in float32. Everything else is an input or output of a matrix
 // multiplication and is bf16 there.
+//
+// Under tensor parallelism (see tensor.go) widths are a rank's share (attnW, ffnW, headsW and
+// vocabW shrink by the tensor-parallel size) and, with sequence parallelism, the activations
+// marked stream (the residual stream, its norms and their statistics) hold only the rank's
+// slice of the rows.
 type actSpec struct {
-	name  string
-	width func(c Config) int
-	f32   bool
-	keep  map[Remat]bool
+	name   string
+	width  func(s shape) int
+	f32    bool
+	keep   map[Remat]bool
+	stream bool
+}
+
+// shape is what one rank computes of the network: all of it, or a tensor-parallel rank's
+// share.
+type shape struct {
+	dim, attn, ffn, heads, vocab int // attn: the width of q, k, v and attention (heads x head dim)
+	seqDiv                       int // the stream's rows are split over this many ranks; 1 without sequence parallelism
+}
+
+// wholeShape is the shape of the whole network, computed by one rank.
+func wholeShape(c Config) shape {
+	return shape{dim: c.Dim, attn: c.Dim, ffn: c.FFNHidden, heads: c.Heads, vocab: c.Vocab, seqDiv: 1}
+}
+
+// rows returns the rows of activation s in a pass over n tokens.
+func (sh shape) rows(s actSpec, n int) int {
+	if s.stream {
+		return n / sh.seqDiv
+	}
+	return n
 }
 
 var (
-	dimW   = func(c Config) int { return c.Dim }
-	ffnW   = func(c Config) int { return c.FFNHidden }
-	headsW = func(c Config) int { return c.Heads }
-	oneW   = func(Config) int { return 1 }
-	vocabW = func(c Config) int { return c.Vocab }
+	dimW   = func(s shape) int { return s.dim }
+	attnW  = func(s shape) int { return s.attn }
+	ffnW   = func(s shape) int { return s.ffn }
+	headsW = func(s shape) int { return s.heads }
+	oneW   = func(shape) int { return 1 }
+	vocabW = func(s shape) int { return s.vocab }
 
 	all    = map[Remat]bool{RematNone: true, RematHybrid: true, RematFull: true}
 	noneHy = map[Remat]bool{RematNone: true, RematHybrid: true}
@@ -68,31 +95,31 @@ var (
 )
 
 var layerActs = [numLayerActs]actSpec{
-	aRstd1: {"rstd1", oneW, true, noneHy},
-	aXn1:   {"xn1", dimW, false, none},
-	aQ:     {"q", dimW, false, hybrid},
-	aK:     {"k", dimW, false, hybrid},
-	aQr:    {"q_rope", dimW, false, none},
-	aKr:    {"k_rope", dimW, false, none},
-	aV:     {"v", dimW, false, noneHy},
-	aAtt:   {"att", dimW, false, noneHy},
-	aLse:   {"lse", headsW, true, noneHy},
-	aH:     {"h", dimW, true, noneHy},
-	aRstd2: {"rstd2", oneW, true, noneHy},
-	aXn2:   {"xn2", dimW, false, none},
-	aA:     {"a", ffnW, false, noneHy},
-	aB:     {"b", ffnW, false, noneHy},
-	aG:     {"g", ffnW, false, none},
-	aOut:   {"out", dimW, true, all},
+	aRstd1: {"rstd1", oneW, true, noneHy, true},
+	aXn1:   {"xn1", dimW, false, none, true},
+	aQ:     {"q", attnW, false, hybrid, false},
+	aK:     {"k", attnW, false, hybrid, false},
+	aQr:    {"q_rope", attnW, false, none, false},
+	aKr:    {"k_rope", attnW, false, none, false},
+	aV:     {"v", attnW, false, noneHy, false},
+	aAtt:   {"att", attnW, false, noneHy, false},
+	aLse:   {"lse", headsW, true, noneHy, false},
+	aH:     {"h", dimW, true, noneHy, true},
+	aRstd2: {"rstd2", oneW, true, noneHy, true},
+	aXn2:   {"xn2", dimW, false, none, true},
+	aA:     {"a", ffnW, false, noneHy, false},
+	aB:     {"b", ffnW, false, noneHy, false},
+	aG:     {"g", ffnW, false, none, false},
+	aOut:   {"out", dimW, true, all, true},
 }
 
 var headActs = [numHeadActs]actSpec{
-	hX0:     {"x0", dimW, true, all},
-	hRstdF:  {"rstd_final", oneW, true, all},
-	hXnF:    {"xn_final", dimW, false, none},
-	hLogits: {"logits", vocabW, true, all},
-	hLoss:   {"loss", oneW, true, all},
-	hLseCE:  {"lse_ce", oneW, true, all},
+	hX0:     {"x0", dimW, true, all, true},
+	hRstdF:  {"rstd_final", oneW, true, all, true},
+	hXnF:    {"xn_final", dimW, false, none, true},
+	hLogits: {"logits", vocabW, true, all, false},
+	hLoss:   {"loss", oneW, true, all, false},
+	hLseCE:  {"lse_ce", oneW, true, all, false},
 }
 
 // elemBytes returns the bytes of one element of an activation for activations of type dt:
@@ -104,31 +131,42 @@ func elemBytes(dt kernels.DType, f32 bool) int {
 	return dt.Size()
 }
 
-func bytesPerToken(specs []actSpec, c Config, p Remat, dt kernels.DType) int64 {
-	var n int64
+// keptBytes returns the bytes the activations specs keep under policy p over n tokens, as one
+// rank of shape sh computes them.
+func keptBytes(specs []actSpec, sh shape, p Remat, dt kernels.DType, n int) int64 {
+	var b int64
 	for _, s := range specs {
 		if s.keep[p] {
-			n += int64(s.width(c) * elemBytes(dt, s.f32))
+			b += int64(sh.rows(s, n)) * int64(s.width(sh)*elemBytes(dt, s.f32))
 		}
 	}
-	return n
+	return b
 }
 
 // ActivationBytesPerTokenPerLayer returns the bytes one block keeps per token between forward
 // and backward under policy p with activations of type dt.
 func ActivationBytesPerTokenPerLayer(c Config, p Remat, dt kernels.DType) int64 {
-	return bytesPerToken(layerActs[:], c, p, dt)
+	return keptBytes(layerActs[:], wholeShape(c), p, dt, 1)
 }
 
 // ActivationBytesPerTokenHead returns the bytes kept per token outside the blocks: the
 // embeddings, the final norm, the logits and the loss.
 func ActivationBytesPerTokenHead(c Config, p Remat, dt kernels.DType) int64 {
-	return bytesPerToken(headActs[:], c, p, dt)
+	return keptBytes(headActs[:], wholeShape(c), p, dt, 1)
 }
 
 // ActivationBytes returns the bytes a forward pass over n tokens keeps for backward.
 func ActivationBytes(c Config, p Remat, dt kernels.DType, n int) int64 {
 	return int64(n) * (int64(c.Layers)*ActivationBytesPerTokenPerLayer(c, p, dt) + ActivationBytesPerTokenHead(c, p, dt))
+}
+
+// TensorActivationBytes returns the bytes a forward pass over n tokens keeps for backward on
+// rank 0 of tp tensor-parallel ranks (the rank with the largest vocabulary shard), with or
+// without sequence parallelism; n must be a multiple of tp when seq is set. With tp = 1 it is
+// ActivationBytes.
+func TensorActivationBytes(c Config, p Remat, dt kernels.DType, n, tp int, seq bool) int64 {
+	sh := shardShape(c, 0, tp, seq)
+	return int64(c.Layers)*keptBytes(layerActs[:], sh, p, dt, n) + keptBytes(headActs[:], sh, p, dt, n)
 }
 
 // KeptActivations lists, per policy, the names of the block activations it keeps.

@@ -79,7 +79,7 @@ func NewResident(c Config, be kernels.Backend, res Residency) (*Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	m := &Model{Cfg: c, Layout: NewLayout(c), be: be, res: res}
+	m := &Model{Cfg: c, Layout: NewLayout(c), be: be, res: res, shp: wholeShape(c)}
 	m.mixed, _ = be.(kernels.Mixed)
 	m.units, m.specUnit = m.Layout.Units(), m.Layout.specUnits()
 	m.lent = make([]lentUnit, len(m.units))

@@ -133,7 +133,7 @@ func layoutRanges(l model.Layout) []checkpoint.TensorRange {
 // stream continues where it stopped (the number of ranks may differ). A step-0 checkpoint
 // (from herd import) only provides weights. prev receives the checkpoint's run config.
 func checkResume(cfg TrainConfig, mod *model.Model, alloc func() checkpoint.State, tokHash string, prev *RunConfig) func(*checkpoint.Manifest) (checkpoint.State, error) {
-	want := layoutRanges(mod.Layout)
+	want := layoutRanges(mod.Layout.Whole())
 	return func(m *checkpoint.Manifest) (checkpoint.State, error) {
 		if fmt.Sprint(m.Layout) != fmt.Sprint(want) {
 			return checkpoint.State{}, fmt.Errorf("worker: checkpoint step %d holds another model (its parameter layout differs from --preset's)", m.Step)
@@ -275,8 +275,18 @@ func saveCheckpoint(ctx context.Context, saver *checkpoint.Saver, cfg TrainConfi
 		Cursor:        checkpoint.Cursor{Step: step, GlobalBatch: cfg.Batch, Seq: cfg.Seq, Seed: cfg.Seed, NextIndex: int64(step) * int64(cfg.Batch)},
 		Config:        raw,
 		TokenizerHash: rc.TokenizerHash,
-		Layout:        layoutRanges(mod.Layout),
+		Layout:        layoutRanges(mod.Layout.Whole()),
 		Extra:         map[string][]byte{TokenizerName: tokJSON},
+	}
+	if cfg.Tensor != nil {
+		start := time.Now()
+		spans, err := tensorSpans(ctx, cfg, sb.pull())
+		if err != nil {
+			return time.Since(start), err
+		}
+		req.Spans, req.Elems = spans, int64(mod.Layout.Whole().Size)
+		_, err = saver.Save(ctx, req)
+		return time.Since(start), err
 	}
 	if z != nil {
 		req.Spans, req.Elems = z.spans(), int64(mod.Layout.Size)

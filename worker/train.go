@@ -55,6 +55,10 @@ type TrainConfig struct {
 	// Zero is the ZeRO stage: 0 replicates the whole state on every rank; 1 shards the AdamW
 	// moments across the ranks, 2 the gradients too, 3 the parameters too (see zero.go).
 	Zero int
+	// Tensor, when set, makes this process one rank of a dp x tp mesh (see Mesh): Comm is the
+	// whole world, each tensor-parallel group splits every layer of the model, and the
+	// gradients are summed across Tensor.DP.
+	Tensor *Mesh
 	// Checkpoint configures periodic sharded checkpoints and resuming.
 	Checkpoint CheckpointConfig
 	// Command describes the run in lock refusals ("herd train --out runs/x"); "" means the
@@ -81,7 +85,10 @@ func (c TrainConfig) Validate() error {
 		return bad("--steps = %d, must be > 0", c.Steps)
 	case c.Batch <= 0:
 		return bad("--batch = %d, must be > 0", c.Batch)
-	case c.MicroBatch <= 0 || c.Batch%(c.MicroBatch*c.world()) != 0:
+	case c.MicroBatch <= 0 || c.Batch%(c.MicroBatch*c.dpWorld()) != 0:
+		if c.Tensor != nil {
+			return bad("--micro-batch = %d times %d data-parallel groups (%d processes / --tp %d) must divide --batch = %d", c.MicroBatch, c.dpWorld(), c.world(), c.tp(), c.Batch)
+		}
 		return bad("--micro-batch = %d times %d processes must divide --batch = %d", c.MicroBatch, c.world(), c.Batch)
 	case !(c.PeakLR > 0):
 		return bad("--lr = %g, must be > 0", c.PeakLR)
@@ -91,6 +98,17 @@ func (c TrainConfig) Validate() error {
 		return bad("--eval-every, --sample-every must be >= 0 and --eval-seqs > 0")
 	case c.Zero < 0 || c.Zero > 3:
 		return bad("--zero = %d: the stages are 0 (replicated), 1 (moments sharded), 2 (and gradients), 3 (and parameters)", c.Zero)
+	case c.Tensor != nil && c.Zero > 0:
+		return bad("--zero with --tp is not supported yet: ZeRO shards the whole network's state, not a tensor-parallel share")
+	case c.Tensor != nil && c.world()%c.tp() != 0:
+		return bad("%d processes cannot form groups of --tp %d: the number of processes must be a multiple of --tp", c.world(), c.tp())
+	case c.Tensor != nil && c.Tensor.Sequence && c.Seq%c.tp() != 0:
+		return bad("--seq = %d: sequence parallelism splits every sequence's tokens over the --tp %d ranks, so --tp must divide it", c.Seq, c.tp())
+	}
+	if c.Tensor != nil {
+		if err := model.CheckTensorParallel(c.Model, c.tp()); err != nil {
+			return fmt.Errorf("%w: --tp: %v", ErrConfig, err)
+		}
 	}
 	if err := c.Model.CheckSeq(c.Seq); err != nil {
 		return fmt.Errorf("--seq: %w", err)
@@ -111,6 +129,21 @@ func (c TrainConfig) rank() int {
 	}
 	return c.Comm.Rank()
 }
+
+// tp returns the tensor-parallel size (1 without tensor parallelism).
+func (c TrainConfig) tp() int {
+	if c.Tensor == nil {
+		return 1
+	}
+	return c.Tensor.TP.Size()
+}
+
+// dpWorld returns the number of data-parallel replicas: the ranks divided by the
+// tensor-parallel size. Each replica trains on its slice of the global batch.
+func (c TrainConfig) dpWorld() int { return c.world() / c.tp() }
+
+// dpRank returns this rank's data-parallel replica.
+func (c TrainConfig) dpRank() int { return c.rank() / c.tp() }
 
 func (c TrainConfig) schedule() model.Schedule {
 	w := c.WarmupSteps

@@ -59,6 +59,7 @@ type Trainer struct {
 	comm collective.Communicator
 	red  GradReducer
 	dp   *dataParallel
+	tg   *tensorGroup // the tensor-parallel group, when cfg.Tensor is set
 
 	saver       *checkpoint.Saver
 	saveCtx     context.Context
@@ -163,9 +164,13 @@ func (t *Trainer) buildState() error {
 		}
 		t.opt = t.zero
 	}
-	if cfg.Zero >= 2 {
+	switch {
+	case cfg.Tensor != nil:
+		t.tg = newTensorGroup(cfg.Tensor.TP, be)
+		t.model, err = model.NewTensorParallel(cfg.Model, be, t.tg, cfg.Tensor.Sequence)
+	case cfg.Zero >= 2:
 		t.model, err = model.NewResident(cfg.Model, be, t.zero)
-	} else {
+	default:
 		t.model, err = model.New(cfg.Model, be)
 	}
 	if err != nil {
@@ -177,7 +182,7 @@ func (t *Trainer) buildState() error {
 			t.model.Close()
 			return err
 		}
-		t.opt = fullOptim{full}
+		t.opt = fullOptim{full, t.tg}
 		mb, vb := full.Moments()
 		t.sb = newStateBuffers(t.model, mb, vb)
 	}
@@ -350,8 +355,8 @@ func (t *Trainer) initFresh() {
 // loadBuffers returns the buffers a checkpoint load fills: the state's own host view, or
 // under ZeRO whole temporary buffers that each rank takes its part of.
 func (t *Trainer) loadBuffers() checkpoint.State {
-	if t.zero != nil {
-		n := t.model.Layout.Size
+	if t.zero != nil || t.tg != nil {
+		n := t.model.Layout.Whole().Size
 		t.loaded = checkpoint.State{Params: make([]float32, n), M: make([]float32, n), V: make([]float32, n)}
 		return t.loaded
 	}
@@ -365,6 +370,14 @@ func (t *Trainer) adoptLoaded() {
 		t.zero.adopt(t.loaded)
 		t.loaded = checkpoint.State{}
 		return
+	}
+	if t.tg != nil {
+		// This rank's share of the whole network's state.
+		l := t.model.Layout
+		l.Take(t.sb.host.Params, t.loaded.Params)
+		l.Take(t.sb.host.M, t.loaded.M)
+		l.Take(t.sb.host.V, t.loaded.V)
+		t.loaded = checkpoint.State{}
 	}
 	t.sb.push()
 	t.sb.loaded = checkpoint.State{}
@@ -535,12 +548,16 @@ func (t *Trainer) setComm(comm collective.Communicator, red GradReducer) error {
 			return err
 		}
 	}
-	t.dp = newDataParallel(context.Background(), comm, red, t.model)
+	dpComm := comm
+	if t.cfg.Tensor != nil {
+		dpComm = t.cfg.Tensor.DP
+	}
+	t.dp = newDataParallel(context.Background(), dpComm, red, t.model)
 	t.dp.scatter = t.zero != nil && world > 1
 	if t.zero != nil {
 		t.dp.crc = t.zero.checksum
 	}
-	share := t.cfg.Batch / world
+	share := t.cfg.Batch / t.cfg.dpWorld()
 	t.inputs, t.targets = make([]int32, share*t.cfg.Seq), make([]int32, share*t.cfg.Seq)
 	return nil
 }
@@ -572,6 +589,15 @@ func (t *Trainer) banner() {
 }
 
 func (t *Trainer) noteWorld() {
+	if c := t.cfg; c.Tensor != nil {
+		sp := "off"
+		if c.Tensor.Sequence {
+			sp = "on"
+		}
+		fmt.Fprintf(t.log, "tensor parallel: %d processes as %d data-parallel x %d tensor-parallel, sequence parallelism %s; %d sequences per replica per step; no samples are generated (each rank holds a share of the weights)\n",
+			c.world(), c.dpWorld(), c.tp(), sp, c.Batch/c.dpWorld())
+		return
+	}
 	if world := t.cfg.world(); world > 1 {
 		fmt.Fprintf(t.log, "data parallel: %d processes, %d sequences each per step, gradients summed over the TCP ring\n",
 			world, t.cfg.Batch/world)
@@ -592,10 +618,13 @@ func (t *Trainer) Step(ctx context.Context) error {
 	}
 	cfg, step := t.cfg, t.step
 	t.dp.ctx = ctx
-	if _, err := t.loader.FillBatch(step, cfg.Batch, cfg.rank(), cfg.world(), t.inputs, t.targets); err != nil {
+	if t.tg != nil {
+		t.tg.ctx = ctx
+	}
+	if _, err := t.loader.FillBatch(step, cfg.Batch, cfg.dpRank(), cfg.dpWorld(), t.inputs, t.targets); err != nil {
 		return err
 	}
-	accum := cfg.Batch / cfg.world() / cfg.MicroBatch
+	accum := cfg.Batch / cfg.dpWorld() / cfg.MicroBatch
 	loss, err := t.passes(ctx, accum)
 	if err != nil {
 		return fmt.Errorf("step %d: %w", step+1, err)
@@ -605,7 +634,7 @@ func (t *Trainer) Step(ctx context.Context) error {
 	if t.saver != nil {
 		stall = t.saver.WaitSnapshot() // the optimizer must not change state a save is still copying
 	}
-	norm, err := t.opt.Step(ctx, lr, 1/float64(accum*cfg.world()))
+	norm, err := t.opt.Step(ctx, lr, 1/float64(accum*cfg.dpWorld()))
 	if err != nil {
 		return fmt.Errorf("step %d: %w", step+1, err)
 	}
@@ -695,7 +724,9 @@ func (t *Trainer) logStep(loss, lr, norm float64, stall time.Duration) error {
 
 // everyRankForwards reports whether every rank must run the model's forward passes for a
 // validation or a sample: under ZeRO-3 each forward gathers the parameters, a collective.
-func (t *Trainer) everyRankForwards() bool { return t.cfg.Zero == 3 && t.cfg.world() > 1 }
+func (t *Trainer) everyRankForwards() bool {
+	return (t.cfg.Zero == 3 && t.cfg.world() > 1) || t.cfg.Tensor != nil
+}
 
 // validate evaluates the held-out split (and --eval-text), prints a sample when asked, and
 // logs the result. Only rank 0 validates, unless every rank must run the forwards with it
@@ -723,7 +754,7 @@ func (t *Trainer) validate(ctx context.Context, step int) error {
 		ev.Text = &r
 		line += fmt.Sprintf("; %s %.4f bits/byte", filepath.Base(cfg.EvalText), r.BitsPerByte)
 	}
-	if cfg.SampleEvery > 0 && cfg.SampleTokens > 0 {
+	if cfg.SampleEvery > 0 && cfg.SampleTokens > 0 && t.tg == nil {
 		if ev.Sample, err = sampleText(t.model, t.tok, cfg.SampleTokens, cfg.Seed+uint64(step)); err != nil {
 			return err
 		}
@@ -757,10 +788,16 @@ func (t *Trainer) Finish(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 	}
-	var whole []float32 // under ZeRO the final weights are assembled from the shards
+	var whole []float32 // under ZeRO or tensor parallelism the final weights are assembled from the shares
 	if t.zero != nil && cfg.Out != "" {
 		var err error
 		if whole, err = t.zero.wholeParams(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if t.tg != nil && cfg.Out != "" {
+		var err error
+		if whole, err = wholeOf(ctx, cfg.Tensor.TP, cfg.Model, t.sb.pull().Params); err != nil {
 			return nil, err
 		}
 	}
@@ -779,7 +816,7 @@ func (t *Trainer) Finish(ctx context.Context) (*Result, error) {
 	rc.StepsDone = cfg.Steps
 	path := filepath.Join(cfg.Out, WeightsName)
 	if whole != nil {
-		if err := saveWeights(t.model.Layout, whole, path); err != nil {
+		if err := saveWeights(t.model.Layout.Whole(), whole, path); err != nil {
 			return nil, err
 		}
 	} else if err := SaveWeights(t.model, path); err != nil {
@@ -903,8 +940,23 @@ type optimizer interface {
 }
 
 // fullOptim is model.Optimizer as an optimizer.
-type fullOptim struct{ *model.Optimizer }
+type fullOptim struct {
+	*model.Optimizer
+	tg *tensorGroup // the tensor-parallel group whose shares make up the gradient norm, or nil
+}
 
-func (f fullOptim) Step(_ context.Context, lr, gradScale float64) (float64, error) {
-	return f.Optimizer.Step(lr, gradScale), nil
+func (f fullOptim) Step(ctx context.Context, lr, gradScale float64) (float64, error) {
+	if f.tg == nil {
+		return f.Optimizer.Step(lr, gradScale), nil
+	}
+	return f.Optimizer.StepSharded(lr, gradScale, func(split, whole float64) (float64, error) {
+		// The shares' sums of squares travel as float32 pairs (value and rounding error), so
+		// the norm keeps float64 precision.
+		hi := float32(split)
+		buf := []float32{hi, float32(split - float64(hi))}
+		if err := f.tg.comm.AllReduce(ctx, buf, collective.Sum); err != nil {
+			return 0, fmt.Errorf("gradient norm across the tensor-parallel group: %w", err)
+		}
+		return float64(buf[0]) + float64(buf[1]) + whole, nil
+	})
 }

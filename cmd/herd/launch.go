@@ -36,8 +36,12 @@ const (
 	envJob      = "HERD_JOB_ID"
 	envSecret   = "HERD_RING_SECRET"
 	envLauncher = "HERD_LAUNCHER_PID"
+	envTPPeers  = "HERD_TP_PEERS" // the rank's tensor-parallel group, in group order
+	envDPPeers  = "HERD_DP_PEERS" // the ranks holding the same tensor-parallel share
 	listenFD    = 3
 	statusFD    = 4
+	tpListenFD  = 5
+	dpListenFD  = 6
 )
 
 // rankStatus is what a failing rank reports to the launcher.
@@ -53,7 +57,11 @@ type rankStatus struct {
 // launcher gone stops too), so a killed launcher never leaves ranks training on their own.
 // When one rank fails, the others are stopped, and the error names the rank the failure is
 // attributed to: the one that died or did not answer, not the first to notice.
-func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Writer) error {
+//
+// With tp > 1 the ranks form a dp x tp mesh: rank r is tensor-parallel rank r%tp of group
+// r/tp and data-parallel rank r/tp of group r%tp, and each rank also inherits a listening
+// socket for each of its two groups' rings (fds 5 and 6).
+func launchLocal(ctx context.Context, n, tp int, args []string, stdout, stderr io.Writer) error {
 	// The parent-death signal fires when the thread that started a child exits: keep this
 	// goroutine on one thread until every rank has been waited for.
 	runtime.LockOSThread()
@@ -69,14 +77,28 @@ func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Wr
 			l.Close()
 		}
 	}()
-	for i := 0; i < n; i++ {
+	listen := func() (*net.TCPListener, error) {
 		l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			return err
+		if err == nil {
+			lns = append(lns, l)
 		}
-		lns = append(lns, l)
-		peers = append(peers, l.Addr().String())
+		return l, err
 	}
+	axes := 1 // listeners per rank: the world's, then the tp and dp groups'
+	if tp > 1 {
+		axes = 3
+	}
+	addrs := make([][]string, axes)
+	for a := range axes {
+		for i := 0; i < n; i++ {
+			l, err := listen()
+			if err != nil {
+				return err
+			}
+			addrs[a] = append(addrs[a], l.Addr().String())
+		}
+	}
+	peers = addrs[0]
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
 		return err
@@ -104,17 +126,36 @@ func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Wr
 		signalAll(syscall.SIGCONT)
 	}
 	for r := 0; r < n; r++ {
-		f, err := lns[r].File()
-		if err != nil {
-			signalAll(syscall.SIGKILL)
-			statusW.Close()
-			return err
+		files := make([]*os.File, axes)
+		for a := range files {
+			if files[a], err = lns[a*n+r].File(); err != nil {
+				signalAll(syscall.SIGKILL)
+				statusW.Close()
+				return err
+			}
 		}
+		f := files[0]
 		cmd := exec.Command(self, args...)
 		cmd.ExtraFiles = []*os.File{f, statusW} // fds 3 and 4
 		cmd.Env = append(os.Environ(), envRank+"="+strconv.Itoa(r), envWorld+"="+strconv.Itoa(n),
 			envPeers+"="+strings.Join(peers, ","), envJob+"="+job, envSecret+"="+secret,
 			envLauncher+"="+strconv.Itoa(os.Getpid()))
+		if tp > 1 {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, files[1], files[2]) // fds 5 and 6
+			var tpPeers, dpPeers []string
+			for k := r / tp * tp; k < r/tp*tp+tp; k++ {
+				tpPeers = append(tpPeers, addrs[1][k])
+			}
+			for k := r % tp; k < n; k += tp {
+				dpPeers = append(dpPeers, addrs[2][k])
+			}
+			cmd.Env = append(cmd.Env, envTPPeers+"="+strings.Join(tpPeers, ","), envDPPeers+"="+strings.Join(dpPeers, ","))
+		}
+		closeFiles := func() {
+			for _, f := range files[1:] {
+				f.Close()
+			}
+		}
 		cmd.SysProcAttr = rankProcAttr(pgid)
 		var lines io.Reader
 		if r == 0 {
@@ -130,11 +171,13 @@ func launchLocal(ctx context.Context, n int, args []string, stdout, stderr io.Wr
 		}
 		if err := cmd.Start(); err != nil {
 			f.Close()
+			closeFiles()
 			signalAll(syscall.SIGKILL)
 			statusW.Close()
 			return fmt.Errorf("starting rank %d: %w", r, err)
 		}
 		f.Close()
+		closeFiles()
 		if pgid == 0 {
 			pgid = cmd.Process.Pid
 		}
@@ -284,15 +327,40 @@ func joinRing(ctx context.Context, timeout time.Duration, stderr io.Writer) (*co
 	if err != nil {
 		return nil, fmt.Errorf("%s=%q: %w", envRank, rs, err)
 	}
-	f := os.NewFile(listenFD, "ring-listener")
+	return startRing(ctx, listenFD, rank, strings.Split(os.Getenv(envPeers), ","), "", timeout, zap.Int("rank", rank))
+}
+
+// joinMesh builds the rings of this rank's tensor-parallel and data-parallel groups from the
+// environment set by launchLocal with tp > 1 (after joinRing, every rank in the same order).
+func joinMesh(ctx context.Context, world *collective.Ring, tp int, timeout time.Duration) (tpRing, dpRing *collective.Ring, err error) {
+	r := world.Rank()
+	tpPeers, dpPeers := strings.Split(os.Getenv(envTPPeers), ","), strings.Split(os.Getenv(envDPPeers), ",")
+	if len(tpPeers) != tp || world.Size()%tp != 0 || len(dpPeers) != world.Size()/tp {
+		return nil, nil, fmt.Errorf("rank %d: %s lists %d ranks and %s %d, which do not form groups of --tp %d among %d",
+			r, envTPPeers, len(tpPeers), envDPPeers, len(dpPeers), tp, world.Size())
+	}
+	if tpRing, err = startRing(ctx, tpListenFD, r%tp, tpPeers, fmt.Sprintf("/tp%d", r/tp), timeout, zap.Int("rank", r), zap.String("group", "tp")); err != nil {
+		return nil, nil, err
+	}
+	if dpRing, err = startRing(ctx, dpListenFD, r/tp, dpPeers, fmt.Sprintf("/dp%d", r%tp), timeout, zap.Int("rank", r), zap.String("group", "dp")); err != nil {
+		tpRing.Close()
+		return nil, nil, err
+	}
+	return tpRing, dpRing, nil
+}
+
+// startRing joins one ring as rank of peers over the listener inherited at fd; suffix tells
+// the job's rings apart.
+func startRing(ctx context.Context, fd uintptr, rank int, peers []string, suffix string, timeout time.Duration, fields ...zap.Field) (*collective.Ring, error) {
+	f := os.NewFile(fd, "ring-listener")
 	ln, err := net.FileListener(f)
 	f.Close()
 	if err != nil {
 		return nil, fmt.Errorf("rank %d: inherited listener: %w", rank, err)
 	}
 	cfg := collective.DefaultConfig()
-	cfg.Rank, cfg.Peers, cfg.Listener = rank, strings.Split(os.Getenv(envPeers), ","), ln
-	cfg.JobID, cfg.Secret, cfg.OpTimeout = os.Getenv(envJob), os.Getenv(envSecret), timeout
+	cfg.Rank, cfg.Peers, cfg.Listener = rank, peers, ln
+	cfg.JobID, cfg.Secret, cfg.OpTimeout = os.Getenv(envJob)+suffix, os.Getenv(envSecret), timeout
 	logCfg := zap.NewProductionConfig()
 	logCfg.Level = zap.NewAtomicLevelAt(zap.WarnLevel)
 	logCfg.OutputPaths = []string{"stderr"}
@@ -300,7 +368,7 @@ func joinRing(ctx context.Context, timeout time.Duration, stderr io.Writer) (*co
 	logCfg.EncoderConfig = zap.NewDevelopmentEncoderConfig()
 	logCfg.DisableCaller, logCfg.DisableStacktrace = true, true
 	if logger, err := logCfg.Build(); err == nil {
-		cfg.Logger = logger.With(zap.Int("rank", rank))
+		cfg.Logger = logger.With(fields...)
 	}
 	ring, err := collective.Start(ctx, cfg)
 	if err != nil {
@@ -311,7 +379,7 @@ func joinRing(ctx context.Context, timeout time.Duration, stderr io.Writer) (*co
 		return ring, nil
 	case err := <-ring.Err():
 		ring.Close()
-		return nil, fmt.Errorf("rank %d: joining the ring: %w", rank, err)
+		return nil, fmt.Errorf("rank %d: joining the ring%s: %w", rank, suffix, err)
 	case <-ctx.Done():
 		ring.Close()
 		return nil, ctx.Err()

@@ -43,6 +43,19 @@ type planReport struct {
 	// backend (bfloat16 activations, float32 masters) computes with; 0 otherwise.
 	WorkingCopyBytes       int64 `json:"working_copy_bytes"`
 	TrainingBytesPerDevice int64 `json:"training_bytes"`
+	// With --tp: one tensor-parallel rank's share (rank 0, which holds the largest vocabulary
+	// shard), and the bytes it sends per micro-batch (forward and backward) on a ring.
+	TP *tensorReport `json:"tensor_parallel,omitempty"`
+}
+
+// tensorReport is what one tensor-parallel rank holds and sends.
+type tensorReport struct {
+	Size                 int     `json:"tp"`
+	SequenceParallel     bool    `json:"sequence_parallel"`
+	ParamsPerRank        int     `json:"params_per_rank"`
+	ActivationBytes      int64   `json:"activation_bytes_per_rank"`
+	CommBytesPerMicro    float64 `json:"comm_bytes_per_micro_batch"`
+	TrainingBytesPerRank int64   `json:"training_bytes_per_rank"`
 }
 
 func parseDType(s string) (kernels.DType, error) {
@@ -58,6 +71,7 @@ func parseDType(s string) (kernels.DType, error) {
 // preset; with --gpus it plans a run on that many GPUs.
 type planFlags struct {
 	fs                                         *flag.FlagSet
+	seqParallel                                *bool
 	preset, remat, dtype                       *string
 	seq, batch                                 *int
 	asJSON                                     *bool
@@ -81,7 +95,8 @@ func newPlanFlags(stderr io.Writer) *planFlags {
 	f.gpu = fs.String("gpu", "a100-80g", "GPU from the hardware table: "+strings.Join(slices.Sorted(maps.Keys(plan.Builtin().GPUs)), ", "))
 	f.fabric = fs.String("fabric", "", "inter-node fabric: "+strings.Join(slices.Sorted(maps.Keys(plan.Builtin().Fabrics)), ", ")+" (default: the GPU's)")
 	f.zero = fs.Int("zero", 0, "ZeRO stage: 0 plain data parallelism, 1 shards optimizer state and fp32 masters, 2 and gradients, 3 and parameters")
-	f.tp = fs.Int("tp", 1, "tensor-parallel size inside a node (modelled only: herd's runtime does not have tensor parallelism yet)")
+	f.tp = fs.Int("tp", 1, "tensor-parallel size: the per-replica table adds one rank's parameters, kept activations and traffic; with --gpus the size inside a node (herd train --tp runs it on the cpu backend)")
+	f.seqParallel = fs.Bool("sequence-parallel", true, "with --tp in the per-replica table: the stream, norms and their statistics split by sequence over the tp ranks")
 	f.microBatch = fs.Int("micro-batch", 0, "sequences per forward and backward pass on a data-parallel rank (default: the largest that fits)")
 	f.batchTokens = fs.String("batch-tokens", "4M", "tokens per optimizer step; K, M, G, T are powers of 1024 (4M = 2048 sequences of 2048)")
 	f.tokens = fs.String("tokens", "1T", "training tokens for GPU-hours and days; K, M, G, T are powers of 1000 (1.4T = 1.4e12)")
@@ -120,15 +135,15 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	set := f.set()
-	plannerOnly := []string{"gpu", "fabric", "zero", "tp", "micro-batch", "batch-tokens", "tokens", "calibrate"}
+	plannerOnly := []string{"gpu", "fabric", "zero", "micro-batch", "batch-tokens", "tokens", "calibrate"}
 	switch {
 	case *f.llamaTable:
-		if err := refuse(set, slices.Concat(plannerOnly, []string{"gpus", "preset", "remat", "seq", "batch", "dtype"}), "does not apply to --llama-table (it takes --hardware and --json)"); err != nil {
+		if err := refuse(set, slices.Concat(plannerOnly, []string{"tp", "sequence-parallel", "gpus", "preset", "remat", "seq", "batch", "dtype"}), "does not apply to --llama-table (it takes --hardware and --json)"); err != nil {
 			return err
 		}
 		return runLLaMATable(f, stdout)
 	case set["gpus"]:
-		if err := refuse(set, []string{"batch", "dtype"}, "applies to the per-replica table; with --gpus the micro-batch is --micro-batch and activations are bfloat16"); err != nil {
+		if err := refuse(set, []string{"batch", "dtype", "sequence-parallel"}, "applies to the per-replica table; with --gpus the micro-batch is --micro-batch, activations are bfloat16 and sequence parallelism is on"); err != nil {
 			return err
 		}
 		return runCapacity(f, stdout)
@@ -162,6 +177,15 @@ func runReplicaPlan(f *planFlags, stdout io.Writer) error {
 		return err
 	}
 	r := buildPlan(strings.ToLower(*f.preset), c, seq, *f.batch, dt)
+	if *f.tp != 1 {
+		if err := model.CheckTensorParallel(c, *f.tp); err != nil {
+			return fmt.Errorf("--tp: %w", err)
+		}
+		if *f.seqParallel && (seq*(*f.batch))%*f.tp != 0 {
+			return fmt.Errorf("--tp %d: sequence parallelism needs --batch x --seq (%d x %d) divisible by it", *f.tp, *f.batch, seq)
+		}
+		r.TP = tensorPlan(c, seq*(*f.batch), *f.tp, *f.seqParallel, dt, r)
+	}
 	if *f.asJSON {
 		return writeJSON(stdout, r)
 	}
@@ -196,6 +220,20 @@ func buildPlan(name string, c model.Config, seq, batch int, dt kernels.DType) pl
 	return r
 }
 
+// tensorPlan returns one tensor-parallel rank's share of the replica r.
+func tensorPlan(c model.Config, n, tp int, seq bool, dt kernels.DType, r planReport) *tensorReport {
+	l, _ := model.NewShardLayout(c, 0, tp)
+	t := &tensorReport{Size: tp, SequenceParallel: seq, ParamsPerRank: l.Size,
+		ActivationBytes:   model.TensorActivationBytes(c, c.Remat, dt, n, tp, seq),
+		CommBytesPerMicro: model.TensorCommBytes(c, c.Remat, dt, n, tp, seq)}
+	state := int64(l.Size) * 16 // float32 params, grads and two moments
+	if dt.Size() < 4 {
+		state += int64(l.Size) * int64(dt.Size())
+	}
+	t.TrainingBytesPerRank = state + t.ActivationBytes
+	return t
+}
+
 func printPlan(w io.Writer, r planReport) {
 	c := r.Config
 	fmt.Fprintf(w, "preset %s: d=%d layers=%d heads=%d ffn=%d vocab=%d\n", r.Preset, c.Dim, c.Layers, c.Heads, c.FFNHidden, c.Vocab)
@@ -221,6 +259,17 @@ func printPlan(w io.Writer, r planReport) {
 	}
 	fmt.Fprintf(w, "fp32 params %s + grads %s + AdamW moments %s%s + activations %s = %s per replica\n",
 		humanBytes(r.ParamBytes), humanBytes(r.GradBytes), humanBytes(r.OptimizerBytes), working, humanBytes(r.ActivationBytes), humanBytes(r.TrainingBytesPerDevice))
+	if t := r.TP; t != nil {
+		sp := "off"
+		if t.SequenceParallel {
+			sp = "on"
+		}
+		fmt.Fprintf(w, "\ntensor parallel %d, sequence parallelism %s, per rank (rank 0, the largest vocabulary shard):\n", t.Size, sp)
+		fmt.Fprintf(w, "  parameters %d; activations kept %s (%.2fx less than one process); state + activations %s\n",
+			t.ParamsPerRank, humanBytes(t.ActivationBytes), float64(r.ActivationBytes)/float64(t.ActivationBytes), humanBytes(t.TrainingBytesPerRank))
+		fmt.Fprintf(w, "  sends %s per micro-batch of B=%d T=%d over the tensor-parallel ring (forward and backward; formula in docs/architecture.md)\n",
+			humanBytes(int64(t.CommBytesPerMicro)), r.Batch, r.Seq)
+	}
 }
 
 func mustDType(s string) kernels.DType {
@@ -308,7 +357,7 @@ func fillCapacity(rep *capacityReport, c plan.Config) error {
 	}
 	rep.Notes = append(rep.Notes, "every figure is a prediction of herd's analytic model, not a measurement")
 	if usesTP(rep) {
-		rep.Notes = append(rep.Notes, "herd's runtime does not have tensor parallelism yet: --tp is modelled only")
+		rep.Notes = append(rep.Notes, "herd's runtime runs tensor parallelism on the cpu backend only so far (herd train --tp): on GPUs --tp is modelled only")
 	}
 	return nil
 }

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/herd-llm/herd/kernels"
 	"github.com/herd-llm/herd/model"
 	"github.com/herd-llm/herd/worker"
 )
@@ -33,7 +35,7 @@ func TestPlanCapacity(t *testing.T) {
 		"memory per GPU (predicted)", "parameters", "gradients", "optimizer state", "activations", "comm buffers", "reserve", "of 80.0 GiB HBM: fits",
 		"step time (predicted)", "compute", "communication", "overhead",
 		"tokens/s/GPU", "MFU", "1.4T tokens", "GPU-hours", "days on 2048 GPUs",
-		"note: herd's runtime does not have tensor parallelism yet: --tp is modelled only",
+		"note: herd's runtime runs tensor parallelism on the cpu backend only so far (herd train --tp): on GPUs --tp is modelled only",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -100,10 +102,34 @@ func TestPlanCapacityErrors(t *testing.T) {
 	if !strings.Contains(stderr, "--gpus = 200000: ZeRO-1 splits the 196928 parameters") || !strings.Contains(stderr, "empty range") {
 		t.Errorf("empty range: %q", stderr)
 	}
-	for _, flag := range []string{"--zero", "--tp", "--gpu", "--tokens", "--calibrate", "--hardware"} {
+	for _, flag := range []string{"--zero", "--gpu", "--tokens", "--calibrate", "--hardware"} {
 		_, stderr, code := runHerd(t, "plan", flag, "1")
 		if code == 0 || !strings.Contains(stderr, flag+" needs --gpus") {
 			t.Errorf("%s without --gpus: exit %d, %q", flag, code, stderr)
+		}
+	}
+}
+
+// The per-replica table with --tp reports one tensor-parallel rank's share from the model's
+// own tables (which worker's TestTensorParallelMemoryAndTraffic holds against measured bytes).
+func TestPlanTensorParallel(t *testing.T) {
+	for _, sp := range []bool{true, false} {
+		out, stderr, code := runHerd(t, "plan", "--preset", "125m", "--seq", "2048", "--batch", "2", "--tp", "4", fmt.Sprintf("--sequence-parallel=%v", sp), "--json")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		var r planReport
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatal(err)
+		}
+		c, _ := model.Preset("125m")
+		if r.TP == nil || r.TP.Size != 4 || r.TP.SequenceParallel != sp ||
+			r.TP.ActivationBytes != model.TensorActivationBytes(c, c.Remat, kernels.Float32, 4096, 4, sp) ||
+			r.TP.CommBytesPerMicro != model.TensorCommBytes(c, c.Remat, kernels.Float32, 4096, 4, sp) {
+			t.Errorf("sequence parallel %v: %+v", sp, r.TP)
+		}
+		if sp && (r.ActivationBytes/r.TP.ActivationBytes < 3 || r.ActivationBytes/r.TP.ActivationBytes > 4) {
+			t.Errorf("tp 4 with sequence parallelism keeps %d of one process's %d activation bytes; want about a quarter", r.TP.ActivationBytes, r.ActivationBytes)
 		}
 	}
 }

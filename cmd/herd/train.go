@@ -45,6 +45,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	collectiveKind := fs.String("collective", "auto", collectiveUsage)
 	device := fs.Int("device", 0, "cuda: GPU ordinal; with --nproc, rank r uses GPU (device + r) mod the GPU count")
 	pureGo := fs.Bool("pure-go", false, "cpu: use the pure-Go matmul even when a BLAS library is installed")
+	tp := fs.Int("tp", 1, "tensor-parallel size: groups of this many processes (of --nproc) split every layer of the model (Megatron's layout: attention heads and feed-forward units, the vocabulary of the embedding and output head); --nproc/--tp data-parallel replicas; cpu backend")
+	seqPar := fs.Bool("sequence-parallel", true, "with --tp: split the residual stream, norms and their statistics by sequence over the tensor-parallel ranks, so the activations kept for backward shrink by --tp; --seq must be a multiple of --tp")
 	nproc := fs.Int("nproc", 1, "data-parallel processes on this machine; each takes its slice of every global batch and gradients are summed over a TCP ring on 127.0.0.1")
 	collTimeout := fs.Duration("collective-timeout", 5*time.Minute, "deadline of one collective operation: a rank that waits longer fails the run, naming the rank that did not answer; it must also cover rank 0's validations, which the other ranks wait for (> 0)")
 	zero := fs.Int("zero", 0, "ZeRO stage: 0 keeps the whole training state on every process; 1 shards the AdamW moments across the --nproc processes, 2 the gradients too, 3 the parameters too (gathered unit by unit for each pass); cpu backend")
@@ -79,6 +81,23 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if *nproc < 1 {
 		return fmt.Errorf("--nproc = %d, must be >= 1", *nproc)
 	}
+	if *tp < 1 || *nproc%*tp != 0 {
+		return fmt.Errorf("--tp = %d: must be >= 1 and divide --nproc = %d (each tensor-parallel group is --tp processes)", *tp, *nproc)
+	}
+	if *tp > 1 && *backend != "cpu" {
+		return fmt.Errorf("--tp %d with --backend %s: tensor parallelism runs on the cpu backend only so far", *tp, *backend)
+	}
+	if *tp > 1 && *zero > 0 {
+		return fmt.Errorf("--tp with --zero is not supported yet: ZeRO shards the whole network's state, not a tensor-parallel share")
+	}
+	if *tp > 1 {
+		if err := model.CheckTensorParallel(c, *tp); err != nil {
+			return fmt.Errorf("--tp: %w", err)
+		}
+		if *seqPar && *seq%*tp != 0 {
+			return fmt.Errorf("--seq = %d: sequence parallelism splits every sequence over the --tp %d ranks, so --tp must divide it (or give --sequence-parallel=false)", *seq, *tp)
+		}
+	}
 	if *zero < 0 || *zero > 3 {
 		return fmt.Errorf("--zero = %d: the stages are 0 (replicated state), 1 (AdamW moments sharded), 2 (and gradients), 3 (and parameters)", *zero)
 	}
@@ -98,10 +117,14 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if err := checkCollective(*collectiveKind, *backend); err != nil {
 		return err
 	}
+	replicas := *nproc / *tp // data-parallel replicas
 	if *micro == 0 {
-		*micro = max(1, *batch / *nproc)
+		*micro = max(1, *batch/replicas)
 	}
-	if *batch <= 0 || *micro <= 0 || *batch%(*micro**nproc) != 0 {
+	if *batch <= 0 || *micro <= 0 || *batch%(*micro*replicas) != 0 {
+		if *tp > 1 {
+			return fmt.Errorf("--batch = %d must be a positive multiple of --micro-batch = %d times the %d data-parallel replicas (--nproc %d / --tp %d)", *batch, *micro, replicas, *nproc, *tp)
+		}
 		return fmt.Errorf("--batch = %d must be a positive multiple of --micro-batch = %d times --nproc = %d", *batch, *micro, *nproc)
 	}
 	if *lr == 0 {
@@ -122,13 +145,23 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if ring != nil {
 		defer ring.Close()
 	}
+	var mesh *worker.Mesh
+	if ring != nil && *tp > 1 {
+		tpRing, dpRing, err := joinMesh(ctx, ring, *tp, *collTimeout)
+		if err != nil {
+			return err
+		}
+		defer tpRing.Close()
+		defer dpRing.Close()
+		mesh = &worker.Mesh{TP: tpRing, DP: dpRing, Sequence: *seqPar}
+	}
 	if *data == "" {
 		if *data, err = builtinDataset(ctx, *vocab, stderr); err != nil {
 			return err
 		}
 	}
 	if *nproc > 1 && ring == nil {
-		return launchLocal(ctx, *nproc, append(append([]string{"train"}, args...), "--data", *data), stdout, stderr)
+		return launchLocal(ctx, *nproc, *tp, append(append([]string{"train"}, args...), "--data", *data), stdout, stderr)
 	}
 	if *ckptURI == "" {
 		*ckptURI = filepath.Join(*out, "checkpoints")
@@ -173,6 +206,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if ring != nil {
 		cfg.Comm = ring
 	}
+	cfg.Tensor = mesh
 	bo := backendOptions{name: *backend, pureGo: *pureGo, device: *device}
 	if ring != nil {
 		bo.rank = ring.Rank()
