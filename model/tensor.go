@@ -48,6 +48,8 @@ type TensorGroup interface {
 	ReduceScatter(x kernels.Buffer) error
 	// AllGatherAsync starts AllGather and returns the function that waits for it.
 	AllGatherAsync(x kernels.Buffer) (wait func() error)
+	// AllReduceAsync starts AllReduce and returns the function that waits for it.
+	AllReduceAsync(x kernels.Buffer) (wait func() error)
 }
 
 // ErrTensorParallel is returned by what a tensor-parallel model cannot do on one rank alone
@@ -156,25 +158,45 @@ func (l Layout) Sharded() bool { return l.whole != nil }
 
 // Take copies this layout's parts of every tensor from whole, laid out by Whole(), into local.
 func (l Layout) Take(local, whole []float32) {
-	l.each(func(loc, wh []float32) { copy(loc, wh) }, local, whole)
+	l.each(func(loc, wh []float32) { copy(loc, wh) }, local, whole, 0, len(l.Specs), 0, 0)
 }
 
 // Put copies local into this layout's parts of whole, laid out by Whole().
 func (l Layout) Put(whole, local []float32) {
-	l.each(func(loc, wh []float32) { copy(wh, loc) }, local, whole)
+	l.each(func(loc, wh []float32) { copy(wh, loc) }, local, whole, 0, len(l.Specs), 0, 0)
 }
 
-// each calls f on every contiguous run a local spec shares with the whole layout.
-func (l Layout) each(f func(loc, wh []float32), local, whole []float32) {
-	w := l.Whole()
-	if !l.Sharded() {
-		f(local[:l.Size], whole[:l.Size])
+// PutUnit copies unit u of local (its values alone, from the unit's first element) into this
+// layout's parts of the same unit of the whole network (wholeUnit, the whole unit alone).
+func (l Layout) PutUnit(u int, wholeUnit, localUnit []float32) {
+	from, to := -1, 0
+	for i, su := range l.specUnits() {
+		if su == u {
+			if from < 0 {
+				from = i
+			}
+			to = i + 1
+		}
+	}
+	if from < 0 {
 		return
 	}
-	for i, s := range l.Specs {
-		ws, p := w.Specs[i], l.Parts[i]
-		loc := local[s.Offset : s.Offset+s.Size]
-		wh := whole[ws.Offset : ws.Offset+ws.Size]
+	w := l.Whole()
+	l.each(func(loc, wh []float32) { copy(wh, loc) }, localUnit, wholeUnit, from, to, l.Specs[from].Offset, w.Specs[from].Offset)
+}
+
+// each calls f on every contiguous run that local specs [from, to) share with the whole
+// layout; local and whole start at elements localBase and wholeBase of their layouts.
+func (l Layout) each(f func(loc, wh []float32), local, whole []float32, from, to, localBase, wholeBase int) {
+	w := l.Whole()
+	for i := from; i < to; i++ {
+		s, ws := l.Specs[i], w.Specs[i]
+		loc := local[s.Offset-localBase : s.Offset-localBase+s.Size]
+		wh := whole[ws.Offset-wholeBase : ws.Offset-wholeBase+ws.Size]
+		p := Part{Axis: -1}
+		if l.Sharded() {
+			p = l.Parts[i]
+		}
 		switch p.Axis {
 		case -1:
 			f(loc, wh)
@@ -197,6 +219,7 @@ type tensorPar struct {
 	seq        bool
 	v0         int // the first vocabulary row this rank holds
 	vp         kernels.VocabParallel
+	sync       bool // every gather waits at once (SetTensorOverlap(false))
 }
 
 // tensorFailure carries a collective's error out of the passes, which have no error results
@@ -227,6 +250,15 @@ func NewTensorParallel(c Config, be kernels.Backend, g TensorGroup, seq bool) (*
 	tp := &tensorPar{g: g, rank: g.Rank(), size: g.Size(), seq: seq, vp: vp}
 	tp.v0, _ = vocabShard(c.Vocab, tp.size, tp.rank)
 	return newModel(c, l, shardShape(c, tp.rank, tp.size, seq), be, tp)
+}
+
+// SetTensorOverlap says whether backward's gathers of the norm outputs travel while the rank
+// computes (on, the default) or are waited for as soon as they start; benchmarks turn it off
+// to measure what the overlap hides. It does nothing without tensor parallelism.
+func (m *Model) SetTensorOverlap(on bool) {
+	if m.tp != nil {
+		m.tp.sync = !on
+	}
 }
 
 // TensorParallel returns the model's tensor-parallel size (1 without tensor parallelism) and
@@ -285,6 +317,10 @@ func (m *Model) gatherStart(g, x kernels.Buffer) (kernels.Buffer, func()) {
 	g = m.be.Slice(g, 0, tp.size*x.Len()) // the workspace fits the largest pass so far
 	m.be.Copy(m.be.Slice(g, tp.rank*x.Len(), x.Len()), x)
 	wait := tp.g.AllGatherAsync(g)
+	if tp.sync {
+		tp.do(wait())
+		return g, func() {}
+	}
 	return g, func() { tp.do(wait()) }
 }
 
@@ -505,6 +541,8 @@ func (m *Model) tensorBackward() (err error) {
 	m.reduceRows(dxn, tw.part, nil)
 	be.Zero(dres)
 	be.RMSNormBackward(dres, m.gainGrad(m.Layout.index["norm.weight"], 2*c.Layers), dxn, xL, norm, h[hRstdF], nl, d)
+	var g gainsInFlight
+	m.unitDone(&g, m.headUnit(), 2*c.Layers, 1)
 
 	for i := c.Layers - 1; i >= 0; i-- {
 		x := h[hX0]
@@ -514,26 +552,65 @@ func (m *Model) tensorBackward() (err error) {
 		a := &ps.layers[i]
 		m.tensorLayerForward(i, x, a, ps.b, ps.t, func(k act) bool { return !layerActs[k].keep[c.Remat] })
 		m.tensorLayerBackward(i, x, a, dres, ps.b, ps.t)
+		m.unitDone(&g, m.blockUnit(i), 2*i, 2)
 	}
 	_, demb := m.headParam("tok_embeddings.weight")
 	tp.vp.EmbeddingShardBackward(demb, m.gatherGrad(dres), ps.tokens, tp.v0, d)
-	if tp.seq {
-		// Each rank's gains saw only its rows: sum the partials, then add this pass's sums.
-		tp.do(tp.g.AllReduce(tw.gains))
-		for i := 0; i < c.Layers; i++ {
-			for k, kind := range []int{pAttnNorm, pFFNNorm} {
-				_, dg := m.layerParam(i, kind)
-				be.Add(dg, dg, be.Slice(tw.gains, (2*i+k)*d, d))
-			}
-		}
-		_, dn := m.headParam("norm.weight")
-		be.Add(dn, dn, be.Slice(tw.gains, 2*c.Layers*d, d))
-	}
+	m.unitDone(&g, m.embUnit(), 0, 0)
+	m.finishGains(&g)
 	m.dropPass()
-	if m.gradReady != nil {
-		m.gradReady(0, m.Layout.Size)
-	}
 	return nil
+}
+
+// gainsInFlight is the all-reduce of one unit's gain gradients under sequence parallelism:
+// each rank formed them from its rows, and the unit's gradient is final, and handed to
+// OnGradReady, once the sum of the ranks' partials is added in.
+type gainsInFlight struct {
+	wait       func() error
+	unit       int
+	slot, size int // the unit's gains in the partials buffer, in gains of d
+}
+
+// unitDone reports that backward is done with unit u, whose gains are the n partials from
+// slot on. Without sequence parallelism the unit's gradient is final at once. With it the
+// unit's gains start their all-reduce, and the previous unit's, which has travelled while
+// this unit computed, is finished first.
+func (m *Model) unitDone(g *gainsInFlight, u, slot, n int) {
+	m.finishGains(g)
+	if !m.tp.seq || n == 0 {
+		if m.gradReady != nil {
+			m.gradReady(m.units[u].Offset, m.units[u].Size)
+		}
+		return
+	}
+	d := m.Cfg.Dim
+	*g = gainsInFlight{wait: m.tp.g.AllReduceAsync(m.be.Slice(m.ws.tp.gains, slot*d, n*d)), unit: u, slot: slot, size: n}
+}
+
+// finishGains waits for the gains in flight, adds the sums into the gradients and reports
+// their unit ready.
+func (m *Model) finishGains(g *gainsInFlight) {
+	if g.wait == nil {
+		return
+	}
+	m.tp.do(g.wait())
+	be, d, L := m.be, m.Cfg.Dim, m.Cfg.Layers
+	for k := g.slot; k < g.slot+g.size; k++ {
+		var dg kernels.Buffer
+		switch {
+		case k == 2*L:
+			_, dg = m.headParam("norm.weight")
+		case k%2 == 0:
+			_, dg = m.layerParam(k/2, pAttnNorm)
+		default:
+			_, dg = m.layerParam(k/2, pFFNNorm)
+		}
+		be.Add(dg, dg, be.Slice(m.ws.tp.gains, k*d, d))
+	}
+	if m.gradReady != nil {
+		m.gradReady(m.units[g.unit].Offset, m.units[g.unit].Size)
+	}
+	g.wait = nil
 }
 
 // gatherGrad returns the stream's gradient over all N rows: with sequence parallelism the

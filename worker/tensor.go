@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/herd-llm/herd/checkpoint"
 	"github.com/herd-llm/herd/collective"
@@ -30,6 +31,9 @@ type tensorGroup struct {
 	comm collective.Communicator
 	be   kernels.Backend
 	host bool
+	// waited is the time the passes spent waiting for collectives: the whole of each blocking
+	// call, and what was left of each asynchronous gather when its result was needed.
+	waited time.Duration
 }
 
 func newTensorGroup(comm collective.Communicator, be kernels.Backend) *tensorGroup {
@@ -44,12 +48,18 @@ func (g *tensorGroup) Size() int { return g.comm.Size() }
 func (g *tensorGroup) staged(x kernels.Buffer, op func([]float32) collective.Handle) func() error {
 	if g.host {
 		h := op(cpu.Data[float32](x))
-		return func() error { return h.Wait(g.ctx) }
+		return func() error {
+			start := time.Now()
+			defer func() { g.waited += time.Since(start) }()
+			return h.Wait(g.ctx)
+		}
 	}
 	buf := make([]float32, x.Len())
 	g.be.Read32(buf, x)
 	h := op(buf)
 	return func() error {
+		start := time.Now()
+		defer func() { g.waited += time.Since(start) }()
 		if err := h.Wait(g.ctx); err != nil {
 			return err
 		}
@@ -58,9 +68,7 @@ func (g *tensorGroup) staged(x kernels.Buffer, op func([]float32) collective.Han
 	}
 }
 
-func (g *tensorGroup) AllReduce(x kernels.Buffer) error {
-	return g.staged(x, func(b []float32) collective.Handle { return g.comm.AllReduceAsync(g.ctx, b, collective.Sum) })()
-}
+func (g *tensorGroup) AllReduce(x kernels.Buffer) error { return g.AllReduceAsync(x)() }
 
 func (g *tensorGroup) ReduceScatter(x kernels.Buffer) error {
 	return g.staged(x, func(b []float32) collective.Handle { return g.comm.ReduceScatterAsync(g.ctx, b, collective.Sum) })()
@@ -68,50 +76,87 @@ func (g *tensorGroup) ReduceScatter(x kernels.Buffer) error {
 
 func (g *tensorGroup) AllGather(x kernels.Buffer) error { return g.AllGatherAsync(x)() }
 
+func (g *tensorGroup) AllReduceAsync(x kernels.Buffer) func() error {
+	return g.staged(x, func(b []float32) collective.Handle { return g.comm.AllReduceAsync(g.ctx, b, collective.Sum) })
+}
+
 func (g *tensorGroup) AllGatherAsync(x kernels.Buffer) func() error {
 	return g.staged(x, func(b []float32) collective.Handle { return g.comm.AllGatherAsync(g.ctx, b) })
 }
 
-// wholeOf assembles the whole network's values of a state buffer (parameters or a moment)
-// from the tp ranks' shares: every rank sends its share, padded to the largest one, and
-// places each rank's share by that rank's layout.
-func wholeOf(ctx context.Context, comm collective.Communicator, c model.Config, local []float32) ([]float32, error) {
+// eachWholeUnit assembles the whole network's values of a state buffer (parameters or a
+// moment) from the tp ranks' shares, one unit at a time (the embedding, each block, the final
+// norm with the output head), and calls keep with each whole unit's offset in the whole
+// layout and its values, valid during the call. Every rank sends its share of the unit,
+// padded to the largest rank's, and places each rank's share by that rank's layout; no more
+// than one unit is ever whole on a rank.
+func eachWholeUnit(ctx context.Context, comm collective.Communicator, c model.Config, local []float32, keep func(off int, unit []float32)) error {
 	tp := comm.Size()
-	layouts := make([]model.Layout, tp)
-	most := 0
-	for k := range layouts {
+	shares := make([][]model.Unit, tp)
+	var layouts []model.Layout
+	for k := range tp {
 		l, err := model.NewShardLayout(c, k, tp)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		layouts[k], most = l, max(most, l.Size)
+		layouts, shares[k] = append(layouts, l), l.Units()
 	}
-	buf := make([]float32, tp*most)
-	copy(buf[comm.Rank()*most:], local)
-	if err := comm.AllGather(ctx, buf); err != nil {
-		return nil, fmt.Errorf("assembling the tensor-parallel shares: %w", err)
+	wholeUnits := layouts[0].Whole().Units()
+	var buf, unit []float32
+	for u, wu := range wholeUnits {
+		most := 0
+		for k := range tp {
+			most = max(most, shares[k][u].Size)
+		}
+		buf = slicesGrow(buf, tp*most)
+		mine := shares[comm.Rank()][u]
+		copy(buf[comm.Rank()*most:], local[mine.Offset:mine.Offset+mine.Size])
+		if err := comm.AllGather(ctx, buf); err != nil {
+			return fmt.Errorf("assembling the tensor-parallel shares: %w", err)
+		}
+		unit = slicesGrow(unit, wu.Size)
+		for k, l := range layouts {
+			l.PutUnit(u, unit, buf[k*most:k*most+shares[k][u].Size])
+		}
+		keep(wu.Offset, unit)
 	}
-	whole := make([]float32, layouts[0].Whole().Size)
-	for k, l := range layouts {
-		l.Put(whole, buf[k*most:k*most+l.Size])
+	return nil
+}
+
+// slicesGrow returns b resliced to n elements, reallocated when it is too short.
+func slicesGrow(b []float32, n int) []float32 {
+	if cap(b) < n {
+		return make([]float32, n)
 	}
-	return whole, nil
+	return b[:n]
+}
+
+// wholeOf returns the whole network's values of a state buffer (see eachWholeUnit).
+func wholeOf(ctx context.Context, comm collective.Communicator, c model.Config, local []float32) ([]float32, error) {
+	whole := make([]float32, model.NumParams(c))
+	err := eachWholeUnit(ctx, comm, c, local, func(off int, unit []float32) { copy(whole[off:], unit) })
+	return whole, err
 }
 
 // tensorSpans returns what a tensor-parallel rank writes of a checkpoint: its range
 // Partition(elements, world, rank) of the whole network's parameters and moments, assembled
-// one buffer at a time within its tensor-parallel group. Every rank writes, and the ranges
-// are those any world size reads.
+// unit by unit within its tensor-parallel group. Every rank writes, and the ranges are those
+// any world size reads.
 func tensorSpans(ctx context.Context, cfg TrainConfig, st checkpoint.State) ([]checkpoint.Span, error) {
+	lo, n := checkpoint.Partition(int64(model.NumParams(cfg.Model)), cfg.world(), cfg.rank())
 	var out [3][]float32
-	var off, n int64
 	for i, buf := range [][]float32{st.Params, st.M, st.V} {
-		whole, err := wholeOf(ctx, cfg.Tensor.TP, cfg.Model, buf)
+		out[i] = make([]float32, n)
+		err := eachWholeUnit(ctx, cfg.Tensor.TP, cfg.Model, buf, func(off int, unit []float32) {
+			// The part of the unit inside this rank's range.
+			a, b := max(int64(off), lo), min(int64(off+len(unit)), lo+n)
+			if a < b {
+				copy(out[i][a-lo:b-lo], unit[a-int64(off):b-int64(off)])
+			}
+		})
 		if err != nil {
 			return nil, err
 		}
-		off, n = checkpoint.Partition(int64(len(whole)), cfg.world(), cfg.rank())
-		out[i] = append([]float32(nil), whole[off:off+n]...)
 	}
-	return []checkpoint.Span{{Offset: off, Params: out[0], M: out[1], V: out[2]}}, nil
+	return []checkpoint.Span{{Offset: lo, Params: out[0], M: out[1], V: out[2]}}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/herd-llm/herd/collective"
 	"github.com/herd-llm/herd/collective/collectivetest"
@@ -32,6 +33,9 @@ type tensorRun struct {
 	firstGrads  []float32
 	kept        int64 // activation bytes the first forward kept (rank 0)
 	sentPerStep int64 // bytes rank 0 sent per step over the tensor-parallel ring
+	// stepTime and waited are rank 0's mean step time and time waiting for the tensor
+	// group's collectives, over the steps after the first.
+	stepTime, waited time.Duration
 }
 
 // tensorBatches returns steps x micro micro-batches of b sequences of t tokens.
@@ -51,7 +55,7 @@ func tensorBatches(c model.Config, steps, micro, b, t int) (tok, tgt [][]int32) 
 }
 
 // trainOne trains c on one process, in the backend's precision.
-func trainOne(t *testing.T, c model.Config, be kernels.Backend, steps, micro, b, seq int) tensorRun {
+func trainOne(t testing.TB, c model.Config, be kernels.Backend, steps, micro, b, seq int) tensorRun {
 	t.Helper()
 	m, err := model.New(c, be)
 	if err != nil {
@@ -96,7 +100,12 @@ func trainOne(t *testing.T, c model.Config, be kernels.Backend, steps, micro, b,
 
 // trainTensor trains c on tp tensor-parallel ranks in this process, over comms (nil: the
 // in-memory group), and returns rank 0's view.
-func trainTensor(t *testing.T, c model.Config, tp int, seq bool, comms []collective.Communicator, steps, micro, b, seqLen int) tensorRun {
+func trainTensor(t testing.TB, c model.Config, tp int, seq bool, comms []collective.Communicator, steps, micro, b, seqLen int) tensorRun {
+	return trainTensorOverlap(t, c, tp, seq, true, comms, steps, micro, b, seqLen)
+}
+
+// trainTensorOverlap is trainTensor with backward's gathers overlapping computation or not.
+func trainTensorOverlap(t testing.TB, c model.Config, tp int, seq, overlap bool, comms []collective.Communicator, steps, micro, b, seqLen int) tensorRun {
 	t.Helper()
 	if comms == nil {
 		comms = collective.NewInMemGroup(tp)
@@ -117,6 +126,7 @@ func trainTensor(t *testing.T, c model.Config, tp int, seq bool, comms []collect
 					return err
 				}
 				defer m.Close()
+				m.SetTensorOverlap(overlap)
 				m.Init(3)
 				full, err := model.NewOptimizer(m, model.DefaultOptim())
 				if err != nil {
@@ -132,6 +142,7 @@ func trainTensor(t *testing.T, c model.Config, tp int, seq bool, comms []collect
 					if ring != nil {
 						sent = ring.SentBytes()
 					}
+					start, waited := time.Now(), tg.waited
 					m.ZeroGrad()
 					var loss float64
 					for k := range micro {
@@ -157,6 +168,10 @@ func trainTensor(t *testing.T, c model.Config, tp int, seq bool, comms []collect
 					}
 					if ring != nil && s == steps-1 {
 						run.sentPerStep = ring.SentBytes() - sent
+					}
+					if s > 0 {
+						run.stepTime += time.Since(start) / time.Duration(steps-1)
+						run.waited += (tg.waited - waited) / time.Duration(steps-1)
 					}
 					run.losses = append(run.losses, loss)
 				}

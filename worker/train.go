@@ -158,8 +158,9 @@ type StepMetrics struct {
 	Step       int     `json:"step"`
 	DataCRC    uint32  `json:"data_crc"` // CRC-32C of the global batch's (source, offset) pairs
 	SaveStallS float64 `json:"save_stall_s,omitempty"`
-	// CommWaitS is how long the step waited for the gradient sums after its backward pass:
-	// the communication that backward did not hide (data parallel only).
+	// CommWaitS is how long the step waited for communication that computation did not hide:
+	// the gradient sums after the backward pass (data parallel), and under tensor parallelism
+	// the tensor group's collectives inside the passes.
 	CommWaitS  float64 `json:"comm_wait_s,omitempty"`
 	Loss       float64 `json:"loss"`
 	LR         float64 `json:"lr"`

@@ -60,6 +60,8 @@ type Trainer struct {
 	red  GradReducer
 	dp   *dataParallel
 	tg   *tensorGroup // the tensor-parallel group, when cfg.Tensor is set
+	// tpWaited is how long the last step waited for the tensor-parallel collectives.
+	tpWaited time.Duration
 
 	saver       *checkpoint.Saver
 	saveCtx     context.Context
@@ -618,8 +620,10 @@ func (t *Trainer) Step(ctx context.Context) error {
 	}
 	cfg, step := t.cfg, t.step
 	t.dp.ctx = ctx
+	var tpWait time.Duration
 	if t.tg != nil {
 		t.tg.ctx = ctx
+		tpWait = t.tg.waited
 	}
 	if _, err := t.loader.FillBatch(step, cfg.Batch, cfg.dpRank(), cfg.dpWorld(), t.inputs, t.targets); err != nil {
 		return err
@@ -640,6 +644,9 @@ func (t *Trainer) Step(ctx context.Context) error {
 	}
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return fmt.Errorf("worker: gradient norm is %v at step %d (loss %v); parameters left unchanged", norm, step+1, loss)
+	}
+	if t.tg != nil {
+		t.tpWaited = t.tg.waited - tpWait
 	}
 	t.step++
 	if cfg.CheckEvery > 0 && t.step%cfg.CheckEvery == 0 {
@@ -706,7 +713,7 @@ func (t *Trainer) logStep(loss, lr, norm float64, stall time.Duration) error {
 	tokens := int64(t.step-t.startStep) * int64(cfg.Batch*cfg.Seq)
 	sm := StepMetrics{Step: t.step, DataCRC: batchCRC(t.sampler, t.step-1, cfg.Batch), Loss: loss, LR: lr, GradNorm: norm,
 		Tokens: int64(t.step) * int64(cfg.Batch*cfg.Seq), TokensPerS: float64(tokens) / el.Seconds(), ElapsedS: el.Seconds(),
-		SaveStallS: stall.Seconds(), CommWaitS: t.dp.waited.Seconds()}
+		SaveStallS: stall.Seconds(), CommWaitS: (t.dp.waited + t.tpWaited).Seconds()}
 	sm.TokensPerSPerDevice = sm.TokensPerS / float64(cfg.world())
 	if t.peak > 0 {
 		sm.MFU = sm.TokensPerSPerDevice * model.FLOPsPerToken(cfg.Model, cfg.Seq) / t.peak

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -282,7 +283,7 @@ func reportFailure(rank int, err error) {
 	s := rankStatus{Rank: rank, Culprit: rank, Error: err.Error()}
 	var pe *collective.PeerError
 	if errors.As(err, &pe) {
-		s.Culprit = pe.Rank
+		s.Culprit = worldRank(rank, pe)
 	}
 	if errors.Is(err, worker.ErrPeerRestore) {
 		s.Culprit = 0
@@ -291,6 +292,24 @@ func reportFailure(rank int, err error) {
 	f := os.NewFile(statusFD, "status")
 	f.Write(append(line, '\n'))
 	f.Close()
+}
+
+// worldRank returns the world rank of the peer a ring failure is attributed to: pe.Rank
+// numbers the ranks of the ring that failed, which under --tp may be this rank's tensor or
+// data group; the peer's address tells which.
+func worldRank(rank int, pe *collective.PeerError) int {
+	tpPeers, dpPeers := strings.Split(os.Getenv(envTPPeers), ","), strings.Split(os.Getenv(envDPPeers), ",")
+	tp := len(tpPeers)
+	if os.Getenv(envTPPeers) == "" {
+		return pe.Rank
+	}
+	if k := slices.Index(tpPeers, pe.Addr); k >= 0 {
+		return rank/tp*tp + k
+	}
+	if k := slices.Index(dpPeers, pe.Addr); k >= 0 {
+		return k*tp + rank%tp
+	}
+	return pe.Rank
 }
 
 // watchLauncher cancels a rank's work when its launcher is gone: the parent-death signal

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/herd-llm/herd/checkpoint"
 )
@@ -181,5 +184,42 @@ func TestTensorParallelBadInput(t *testing.T) {
 	out, err := exec.Command(e.bin, "plan", "--preset", "125m", "--tp", "5").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "tensor-parallel size 5 does not divide heads = 12") {
 		t.Errorf("herd plan --tp 5: %v, %q", err, out)
+	}
+}
+
+// A rank of a dp 2 x tp 2 mesh that stops answering (SIGSTOP) is named by its world rank,
+// though the rings that notice number their members among themselves: rank 3 is rank 1 of
+// tensor group 1 and of data group 1. Every rank process is gone afterwards.
+func TestTensorParallelRankStopped(t *testing.T) {
+	e := newCkptEnv(t)
+	const victim = 3
+	run := filepath.Join(e.dir, "stopped")
+	cmd, out := e.startTrain(t, run, "--nproc", "4", "--tp", "2", "--steps", "100000", "--checkpoint-every", "0", "--collective-timeout", "3s")
+	waitFor(t, "training", 60*time.Second, func() bool { return strings.Contains(out.String(), "step ") })
+	ranks := childPIDs(cmd.Process.Pid)
+	if len(ranks) != 4 {
+		t.Fatalf("%d rank processes, want 4", len(ranks))
+	}
+	syscall.Kill(ranks[victim], syscall.SIGSTOP)
+	stopped := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the run succeeded with a stopped rank")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the run still going 30 s after rank %d stopped:\n%s", victim, tail(out.String(), 2000))
+	}
+	summary := lastLine(out.String())
+	if want := fmt.Sprintf("rank %d of 4 failed", victim); !strings.Contains(summary, want) {
+		t.Errorf("the run's last line does not blame rank %d:\n%s\n(whole output:\n%s)", victim, summary, tail(out.String(), 3000))
+	}
+	t.Logf("rank %d stopped: the run ended after %.1fs: %s", victim, time.Since(stopped).Seconds(), summary)
+	for _, pid := range ranks {
+		if alive(pid) {
+			t.Errorf("rank process %d still alive after the run ended", pid)
+		}
 	}
 }
