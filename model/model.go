@@ -269,13 +269,7 @@ func (m *Model) Forward(tokens, targets []int32, b, t int) (float64, error) {
 	x := ps.head[hX0]
 	for i := 0; i < c.Layers; i++ {
 		before := be.LiveBytes()
-		a := &ps.layers[i]
-		for k := range a {
-			a[k] = m.actBuf(ps, layerActs[k], m.ws.layer[k], n)
-		}
-		if !layerActs[aQ].keep[c.Remat] {
-			a[aQ], a[aK] = a[aQr], a[aKr] // RoPE then rotates in place
-		}
+		a := m.layerBufs(ps, i, n)
 		m.useParams(m.blockUnit(i), m.blockUnit(i+1))
 		m.layerForward(i, x, a, b, t, func(act) bool { return true })
 		m.doneParams(m.blockUnit(i))
@@ -304,6 +298,18 @@ func (m *Model) Forward(tokens, targets []int32, b, t int) (float64, error) {
 		return 0, nil
 	}
 	return sum / float64(valid), nil
+}
+
+// layerBufs gives block i of the pass ps its activations for n rows.
+func (m *Model) layerBufs(ps *pass, i, n int) *[numLayerActs]kernels.Buffer {
+	a := &ps.layers[i]
+	for k := range a {
+		a[k] = m.actBuf(ps, layerActs[k], m.ws.layer[k], n)
+	}
+	if !layerActs[aQ].keep[m.Cfg.Remat] {
+		a[aQ], a[aK] = a[aQr], a[aKr] // RoPE then rotates in place
+	}
+	return a
 }
 
 // actBuf returns storage for one activation of n rows: a fresh allocation when the policy

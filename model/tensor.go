@@ -385,13 +385,7 @@ func (m *Model) tensorForward(tokens, targets []int32, b, t, valid int) (loss fl
 	x := ps.head[hX0]
 	for i := 0; i < c.Layers; i++ {
 		before := be.LiveBytes()
-		a := &ps.layers[i]
-		for k := range a {
-			a[k] = m.actBuf(ps, layerActs[k], m.ws.layer[k], n)
-		}
-		if !layerActs[aQ].keep[c.Remat] {
-			a[aQ], a[aK] = a[aQr], a[aKr]
-		}
+		a := m.layerBufs(ps, i, n)
 		m.tensorLayerForward(i, x, a, b, t, func(act) bool { return true })
 		m.kept.PerLayer[i] = be.LiveBytes() - before
 		x = a[aOut]

@@ -65,7 +65,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "\nTrains a LLaMA model in this process on the CPU or a GPU (--backend), showing loss, tokens/s, MFU and ETA,")
 		fmt.Fprintln(stderr, "validating on the held-out split and printing samples as it learns. With --nproc N it starts")
 		fmt.Fprintln(stderr, "N processes that train data-parallel; each is told its rank through HERD_RANK, HERD_WORLD and")
-		fmt.Fprintln(stderr, "HERD_PEERS and inherits its listening socket, and only rank 0 writes the run directory.\n\nFlags:")
+		fmt.Fprintln(stderr, "HERD_PEERS and inherits its listening socket, and only rank 0 writes the run directory. With")
+		fmt.Fprintln(stderr, "--tp T as well, groups of T processes split every layer of the model (tensor parallelism) and")
+		fmt.Fprintln(stderr, "the N/T groups train data-parallel.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
