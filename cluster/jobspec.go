@@ -35,6 +35,13 @@ type JobSpec struct {
 	// rank; 1 shards the AdamW moments across the ranks, 2 the gradients too, 3 the
 	// parameters too. A round that loses a rank's shard restarts from the newest checkpoint.
 	Zero int `yaml:"zero"`
+	// TP is the tensor-parallel size (herd train --tp): groups of tp rank processes of one
+	// worker split every layer of the model, and the groups train data-parallel. It must
+	// divide workers.nproc_per_node, the heads and ffn_hidden; 0 or 1: none.
+	TP int `yaml:"tp"`
+	// SequenceParallel, with tp, splits the residual stream, norms and their statistics by
+	// sequence over the tensor-parallel ranks (absent: on).
+	SequenceParallel *bool `yaml:"sequence_parallel"`
 	// Seq is the sequence length in tokens.
 	Seq int `yaml:"seq"`
 	// Steps is the number of optimizer steps.
@@ -176,6 +183,13 @@ func (s *JobSpec) applyDefaults() {
 	if s.Workers.NprocPerNode == 0 {
 		s.Workers.NprocPerNode = 1
 	}
+	if s.TP == 0 {
+		s.TP = 1
+	}
+	if s.SequenceParallel == nil {
+		on := true
+		s.SequenceParallel = &on
+	}
 	if s.Workers.Backend == "" {
 		s.Workers.Backend = "cpu"
 	}
@@ -210,8 +224,18 @@ func (s *JobSpec) validate() error {
 		return bad("zero", "%d: unknown ZeRO stage (0 replicated state, 1 AdamW moments sharded, 2 and gradients, 3 and parameters)", s.Zero)
 	case s.Zero > 0 && s.Workers.Backend == "cuda":
 		return bad("zero", "%d: ZeRO runs on the cpu backend only so far", s.Zero)
+	case s.TP < 1:
+		return bad("tp", "%d, must be >= 1 (1: no tensor parallelism)", s.TP)
+	case s.TP > 1 && s.Workers.NprocPerNode%s.TP != 0:
+		return bad("tp", "%d does not divide workers.nproc_per_node = %d: a tensor-parallel group is tp rank processes of one worker", s.TP, s.Workers.NprocPerNode)
+	case s.TP > 1 && s.Workers.Backend != "cpu":
+		return bad("tp", "%d: tensor parallelism runs on the cpu backend only so far", s.TP)
+	case s.TP > 1 && s.Zero > 0:
+		return bad("tp", "%d with zero %d: ZeRO with tensor parallelism is not supported yet", s.TP, s.Zero)
 	case s.Seq <= 0:
 		return bad("seq", "%d, must be > 0", s.Seq)
+	case s.TP > 1 && *s.SequenceParallel && s.Seq%s.TP != 0:
+		return bad("seq", "%d: sequence parallelism splits every sequence over the tp = %d ranks, so tp must divide it (or set sequence_parallel: false)", s.Seq, s.TP)
 	case s.Steps <= 0:
 		return bad("steps", "%d, must be > 0", s.Steps)
 	case s.Schedule.LR < 0:
@@ -255,9 +279,14 @@ func (s *JobSpec) validate() error {
 	if err := c.CheckSeq(s.Seq); err != nil {
 		return bad("seq", "%v", err)
 	}
-	if s.MinWorld() > s.Batch {
-		return bad("workers.min", "%d workers of %d ranks need a batch of at least %d sequences, batch is %d",
-			s.Workers.Min, s.Workers.NprocPerNode, s.MinWorld(), s.Batch)
+	if s.TP > 1 {
+		if err := model.CheckTensorParallel(c, s.TP); err != nil {
+			return bad("tp", "%v", err)
+		}
+	}
+	if s.MinWorld()/s.TP > s.Batch {
+		return bad("workers.min", "%d workers of %d ranks need a batch of at least %d sequences (one per data-parallel replica), batch is %d",
+			s.Workers.Min, s.Workers.NprocPerNode, s.MinWorld()/s.TP, s.Batch)
 	}
 	return nil
 }

@@ -54,10 +54,19 @@ func TestParseJobSpecErrors(t *testing.T) {
 		{"batch too small", "batch: 12", "batch: 1", "line 12: workers.min: 2 workers of 1 ranks need a batch of at least 2"},
 		{"unknown ZeRO stage", "batch: 12\n", "batch: 12\nzero: 4\n", "zero: 4: unknown ZeRO stage"},
 		{"ZeRO on cuda", "  max: 3\n", "  max: 3\n  backend: cuda\nzero: 1\n", "zero: 1: ZeRO runs on the cpu backend only so far"},
+		{"tp not dividing nproc", "  max: 3\n", "  max: 3\n  nproc_per_node: 3\ntp: 2\n", "tp: 2 does not divide workers.nproc_per_node = 3"},
+		{"tp not dividing heads", "  max: 3\n", "  max: 3\n  nproc_per_node: 8\ntp: 8\n", "tp: model: invalid config: tensor-parallel size 8 does not divide heads = 4"},
+		{"tp with zero", "  max: 3\n", "  max: 3\n  nproc_per_node: 2\ntp: 2\nzero: 1\n", "tp: 2 with zero 1: ZeRO with tensor parallelism is not supported yet"},
+		{"tp on cuda", "  max: 3\n", "  max: 3\n  nproc_per_node: 2\n  backend: cuda\ntp: 2\n", "tp: 2: tensor parallelism runs on the cpu backend only so far"},
+		{"tp not dividing seq", "seq: 32\n", "seq: 33\ntp: 2\n", "seq: 33: sequence parallelism splits every sequence over the tp = 2 ranks"},
+		{"negative tp", "  max: 3\n", "  max: 3\ntp: -1\n", "tp: -1, must be >= 1"},
 	} {
 		doc := strings.Replace(goodJob, c.old, c.new, 1)
 		if doc == goodJob {
 			t.Fatalf("%s: the edit changed nothing", c.name)
+		}
+		if strings.Contains(c.new, "tp: 2") && !strings.Contains(doc, "nproc_per_node") {
+			doc = strings.Replace(doc, "  max: 3\n", "  max: 3\n  nproc_per_node: 2\n", 1) // tp 2 needs 2 ranks per worker
 		}
 		_, err := ParseJobSpec([]byte(doc))
 		if err == nil || !errors.Is(err, ErrJobSpec) || !strings.Contains(err.Error(), c.want) {

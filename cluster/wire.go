@@ -74,12 +74,16 @@ type JoinResponse struct {
 
 // Registration is a worker's etcd value, kept alive by its lease.
 type Registration struct {
-	WorkerID string    `json:"worker_id"`
-	Host     string    `json:"host"`
-	Backend  string    `json:"backend"`
-	Devices  int       `json:"devices"`
-	Ranks    []string  `json:"ranks"`
-	Joined   time.Time `json:"joined"`
+	WorkerID string   `json:"worker_id"`
+	Host     string   `json:"host"`
+	Backend  string   `json:"backend"`
+	Devices  int      `json:"devices"`
+	Ranks    []string `json:"ranks"`
+	// TPRanks and DPRanks are where each rank listens for its tensor-parallel and
+	// data-parallel groups' rings (jobs with tp > 1), in the order of Ranks.
+	TPRanks []string  `json:"tp_ranks,omitempty"`
+	DPRanks []string  `json:"dp_ranks,omitempty"`
+	Joined  time.Time `json:"joined"`
 }
 
 // Round is one configuration of the data-parallel group.
@@ -110,6 +114,9 @@ type Member struct {
 	WorkerID  string   `json:"worker_id"`
 	FirstRank int      `json:"first_rank"`
 	Ranks     []string `json:"ranks"` // listen addresses, in rank order
+	// With tp > 1: the listen addresses of the ranks' tensor-parallel and data-parallel rings.
+	TPRanks []string `json:"tp_ranks,omitempty"`
+	DPRanks []string `json:"dp_ranks,omitempty"`
 }
 
 // Source kinds.
@@ -142,6 +149,26 @@ func (r *Round) Peers() []string {
 		out = append(out, m.Ranks...)
 	}
 	return out
+}
+
+// MeshPeers returns, for rank in a round of tp-rank tensor-parallel groups (consecutive
+// ranks), the listen addresses of its tensor-parallel group's ring and of its data-parallel
+// group's ring (the ranks with the same index in their tensor group), each in group order.
+func (r *Round) MeshPeers(rank, tp int) (tpPeers, dpPeers []string) {
+	var tpAll, dpAll []string
+	for _, m := range r.Members {
+		tpAll = append(tpAll, m.TPRanks...)
+		dpAll = append(dpAll, m.DPRanks...)
+	}
+	if len(tpAll) != r.World || len(dpAll) != r.World || tp < 1 || r.World%tp != 0 {
+		return nil, nil
+	}
+	g := rank / tp * tp
+	tpPeers = tpAll[g : g+tp]
+	for k := rank % tp; k < r.World; k += tp {
+		dpPeers = append(dpPeers, dpAll[k])
+	}
+	return tpPeers, dpPeers
 }
 
 // Member returns the part of worker id in r.

@@ -42,22 +42,27 @@ type planInput struct {
 func planRound(in planInput, id uint64, now time.Time) (*cluster.Round, string) {
 	spec := in.spec
 	nproc := spec.Workers.NprocPerNode
+	tp := max(1, spec.TP)
 	k := min(len(in.live), spec.Workers.Max)
 	for ; k >= spec.Workers.Min; k-- {
-		if spec.Batch%(k*nproc) == 0 {
+		if spec.Batch%(k*nproc/tp) == 0 {
 			break
 		}
 	}
 	if k < spec.Workers.Min {
-		return nil, fmt.Sprintf("waiting for workers: %d present, workers.min is %d (and the ranks must divide batch %d)",
+		return nil, fmt.Sprintf("waiting for workers: %d present, workers.min is %d (and the data-parallel replicas must divide batch %d)",
 			len(in.live), spec.Workers.Min, spec.Batch)
 	}
 	members := in.live[:k]
 	r := &cluster.Round{ID: id, Attempt: randomHex(8), World: k * nproc, Secret: randomHex(32), Formed: now}
 	for i, reg := range members {
-		r.Members = append(r.Members, cluster.Member{WorkerID: reg.WorkerID, FirstRank: i * nproc, Ranks: reg.Ranks[:nproc]})
+		m := cluster.Member{WorkerID: reg.WorkerID, FirstRank: i * nproc, Ranks: reg.Ranks[:nproc]}
+		if tp > 1 && len(reg.TPRanks) >= nproc && len(reg.DPRanks) >= nproc {
+			m.TPRanks, m.DPRanks = reg.TPRanks[:nproc], reg.DPRanks[:nproc]
+		}
+		r.Members = append(r.Members, m)
 	}
-	r.Micro = microBatch(spec.Batch/r.World, spec.MicroBatch)
+	r.Micro = microBatch(spec.Batch/(r.World/tp), spec.MicroBatch)
 	r.Start, r.Source = chooseSource(in, r)
 	r.SaveFirst = missedCheckpoint(in, r)
 	return r, ""
@@ -105,7 +110,11 @@ func microBatch(share, limit int) int {
 // chooseSource picks where round r's state comes from and the step it starts at.
 func chooseSource(in planInput, r *cluster.Round) (int, cluster.Source) {
 	hs := holdersOf(in, r)
-	if in.spec.Zero > 0 {
+	if tp := in.spec.TP; tp > 1 {
+		if step, src, ok := tensorBroadcastSource(hs, tp); ok {
+			return step, src
+		}
+	} else if in.spec.Zero > 0 {
 		if step, src, ok := assembleSource(hs); ok {
 			return step, src
 		}
@@ -166,6 +175,45 @@ func broadcastSource(hs []holder) (int, cluster.Source, bool) {
 		}
 	}
 	return bestStep, cluster.Source{Kind: cluster.SourceBroadcast, Rank: best[0].rank}, true
+}
+
+// tensorBroadcastSource: under tensor parallelism each rank holds its tensor-parallel index's
+// share of the state, and a rank keeps its index from round to round (the index among its
+// worker's ranks, modulo tp). The round continues from the newest step that a whole
+// tensor-parallel group of it holds, if every member holding that step agrees on its index's
+// checksum; that group's ranks broadcast it along their data-parallel groups (Source.Rank is
+// the group's first rank).
+func tensorBroadcastSource(hs []holder, tp int) (int, cluster.Source, bool) {
+	type share struct{ step, index int }
+	sums := map[share]uint32{}
+	bad := map[share]bool{}
+	groups := map[[2]int]int{} // (step, group) -> holders
+	for _, h := range hs {
+		k := share{h.st.Step, h.rank % tp}
+		if sum, ok := sums[k]; ok && sum != h.st.Checksum {
+			bad[k] = true
+		}
+		sums[k] = h.st.Checksum
+		groups[[2]int{h.st.Step, h.rank / tp}]++
+	}
+	best, root := -1, -1
+	for k, n := range groups {
+		step, g := k[0], k[1]
+		if n != tp || step < best || (step == best && g*tp > root) {
+			continue
+		}
+		agreed := true
+		for j := range tp {
+			agreed = agreed && !bad[share{step, j}]
+		}
+		if agreed {
+			best, root = step, g*tp
+		}
+	}
+	if best < 0 {
+		return 0, cluster.Source{}, false
+	}
+	return best, cluster.Source{Kind: cluster.SourceBroadcast, Rank: root}, true
 }
 
 // assembleSource: under ZeRO each rank holds one shard of a partition, so the members can

@@ -176,3 +176,54 @@ func TestPlanRoundSaveFirst(t *testing.T) {
 		}
 	}
 }
+
+// Under tensor parallelism (tp 2, two ranks per worker: each worker one tensor group) a
+// round continues from memory only where a whole tensor group holds the newest step and the
+// holders of each share agree; the group's first rank is the root, and the micro-batch
+// follows the data-parallel replicas, not the ranks.
+func TestPlanRoundSourceTensorParallel(t *testing.T) {
+	spec := testSpec(1, 4, 2, 12, 0)
+	spec.TP = 2
+	live := regs(3)
+	for i := range live {
+		live[i].TPRanks, live[i].DPRanks = []string{"t:1", "t:2"}, []string{"d:1", "d:2"}
+	}
+	prev := &cluster.Round{ID: 4, Members: []cluster.Member{
+		{WorkerID: "w0", FirstRank: 0}, {WorkerID: "gone", FirstRank: 2}, {WorkerID: "w1", FirstRank: 4}}}
+	st := func(rank, step int, sum uint32) cluster.RankState {
+		return cluster.RankState{Rank: rank, Step: step, Checksum: sum, Phase: cluster.PhaseStopped}
+	}
+	broadcast := func(root int) cluster.Source { return cluster.Source{Kind: cluster.SourceBroadcast, Rank: root} }
+	cases := []struct {
+		name   string
+		states map[string][]cluster.RankState
+		start  int
+		source cluster.Source
+	}{
+		{"two replicas", map[string][]cluster.RankState{"w0": {st(0, 40, 1), st(1, 40, 2)}, "w1": {st(4, 40, 1), st(5, 40, 2)}},
+			40, broadcast(0)},
+		{"the newest step in one replica only", map[string][]cluster.RankState{"w0": {st(0, 40, 1), st(1, 40, 2)}, "w1": {st(4, 41, 3), st(5, 41, 4)}},
+			41, broadcast(2)},
+		{"a share a step ahead", map[string][]cluster.RankState{"w0": {st(0, 40, 1), st(1, 41, 2)}},
+			30, cluster.Source{Kind: cluster.SourceCheckpoint}},
+		{"replicas disagree", map[string][]cluster.RankState{"w0": {st(0, 40, 1), st(1, 40, 2)}, "w1": {st(4, 40, 1), st(5, 40, 9)}},
+			30, cluster.Source{Kind: cluster.SourceCheckpoint}},
+		{"half a group", map[string][]cluster.RankState{"w1": {st(5, 40, 2)}},
+			30, cluster.Source{Kind: cluster.SourceCheckpoint}},
+	}
+	for _, c := range cases {
+		r, _ := planRound(planInput{spec: spec, live: live, prev: prev, states: c.states, checkpoints: []int{30}}, 5, time.Now())
+		if r == nil {
+			t.Fatalf("%s: no round", c.name)
+		}
+		if r.Start != c.start || !r.Source.Equal(c.source) {
+			t.Errorf("%s: start %d source %+v, want %d %+v", c.name, r.Start, r.Source, c.start, c.source)
+		}
+		if r.World != 6 || r.Micro != 4 {
+			t.Errorf("%s: %d ranks, micro-batch %d; want 6 ranks as 3 replicas of 4 sequences", c.name, r.World, r.Micro)
+		}
+		if tpPeers, dpPeers := r.MeshPeers(5, 2); len(tpPeers) != 2 || len(dpPeers) != 3 || dpPeers[2] != "d:2" {
+			t.Errorf("%s: rank 5's mesh peers %v %v", c.name, tpPeers, dpPeers)
+		}
+	}
+}

@@ -77,6 +77,7 @@ type rankHandle struct {
 	in     io.WriteCloser
 	enc    *json.Encoder
 	addr   string
+	mesh   [2]string // the rank's tensor and data groups' ring addresses
 	exited chan struct{}
 }
 
@@ -161,7 +162,7 @@ func (a *agent) startRank(ctx context.Context, i int) error {
 		return fmt.Errorf("worker: starting rank process %d: %w", i, err)
 	}
 	h := &rankHandle{local: i, cmd: cmd, in: in, enc: json.NewEncoder(in), exited: make(chan struct{})}
-	addr := make(chan string, 1)
+	addr := make(chan rankEvent, 1)
 	go func() {
 		sc := bufio.NewScanner(errPipe)
 		sc.Buffer(nil, 1<<20)
@@ -178,7 +179,7 @@ func (a *agent) startRank(ctx context.Context, i int) error {
 				continue
 			}
 			if ev.Type == "listening" {
-				addr <- ev.Addr
+				addr <- ev
 				continue
 			}
 			a.events <- agentEvent{local: i, ev: ev}
@@ -188,7 +189,8 @@ func (a *agent) startRank(ctx context.Context, i int) error {
 		a.events <- agentEvent{local: i, exit: err, ended: true}
 	}()
 	select {
-	case h.addr = <-addr:
+	case ev := <-addr:
+		h.addr, h.mesh = ev.Addr, [2]string{ev.TPAddr, ev.DPAddr}
 	case <-h.exited:
 		return fmt.Errorf("worker: rank process %d exited before it listened", i)
 	case <-time.After(2 * time.Minute):
@@ -252,6 +254,8 @@ func (a *agent) putRegistration(ctx context.Context) error {
 	reg := cluster.Registration{WorkerID: a.id, Host: a.cfg.Host, Backend: a.cfg.Backend, Devices: a.cfg.Devices, Joined: a.joined}
 	for _, h := range a.ranks {
 		reg.Ranks = append(reg.Ranks, h.addr)
+		reg.TPRanks = append(reg.TPRanks, h.mesh[0])
+		reg.DPRanks = append(reg.DPRanks, h.mesh[1])
 	}
 	raw, _ := json.Marshal(reg)
 	if _, err := a.etcd.Put(ctx, cluster.WorkerKey(a.job, a.id), string(raw), clientv3.WithLease(a.lease)); err != nil {

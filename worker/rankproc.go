@@ -39,6 +39,8 @@ type rankCommand struct {
 type rankEvent struct {
 	Type       string             `json:"type"` // "listening", "state", "step", "checkpoint"
 	Addr       string             `json:"addr,omitempty"`
+	TPAddr     string             `json:"tp_addr,omitempty"` // with listening: the tensor group's ring
+	DPAddr     string             `json:"dp_addr,omitempty"` // with listening: the data group's ring
 	Round      uint64             `json:"round,omitempty"`
 	State      *cluster.RankState `json:"state,omitempty"`
 	Step       json.RawMessage    `json:"step,omitempty"`
@@ -72,6 +74,7 @@ type rankProc struct {
 	encMu   sync.Mutex
 	cmds    chan rankCommand
 	ln      *roundListener
+	mesh    [2]*roundListener // the tensor and data groups' rings, for jobs with tp > 1
 	addr    string
 	spec    *cluster.JobSpec
 	worker  string
@@ -92,8 +95,21 @@ func RunRank(ctx context.Context, cfg RankConfig) error {
 	p.ln = newRoundListener(ln)
 	defer p.ln.Close()
 	p.addr = advertised(ln.Addr().(*net.TCPAddr), cfg.Advertise)
+	// A job with tensor parallelism also needs a ring per mesh axis; the job arrives after
+	// the addresses are reported, so every rank listens for both.
+	var meshAddrs [2]string
+	for i := range p.mesh {
+		host, _, _ := net.SplitHostPort(cfg.Listen)
+		mln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return fmt.Errorf("worker: rank listener on %s: %w", host, err)
+		}
+		p.mesh[i] = newRoundListener(mln)
+		defer p.mesh[i].Close()
+		meshAddrs[i] = advertised(mln.Addr().(*net.TCPAddr), cfg.Advertise)
+	}
 	go p.readCommands()
-	p.emit(rankEvent{Type: "listening", Addr: p.addr})
+	p.emit(rankEvent{Type: "listening", Addr: p.addr, TPAddr: meshAddrs[0], DPAddr: meshAddrs[1]})
 	defer func() {
 		if p.t != nil {
 			p.t.Close()
@@ -222,7 +238,12 @@ func (p *rankProc) startJob(ctx context.Context, cmd rankCommand) error {
 	if spec.Schedule.Warmup != nil {
 		warmup = *spec.Schedule.Warmup
 	}
-	cfg := TrainConfig{Model: mc, Optim: optim, PeakLR: lr, WarmupSteps: warmup, Data: spec.Dataset, Seed: spec.Seed,
+	var mesh *Mesh
+	if spec.TP > 1 {
+		// A rank keeps its index in its worker, so its tensor-parallel share, in every round.
+		mesh = &Mesh{Size: spec.TP, Rank: p.cfg.Local % spec.TP, Sequence: spec.SequenceParallel == nil || *spec.SequenceParallel}
+	}
+	cfg := TrainConfig{Model: mc, Optim: optim, PeakLR: lr, WarmupSteps: warmup, Data: spec.Dataset, Seed: spec.Seed, Tensor: mesh,
 		Seq: spec.Seq, Batch: spec.Batch, MicroBatch: spec.Batch, Steps: spec.Steps, EvalSeqs: 32, CheckEvery: 50, Zero: spec.Zero,
 		Checkpoint: CheckpointConfig{Save: &loc, Every: spec.Checkpoint.Every, KeepLast: spec.Checkpoint.KeepLast,
 			KeepEvery: spec.Checkpoint.KeepEvery, FailureLimit: 30 * time.Minute},
@@ -251,6 +272,45 @@ func (p *rankProc) startJob(ctx context.Context, cmd rankCommand) error {
 	}
 	p.t = t
 	return nil
+}
+
+// joinMesh joins the round's tensor-parallel and data-parallel rings of rank (configured as
+// the round's ring, base), each on its own listener.
+func (p *rankProc) joinMesh(ctx context.Context, r *cluster.Round, rank, tp int, base collective.Config) ([2]*collective.Ring, error) {
+	var rings [2]*collective.Ring
+	tpPeers, dpPeers := r.MeshPeers(rank, tp)
+	if tpPeers == nil {
+		return rings, fmt.Errorf("the round lists no tensor-parallel addresses for its %d ranks", r.World)
+	}
+	axes := [2]struct {
+		name  string
+		rank  int
+		peers []string
+	}{{fmt.Sprintf("tp%d", rank/tp), rank % tp, tpPeers}, {fmt.Sprintf("dp%d", rank%tp), rank / tp, dpPeers}}
+	for i, ax := range axes {
+		cfg := base
+		cfg.Rank, cfg.Peers, cfg.Listener = ax.rank, ax.peers, p.mesh[i].next()
+		cfg.JobID = base.JobID + "/" + ax.name
+		ring, err := collective.Start(ctx, cfg)
+		if err == nil {
+			select {
+			case <-ring.Ready():
+			case err = <-ring.Err():
+				ring.Close()
+			case <-ctx.Done():
+				ring.Close()
+				err = ctx.Err()
+			}
+		}
+		if err != nil {
+			if i == 1 {
+				rings[0].Close()
+			}
+			return rings, fmt.Errorf("the %s ring: %w", ax.name, err)
+		}
+		rings[i] = ring
+	}
+	return rings, nil
 }
 
 // runRound trains one round until it ends: every step done, the agent asks it to stop, or a
@@ -282,8 +342,21 @@ func (p *rankProc) runRound(ctx context.Context, cmd rankCommand) *rankCommand {
 	case <-ctx.Done():
 		return nil
 	}
+	var mesh *Mesh
+	if tp := p.spec.TP; tp > 1 {
+		rings, err := p.joinMesh(ctx, r, cmd.Rank, tp, cfg)
+		if err != nil {
+			p.emitState(cluster.PhaseStopped, fmt.Errorf("joining round %d: %w", r.ID, err))
+			return nil
+		}
+		for _, g := range rings {
+			defer g.Close()
+			defer context.AfterFunc(ctx, func() { g.Close() })()
+		}
+		mesh = &Mesh{Size: tp, Rank: cmd.Rank % tp, TP: rings[0], DP: rings[1]}
+	}
 	err = p.t.JoinRound(ctx, RoundStart{Comm: ring, Micro: r.Micro, Start: r.Start, Source: r.Source.Kind,
-		Root: r.Source.Rank, ShardWorld: r.Source.World, Holders: r.Source.Holders, Attempt: r.Attempt, SaveFirst: r.SaveFirst})
+		Root: r.Source.Rank, ShardWorld: r.Source.World, Holders: r.Source.Holders, Attempt: r.Attempt, SaveFirst: r.SaveFirst, Mesh: mesh})
 	if err != nil {
 		p.emitState(cluster.PhaseStopped, err)
 		return nil

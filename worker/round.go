@@ -36,6 +36,10 @@ type RoundStart struct {
 	// SaveFirst: save a checkpoint of Start before training (the previous round passed a
 	// checkpoint step whose save never committed).
 	SaveFirst bool
+	// Mesh, under tensor parallelism, holds the round's tensor-parallel and data-parallel
+	// groups; with SourceBroadcast, Root is then the first rank of the tensor-parallel group
+	// whose ranks hold the state, each sending its share along its data-parallel group.
+	Mesh *Mesh
 }
 
 // JoinRound makes rs.Comm the group of the coming steps and brings every rank to the state of
@@ -50,8 +54,18 @@ func (t *Trainer) JoinRound(ctx context.Context, rs RoundStart) error {
 	if rs.Comm != nil {
 		world = rs.Comm.Size()
 	}
+	if t.tg != nil {
+		if rs.Mesh == nil || rs.Mesh.TP == nil || rs.Mesh.DP == nil || world%t.tg.size != 0 {
+			return fmt.Errorf("%w: a tensor-parallel job's round of %d ranks without tensor groups of %d", ErrConfig, world, t.tg.size)
+		}
+		if err := t.tg.use(rs.Mesh.TP); err != nil {
+			return err
+		}
+		cfg.Tensor.TP, cfg.Tensor.DP = rs.Mesh.TP, rs.Mesh.DP
+		world /= t.tg.size
+	}
 	if rs.Micro <= 0 || cfg.Batch%(rs.Micro*world) != 0 {
-		return fmt.Errorf("%w: micro-batch %d times %d ranks does not divide the batch %d", ErrConfig, rs.Micro, world, cfg.Batch)
+		return fmt.Errorf("%w: micro-batch %d times %d data-parallel replicas does not divide the batch %d", ErrConfig, rs.Micro, world, cfg.Batch)
 	}
 	t.cancelSave()
 	if t.saver != nil {
@@ -122,11 +136,17 @@ func (t *Trainer) JoinRound(ctx context.Context, rs RoundStart) error {
 	return nil
 }
 
-// broadcastState gives every rank root's parameters and AdamW moments.
+// broadcastState gives every rank root's parameters and AdamW moments. Under tensor
+// parallelism root is the first rank of a tensor-parallel group, and each rank receives its
+// share from that group's rank of its data-parallel group.
 func (t *Trainer) broadcastState(ctx context.Context, root int) error {
 	st := t.sb.pull()
+	comm := t.comm
+	if t.tg != nil {
+		comm, root = t.cfg.Tensor.DP, root/t.tg.size
+	}
 	for i, buf := range [][]float32{st.Params, st.M, st.V} {
-		if err := t.comm.Broadcast(ctx, buf, root); err != nil {
+		if err := comm.Broadcast(ctx, buf, root); err != nil {
 			return fmt.Errorf("worker: receiving %s from rank %d: %w", checkpoint.Buffers[i], root, err)
 		}
 	}

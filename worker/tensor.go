@@ -18,6 +18,11 @@ import (
 // TP is the rank's tensor-parallel group, DP the group of the ranks that hold the same share
 // of the model (the same tp_index), across which gradients are summed.
 type Mesh struct {
+	// Size is the tensor-parallel size and Rank this rank's index in its group (the model's
+	// share depends on it); they stay the same for the whole run.
+	Size, Rank int
+	// TP and DP are the groups' communicators: set from the start by herd train, and for
+	// each round in a cluster (RoundStart.Mesh).
 	TP, DP collective.Communicator
 	// Sequence turns on sequence parallelism inside each tensor-parallel group.
 	Sequence bool
@@ -27,22 +32,32 @@ type Mesh struct {
 // communicator: in place on the float32 CPU backend, whose buffers are host memory, and
 // through a host copy on any other.
 type tensorGroup struct {
-	ctx  context.Context
-	comm collective.Communicator
-	be   kernels.Backend
-	host bool
+	ctx        context.Context
+	rank, size int
+	comm       collective.Communicator // the group's ring; in a cluster, the round's
+	be         kernels.Backend
+	host       bool
 	// waited is the time the passes spent waiting for collectives: the whole of each blocking
 	// call, and what was left of each asynchronous gather when its result was needed.
 	waited time.Duration
 }
 
-func newTensorGroup(comm collective.Communicator, be kernels.Backend) *tensorGroup {
+func newTensorGroup(rank, size int, comm collective.Communicator, be kernels.Backend) *tensorGroup {
 	_, host := be.(*cpu.Backend[float32])
-	return &tensorGroup{ctx: context.Background(), comm: comm, be: be, host: host}
+	return &tensorGroup{ctx: context.Background(), rank: rank, size: size, comm: comm, be: be, host: host}
 }
 
-func (g *tensorGroup) Rank() int { return g.comm.Rank() }
-func (g *tensorGroup) Size() int { return g.comm.Size() }
+func (g *tensorGroup) Rank() int { return g.rank }
+func (g *tensorGroup) Size() int { return g.size }
+
+// use makes comm the group's ring for the coming steps.
+func (g *tensorGroup) use(comm collective.Communicator) error {
+	if comm == nil || comm.Rank() != g.rank || comm.Size() != g.size {
+		return fmt.Errorf("%w: the tensor-parallel group of the round does not hold this rank's share (rank %d of %d)", ErrConfig, g.rank, g.size)
+	}
+	g.comm = comm
+	return nil
+}
 
 // staged runs op on x's values in host memory.
 func (g *tensorGroup) staged(x kernels.Buffer, op func([]float32) collective.Handle) func() error {

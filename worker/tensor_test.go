@@ -120,7 +120,7 @@ func trainTensorOverlap(t testing.TB, c model.Config, tp int, seq, overlap bool,
 			defer wg.Done()
 			errs[r] = func() error {
 				be := cpu.New[float32](cpu.Options{})
-				tg := newTensorGroup(comms[r], be)
+				tg := newTensorGroup(r, tp, comms[r], be)
 				m, err := model.NewTensorParallel(c, be, tg, seq)
 				if err != nil {
 					return err

@@ -100,7 +100,7 @@ func (c TrainConfig) Validate() error {
 		return bad("--zero = %d: the stages are 0 (replicated), 1 (moments sharded), 2 (and gradients), 3 (and parameters)", c.Zero)
 	case c.Tensor != nil && c.Zero > 0:
 		return bad("--zero with --tp is not supported yet: ZeRO shards the whole network's state, not a tensor-parallel share")
-	case c.Tensor != nil && c.world()%c.tp() != 0:
+	case c.Tensor != nil && c.Comm != nil && c.world()%c.tp() != 0:
 		return bad("%d processes cannot form groups of --tp %d: the number of processes must be a multiple of --tp", c.world(), c.tp())
 	case c.Tensor != nil && c.Tensor.Sequence && c.Seq%c.tp() != 0:
 		return bad("--seq = %d: sequence parallelism splits every sequence's tokens over the --tp %d ranks, so --tp must divide it", c.Seq, c.tp())
@@ -135,12 +135,18 @@ func (c TrainConfig) tp() int {
 	if c.Tensor == nil {
 		return 1
 	}
-	return c.Tensor.TP.Size()
+	return c.Tensor.Size
 }
 
 // dpWorld returns the number of data-parallel replicas: the ranks divided by the
-// tensor-parallel size. Each replica trains on its slice of the global batch.
-func (c TrainConfig) dpWorld() int { return c.world() / c.tp() }
+// tensor-parallel size (1 before a cluster's first round). Each replica trains on its slice
+// of the global batch.
+func (c TrainConfig) dpWorld() int {
+	if c.Comm == nil {
+		return 1
+	}
+	return c.world() / c.tp()
+}
 
 // dpRank returns this rank's data-parallel replica.
 func (c TrainConfig) dpRank() int { return c.rank() / c.tp() }

@@ -168,7 +168,7 @@ func (t *Trainer) buildState() error {
 	}
 	switch {
 	case cfg.Tensor != nil:
-		t.tg = newTensorGroup(cfg.Tensor.TP, be)
+		t.tg = newTensorGroup(cfg.Tensor.Rank, cfg.Tensor.Size, cfg.Tensor.TP, be)
 		t.model, err = model.NewTensorParallel(cfg.Model, be, t.tg, cfg.Tensor.Sequence)
 	case cfg.Zero >= 2:
 		t.model, err = model.NewResident(cfg.Model, be, t.zero)

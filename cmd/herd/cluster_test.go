@@ -715,3 +715,54 @@ func TestDeploymentFlagsExist(t *testing.T) {
 	}
 	t.Logf("%d flags of herd coordinator and herd worker in %d files", checked, len(files))
 }
+
+// A job with tp: 2 on workers of 2 ranks each: every worker is one tensor-parallel group and
+// the workers are data-parallel replicas. It trains exactly as one process would, grows from
+// 2 to 3 workers with the newcomer's shares broadcast from a replica, and after a worker is
+// SIGKILLed continues from the survivors' memory; a checkpoint it wrote resumes in herd train
+// at another dp x tp.
+func TestClusterTensorParallel(t *testing.T) {
+	const steps = 40
+	e := newClusterEnv(t, steps)
+	job := e.jobFile(t, "tensor", steps, 2, 3, "tp: 2\n")
+	raw, _ := os.ReadFile(job)
+	os.WriteFile(job, []byte(strings.Replace(string(raw), "  last_call: 1s\n", "  last_call: 1s\n  nproc_per_node: 2\n", 1)), 0o644)
+	dir := filepath.Join(e.dir, "tensor-coord")
+	metrics := filepath.Join(dir, "runs", "tensor", "metrics.jsonl")
+	c := testcluster.StartCoordinator(t, e.bin, job, dir)
+	worker := func() *testcluster.Worker {
+		return testcluster.StartWorker(t, e.bin, c.Addr, clusterToken, "--nproc-per-node", "2")
+	}
+	ws := []*testcluster.Worker{worker(), worker()}
+	c.Out.WaitFor(t, regexp.MustCompile(`round 1: 2 workers .*, 4 ranks, micro-batch 6, from step 0 \(fresh\)`), 60*time.Second)
+	waitFor(t, "step 5", 60*time.Second, func() bool { return len(readLines(metrics)) >= 5 })
+	ws = append(ws, worker())
+	m := c.Out.WaitFor(t, regexp.MustCompile(`round 2: 3 workers .*, 6 ranks, micro-batch 4, from step (\d+) \(rank (\d+)'s state\)`), 60*time.Second)
+	grown := testcluster.Atoi(t, m[1])
+	waitFor(t, "step 25", 60*time.Second, func() bool { return len(readLines(metrics)) >= 25 })
+	ws[1].Kill()
+	m = c.Out.WaitFor(t, regexp.MustCompile(`round 3: 2 workers .*, 4 ranks, micro-batch 6, from step (\d+) \(([^)]*)\)`), 60*time.Second)
+	recovered, source := testcluster.Atoi(t, m[1]), m[2]
+	if !strings.HasSuffix(source, "'s state") {
+		t.Errorf("after the loss the round came from %q, not from the survivors' memory", source)
+	}
+	if err := c.Wait(t, 120*time.Second); err != nil {
+		t.Fatalf("coordinator: %v\n%s", err, c.Out.String())
+	}
+	e.checkAgainstRef(t, jobMetrics(t, dir, "tensor"), steps, 1e-4)
+	t.Logf("grew from 2 to 3 workers at step %d from a replica's shares; after the loss continued at step %d from %s", grown, recovered, source)
+
+	// The job's final checkpoint (written by 2 replicas x tp 2) continues in herd train at
+	// dp 1 x tp 4 and in one process, each on the one-process run's data.
+	for _, to := range [][]string{{"--nproc", "4", "--tp", "4"}, {"--nproc", "1"}} {
+		run := filepath.Join(e.dir, "tensor-resume-"+to[1])
+		out, ok := e.train(t, run, nil, append([]string{"--steps", "44", "--batch", "12", "--micro-batch", "3", "--seed", "1",
+			"--resume", filepath.Join(e.dir, "tensor-ckpt")}, to...)...)
+		if !ok {
+			t.Fatalf("herd train %v from the cluster's checkpoint: %s", to, out)
+		}
+		if !strings.Contains(out, "resumed from") || !strings.Contains(out, "step 40") {
+			t.Errorf("herd train %v did not resume from step 40:\n%s", to, out)
+		}
+	}
+}

@@ -100,7 +100,7 @@ func jobFields(t *testing.T) [][3]string {
 				continue
 			}
 			yamlType := map[string]string{"string": "string", "int": "integer", "*int": "integer", "uint64": "integer",
-				"float64": "number", "*float64": "number", "Duration": "duration (2s, 500ms, 5m)"}[typeName]
+				"float64": "number", "*float64": "number", "*bool": "boolean", "bool": "boolean", "Duration": "duration (2s, 500ms, 5m)"}[typeName]
 			if yamlType == "" {
 				t.Fatalf("job file key %s: no YAML type for Go type %s", key, typeName)
 			}

@@ -155,7 +155,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		}
 		defer tpRing.Close()
 		defer dpRing.Close()
-		mesh = &worker.Mesh{TP: tpRing, DP: dpRing, Sequence: *seqPar}
+		mesh = &worker.Mesh{Size: *tp, Rank: ring.Rank() % *tp, TP: tpRing, DP: dpRing, Sequence: *seqPar}
 	}
 	if *data == "" {
 		if *data, err = builtinDataset(ctx, *vocab, stderr); err != nil {
