@@ -43,6 +43,7 @@ type RunConfig struct {
 	Steps         int               `json:"steps"`
 	EvalSeqs      int               `json:"eval_seqs"`
 	World         int               `json:"world"`
+	TP            int               `json:"tp,omitempty"` // tensor-parallel size (absent: none); World/TP data-parallel replicas
 	StepsDone     int               `json:"steps_done"`
 }
 

@@ -132,6 +132,9 @@ func NewTrainer(ctx context.Context, cfg TrainConfig, be kernels.Backend, log io
 	t.sched = cfg.schedule()
 	t.rc = RunConfig{Model: cfg.Model, Optim: cfg.Optim, Schedule: t.sched, Data: abs, TokenizerHash: tok.Hash(),
 		Seed: cfg.Seed, Seq: cfg.Seq, Batch: cfg.Batch, MicroBatch: cfg.MicroBatch, Steps: cfg.Steps, EvalSeqs: cfg.EvalSeqs, World: cfg.world()}
+	if cfg.tp() > 1 {
+		t.rc.TP = cfg.tp()
+	}
 	t.saveCtx, t.cancelSave = context.Background(), func() {}
 	if t.lead && cfg.Out != "" {
 		if err := t.claim(ctx); err != nil {
