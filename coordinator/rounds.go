@@ -111,7 +111,10 @@ func microBatch(share, limit int) int {
 func chooseSource(in planInput, r *cluster.Round) (int, cluster.Source) {
 	hs := holdersOf(in, r)
 	if tp := in.spec.TP; tp > 1 {
-		if step, src, ok := tensorBroadcastSource(hs, tp); ok {
+		// A complete tensor group may hold an older step than the newest checkpoint (the
+		// newer steps' groups are broken): the checkpoint is then the better start.
+		n := len(in.checkpoints)
+		if step, src, ok := tensorBroadcastSource(hs, tp); ok && (n == 0 || step >= in.checkpoints[n-1]) {
 			return step, src
 		}
 	} else if in.spec.Zero > 0 {

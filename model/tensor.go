@@ -234,7 +234,8 @@ func (tp *tensorPar) do(err error) {
 
 // NewTensorParallel allocates rank g.Rank()'s share of the network for c among g.Size()
 // tensor-parallel ranks, with sequence parallelism when seq is set. The backend must run the
-// vocabulary-parallel ops (kernels.VocabParallel) and compute in float32 or wider.
+// vocabulary-parallel ops (kernels.VocabParallel) and compute in float32, the element type
+// the collectives carry.
 func NewTensorParallel(c Config, be kernels.Backend, g TensorGroup, seq bool) (*Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -244,8 +245,8 @@ func NewTensorParallel(c Config, be kernels.Backend, g TensorGroup, seq bool) (*
 		return nil, err
 	}
 	vp, ok := be.(kernels.VocabParallel)
-	if _, mixed := be.(kernels.Mixed); !ok || mixed {
-		return nil, fmt.Errorf("%w: the %s backend does not run tensor parallelism yet (no vocabulary-parallel embedding and cross-entropy)", ErrConfig, be.Name())
+	if _, mixed := be.(kernels.Mixed); !ok || mixed || be.DType() != kernels.Float32 {
+		return nil, fmt.Errorf("%w: the %s backend does not run tensor parallelism yet (it needs float32 and the vocabulary-parallel embedding and cross-entropy)", ErrConfig, be.Name())
 	}
 	tp := &tensorPar{g: g, rank: g.Rank(), size: g.Size(), seq: seq, vp: vp}
 	tp.v0, _ = vocabShard(c.Vocab, tp.size, tp.rank)
@@ -278,14 +279,19 @@ type tensorWorkspace struct {
 	g1, g2, gF kernels.Buffer // [N, d] gathered xn1, xn2, xn_final (views of xn* without sequence parallelism)
 	part       kernels.Buffer // [N, d] a row-parallel product's partial sum
 	dresF      kernels.Buffer // [N, d] the stream's gradient gathered (sequence parallelism)
-	gains      kernels.Buffer // [(2L+1), d] the gains' gradients of this pass, reduced at its end
+	gains      kernels.Buffer // [(2L+1), d] the gains' gradients of this pass, reduced unit by unit
 	ce         kernels.Buffer // [tp, 2N] every rank's logsumexp and target logit per row
 	owned      []kernels.Buffer
+	// held says whose norm output g1, g2 and gF hold gathered: the block's index (0 for
+	// xn_final), or -1. Backward and a recomputing forward use a gather that is still there
+	// (the last block's inputs and the final norm's, from forward; each block's under full
+	// remat, from the recomputation just before) instead of gathering again.
+	held [3]int
 }
 
 func newTensorWorkspace(m *Model, n int) *tensorWorkspace {
 	d, tp := m.Cfg.Dim, m.tp
-	tw := &tensorWorkspace{}
+	tw := &tensorWorkspace{held: [3]int{-1, -1, -1}}
 	alloc := func(k int) kernels.Buffer {
 		b := m.allocMaster(k)
 		tw.owned = append(tw.owned, b)
@@ -331,6 +337,25 @@ func (m *Model) gather(g, x kernels.Buffer) kernels.Buffer {
 	return g
 }
 
+// Which gathered norm output: slots of tensorWorkspace.held.
+const (
+	heldXn1 = iota
+	heldXn2
+	heldXnF
+)
+
+// gatherNorm is gatherStart for the norm output x of block i (0 for the final norm) into
+// its slot k of the workspace, unless the slot already holds it.
+func (m *Model) gatherNorm(k, i int, x kernels.Buffer) (kernels.Buffer, func()) {
+	tw := m.ws.tp
+	g := [3]kernels.Buffer{tw.g1, tw.g2, tw.gF}[k]
+	if m.tp.seq && tw.held[k] == i {
+		return m.be.Slice(g, 0, m.tp.size*x.Len()), func() {}
+	}
+	tw.held[k] = i // a failed gather fails the pass, and the next pass starts afresh
+	return m.gatherStart(g, x)
+}
+
 // reduceRows sums the ranks' partial products part [N, d] into dst, the rank's rows of the
 // stream, adding addend (the rank's rows of the stream before the block, or nil) once:
 // a reduce-scatter with sequence parallelism, an all-reduce without.
@@ -370,6 +395,7 @@ func (m *Model) tensorForward(tokens, targets []int32, b, t, valid int) (loss fl
 	defer m.recoverTensor(&err)
 	c, be, tp, tw := m.Cfg, m.be, m.tp, m.ws.tp
 	n, d := b*t, c.Dim
+	tw.held = [3]int{-1, -1, -1}
 	start := be.LiveBytes()
 	ps := &pass{b: b, t: t, tokens: tokens, targets: targets, valid: valid, layers: make([][numLayerActs]kernels.Buffer, c.Layers)}
 	m.pass = ps
@@ -396,7 +422,8 @@ func (m *Model) tensorForward(tokens, targets []int32, b, t, valid int) (loss fl
 	out, _ := m.headParam("output.weight")
 	nl := n / m.shp.seqDiv
 	be.RMSNorm(h[hXnF], h[hRstdF], x, norm, nl, d, c.NormEps)
-	gF := m.gather(tw.gF, h[hXnF])
+	gF, wait := m.gatherNorm(heldXnF, 0, h[hXnF])
+	wait()
 	vl := m.shp.vocab
 	m.linear(h[hLogits], gF, out, n, vl, d)
 	losses := m.tensorCrossEntropy(h[hLseCE], h[hLogits], targets, n, vl)
@@ -457,7 +484,8 @@ func (m *Model) tensorLayerForward(i int, x kernels.Buffer, a *[numLayerActs]ker
 		be.RMSNorm(a[aXn1], a[aRstd1], x, w(pAttnNorm), nl, d, c.NormEps)
 	}
 	if need(aV) {
-		g1 := m.gather(tw.g1, a[aXn1])
+		g1, wait := m.gatherNorm(heldXn1, i, a[aXn1])
+		wait()
 		m.linear(a[aQ], g1, w(pWq), n, sh.attn, d)
 		m.linear(a[aK], g1, w(pWk), n, sh.attn, d)
 		m.linear(a[aV], g1, w(pWv), n, sh.attn, d)
@@ -477,7 +505,8 @@ func (m *Model) tensorLayerForward(i int, x kernels.Buffer, a *[numLayerActs]ker
 		be.RMSNorm(a[aXn2], a[aRstd2], a[aH], w(pFFNNorm), nl, d, c.NormEps)
 	}
 	if need(aA) {
-		g2 := m.gather(tw.g2, a[aXn2])
+		g2, wait := m.gatherNorm(heldXn2, i, a[aXn2])
+		wait()
 		m.linear(a[aA], g2, w(pW1), n, sh.ffn, d)
 		m.linear(a[aB], g2, w(pW3), n, sh.ffn, d)
 	}
@@ -528,7 +557,7 @@ func (m *Model) tensorBackward() (err error) {
 	if !headActs[hXnF].keep[c.Remat] {
 		be.RMSNorm(h[hXnF], h[hRstdF], xL, norm, nl, d, c.NormEps)
 	}
-	gF, wait := m.gatherStart(tw.gF, h[hXnF])
+	gF, wait := m.gatherNorm(heldXnF, 0, h[hXnF])
 	be.MatMul(tw.part, h[hLogits], out, n, d, sh.vocab, false, false, 0)
 	wait()
 	be.MatMul(dout, h[hLogits], gF, sh.vocab, d, n, true, false, 1)
@@ -572,9 +601,7 @@ type gainsInFlight struct {
 func (m *Model) unitDone(g *gainsInFlight, u, slot, n int) {
 	m.finishGains(g)
 	if !m.tp.seq || n == 0 {
-		if m.gradReady != nil {
-			m.gradReady(m.units[u].Offset, m.units[u].Size)
-		}
+		m.tensorUnitReady(u)
 		return
 	}
 	d := m.Cfg.Dim
@@ -601,10 +628,27 @@ func (m *Model) finishGains(g *gainsInFlight) {
 		}
 		be.Add(dg, dg, be.Slice(m.ws.tp.gains, k*d, d))
 	}
-	if m.gradReady != nil {
-		m.gradReady(m.units[g.unit].Offset, m.units[g.unit].Size)
-	}
+	m.tensorUnitReady(g.unit)
 	g.wait = nil
+}
+
+// tensorUnitReady hands unit u's final gradient to OnGradReady. The head is handed as two
+// ranges, the final norm's gain and the output head: the gain is whole on every
+// tensor-parallel rank while the head's size follows the rank's vocabulary shard, and a
+// data-parallel reduction of ranges of different sizes could sum the gain's copies in
+// different orders, into different bits. (Blocks are the same size on every rank.)
+func (m *Model) tensorUnitReady(u int) {
+	if m.gradReady == nil {
+		return
+	}
+	un := m.units[u]
+	if u == m.headUnit() {
+		norm, _ := m.Layout.Lookup("norm.weight")
+		m.gradReady(norm.Offset, norm.Size)
+		m.gradReady(norm.Offset+norm.Size, un.Offset+un.Size-norm.Offset-norm.Size)
+		return
+	}
+	m.gradReady(un.Offset, un.Size)
 }
 
 // gatherGrad returns the stream's gradient over all N rows: with sequence parallelism the
@@ -628,7 +672,7 @@ func (m *Model) tensorLayerBackward(i int, x kernels.Buffer, a *[numLayerActs]ke
 	gainIdx := func(k int) int { return 1 + i*perLayer + k }
 
 	// Feed-forward: out = h + w2(silu(w1 xn2) * w3 xn2).
-	g2, wait2 := m.gatherStart(tw.g2, a[aXn2])
+	g2, wait2 := m.gatherNorm(heldXn2, i, a[aXn2])
 	dresF := m.gatherGrad(dres)
 	w2, dw2 := wt(pW2)
 	be.MatMul(dw2, dresF, a[aG], d, f, n, true, false, 1)
@@ -641,7 +685,7 @@ func (m *Model) tensorLayerBackward(i int, x kernels.Buffer, a *[numLayerActs]ke
 	wait2()
 	be.MatMul(dw1, da, g2, f, d, n, true, false, 1)
 	be.MatMul(dw3, db, g2, f, d, n, true, false, 1)
-	g1, wait1 := m.gatherStart(tw.g1, a[aXn1]) // overlaps the rest of the feed-forward and attention
+	g1, wait1 := m.gatherNorm(heldXn1, i, a[aXn1]) // overlaps the rest of the feed-forward and attention
 	m.reduceRows(dxn, tw.part, nil)
 	gn, _ := wt(pFFNNorm)
 	be.RMSNormBackward(dres, m.gainGrad(gainIdx(pFFNNorm), 2*i+1), dxn, a[aH], gn, a[aRstd2], nl, d)
@@ -695,8 +739,10 @@ func (m *Model) SquaresSplit() (split, whole float64) {
 //	without sequence parallelism: all-reduces of E: 1 (embedding) + 2L (wo, w2) forward,
 //	  1 (head) + 2L (wq/wk/wv, w1/w3 inputs) backward, + L more (wo) under full remat;
 //	with it: each all-reduce becomes a reduce-scatter, and all-gathers of E are added:
-//	  2L + 1 forward (the norms' outputs), 4L + 2 backward (xn1, xn2, twice the stream's
-//	  gradient per block, xn_final, the embedding's gradient), + 2L under full remat;
+//	  2L + 1 forward (the norms' outputs), 4L - 1 backward (per block xn1, xn2 and twice
+//	  the stream's gradient, and the embedding's gradient, less the three gathers forward
+//	  left in place: the last block's xn1 and xn2 and xn_final; under full remat each
+//	  block's recomputation gathers what its backward then uses, so the count is the same);
 //	  and the norm gains' gradients, (2L+1) d floats, are all-reduced once per pass;
 //	the cross-entropy's exchange: an all-gather of tp x 2n floats.
 //
@@ -716,10 +762,7 @@ func TensorCommBytes(c Config, p Remat, dt kernels.DType, n, tp int, seq bool) f
 	if !seq {
 		return 2*f*e*reduces + ce
 	}
-	gathers := (2*l + 1) + (4*l + 2)
-	if p == RematFull {
-		gathers += 2 * l
-	}
+	gathers := (2*l + 1) + (4*l - 1)
 	gains := 2 * f * float64((2*c.Layers+1)*c.Dim) * 4
 	return f*e*(reduces+gathers) + gains + ce
 }

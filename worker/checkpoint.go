@@ -264,8 +264,9 @@ func setAsideMetrics(dir string, step int) (moved int, err error) {
 }
 
 // saveCheckpoint starts an asynchronous save of the state after step and returns how long
-// the step loop was held. Under ZeRO each rank writes the chunks it owns.
-func saveCheckpoint(ctx context.Context, saver *checkpoint.Saver, cfg TrainConfig, rc RunConfig, mod *model.Model, sb *stateBuffers, z *zeroState, tokJSON []byte, step int) (time.Duration, error) {
+// the step loop was held. Under ZeRO each rank writes the chunks it owns; under tensor
+// parallelism the ranges of the whole network's state in tpSpans (see Trainer.save).
+func saveCheckpoint(ctx context.Context, saver *checkpoint.Saver, cfg TrainConfig, rc RunConfig, mod *model.Model, sb *stateBuffers, z *zeroState, tokJSON []byte, step int, tpSpans []checkpoint.Span) (time.Duration, error) {
 	raw, err := json.Marshal(rc)
 	if err != nil {
 		return 0, err
@@ -279,14 +280,8 @@ func saveCheckpoint(ctx context.Context, saver *checkpoint.Saver, cfg TrainConfi
 		Extra:         map[string][]byte{TokenizerName: tokJSON},
 	}
 	if cfg.Tensor != nil {
-		start := time.Now()
-		spans, err := tensorSpans(ctx, cfg, sb.pull())
-		if err != nil {
-			return time.Since(start), err
-		}
-		req.Spans, req.Elems = spans, int64(mod.Layout.Whole().Size)
-		_, err = saver.Save(ctx, req)
-		return time.Since(start), err
+		req.Spans, req.Elems = tpSpans, int64(mod.Layout.Whole().Size)
+		return saver.Save(ctx, req)
 	}
 	if z != nil {
 		req.Spans, req.Elems = z.spans(), int64(mod.Layout.Size)

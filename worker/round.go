@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"time"
@@ -85,6 +86,9 @@ func (t *Trainer) JoinRound(ctx context.Context, rs RoundStart) error {
 		return err
 	}
 	t.dp.ctx = ctx
+	if rs.Source != SourceBroadcast || !t.broadcastRoot(rs) {
+		t.holds = false // this rank's state is about to be overwritten
+	}
 	switch rs.Source {
 	case SourceFresh:
 		if t.zero != nil {
@@ -122,18 +126,29 @@ func (t *Trainer) JoinRound(ctx context.Context, rs RoundStart) error {
 	if err := t.dp.checkParams(rs.Start); err != nil {
 		return fmt.Errorf("worker: entering the round at step %d: %w", rs.Start, err)
 	}
+	t.holds = true
 	t.attempt = rs.Attempt
 	t.newSaver(ctx)
 	if rs.SaveFirst && t.saver != nil {
 		// The previous round passed a checkpoint step whose save never committed.
-		if _, err := saveCheckpoint(t.saveCtx, t.saver, *cfg, t.rc, t.model, t.sb, t.zero, t.tokJSON, rs.Start); err != nil {
-			return err
+		if _, prevErr, err := t.save(rs.Start); err != nil || prevErr != nil {
+			return errors.Join(err, prevErr)
 		}
 	}
 	t.banner()
 	t.bar.start = rs.Start
 	t.began = time.Now()
 	return nil
+}
+
+// broadcastRoot reports whether this rank sends its state in round rs's broadcast: the root,
+// or under tensor parallelism a rank of the root's tensor group.
+func (t *Trainer) broadcastRoot(rs RoundStart) bool {
+	r := rankOf(rs.Comm)
+	if t.tg != nil {
+		return r/t.tg.size == rs.Root/t.tg.size
+	}
+	return r == rs.Root
 }
 
 // broadcastState gives every rank root's parameters and AdamW moments. Under tensor
@@ -167,6 +182,9 @@ func (t *Trainer) Checksum() uint32 {
 // and, under ZeRO, which shard of which partition it is (world 0 without ZeRO).
 func (t *Trainer) State() (step, shardWorld, shardRank int) {
 	if t.zero == nil {
+		if !t.holds {
+			return -1, 0, 0
+		}
 		return t.step, 0, 0
 	}
 	if !t.zero.holds {

@@ -98,6 +98,8 @@ func (c TrainConfig) Validate() error {
 		return bad("--eval-every, --sample-every must be >= 0 and --eval-seqs > 0")
 	case c.Zero < 0 || c.Zero > 3:
 		return bad("--zero = %d: the stages are 0 (replicated), 1 (moments sharded), 2 (and gradients), 3 (and parameters)", c.Zero)
+	case c.Tensor != nil && c.Reducer != nil:
+		return bad("tensor parallelism sums gradients over its data-parallel groups: a device reducer over all ranks would add different shares together")
 	case c.Tensor != nil && c.Zero > 0:
 		return bad("--zero with --tp is not supported yet: ZeRO shards the whole network's state, not a tensor-parallel share")
 	case c.Tensor != nil && c.Comm != nil && c.world()%c.tp() != 0:

@@ -62,6 +62,16 @@ type Trainer struct {
 	tg   *tensorGroup // the tensor-parallel group, when cfg.Tensor is set
 	// tpWaited is how long the last step waited for the tensor-parallel collectives.
 	tpWaited time.Duration
+	// tpSave is what this rank writes of the checkpoint of step under tensor parallelism,
+	// kept for a retry of the same step.
+	tpSave struct {
+		step  int
+		spans []checkpoint.Span
+	}
+	// holds says whether the model holds the state of step (set by Restore and by a
+	// round's JoinRound; cleared while a JoinRound overwrites it). Without it a rank reports
+	// no state, and a round does not continue from it.
+	holds bool
 
 	saver       *checkpoint.Saver
 	saveCtx     context.Context
@@ -306,6 +316,7 @@ func (t *Trainer) Restore(ctx context.Context) error {
 		return err
 	}
 	t.step, t.startStep = step, step
+	t.holds = true
 	return nil
 }
 
@@ -661,7 +672,10 @@ func (t *Trainer) Step(ctx context.Context) error {
 		return fmt.Errorf("worker: loss is %v at step %d", loss, step)
 	}
 	if t.saver != nil && (t.step == cfg.Steps || (cfg.Checkpoint.Every > 0 && t.step%cfg.Checkpoint.Every == 0)) {
-		held, prevErr := saveCheckpoint(t.saveCtx, t.saver, cfg, t.rc, t.model, t.sb, t.zero, t.tokJSON, t.step)
+		held, prevErr, err := t.save(t.step)
+		if err != nil {
+			return err
+		}
 		stall += held
 		if err := t.saveOutcome(prevErr); err != nil {
 			return err
@@ -903,10 +917,29 @@ func (t *Trainer) finalSave(ctx context.Context) error {
 			return err
 		}
 		backoff = min(2*backoff, 30*time.Second)
-		if _, err := saveCheckpoint(t.saveCtx, t.saver, t.cfg, t.rc, t.model, t.sb, t.zero, t.tokJSON, t.step); err != nil {
-			return err
+		if _, prevErr, err := t.save(t.step); err != nil || prevErr != nil {
+			return errors.Join(err, prevErr)
 		}
 	}
+}
+
+// save starts the checkpoint of step (see saveCheckpoint) and returns how long it held the
+// step loop, the previous save's error (prevErr: the failure policy applies) and an error
+// that ends the run. Under tensor parallelism the rank's ranges of the whole network's
+// state are first assembled within its tensor group, a collective every rank runs at the
+// same step; a retry of the same step (finalSave's, which only a rank whose write failed
+// makes) reuses them, so that no rank issues a collective the others do not. A failed
+// assembly is a failed collective: it ends the run.
+func (t *Trainer) save(step int) (held time.Duration, prevErr, err error) {
+	start := time.Now()
+	if t.tg != nil && (t.tpSave.spans == nil || t.tpSave.step != step) {
+		t.tpSave.spans, t.tpSave.step = nil, step
+		if t.tpSave.spans, err = tensorSpans(t.saveCtx, t.cfg, t.sb.pull()); err != nil {
+			return time.Since(start), nil, fmt.Errorf("checkpoint of step %d: %w", step, err)
+		}
+	}
+	_, prevErr = saveCheckpoint(t.saveCtx, t.saver, t.cfg, t.rc, t.model, t.sb, t.zero, t.tokJSON, step, t.tpSave.spans)
+	return time.Since(start), prevErr, nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
@@ -961,7 +994,7 @@ func (f fullOptim) Step(ctx context.Context, lr, gradScale float64) (float64, er
 	}
 	return f.Optimizer.StepSharded(lr, gradScale, func(split, whole float64) (float64, error) {
 		// The shares' sums of squares travel as float32 pairs (value and rounding error), so
-		// the norm keeps float64 precision.
+		// the norm keeps more than float32's precision (the ring adds each part in float32).
 		hi := float32(split)
 		buf := []float32{hi, float32(split - float64(hi))}
 		if err := f.tg.comm.AllReduce(ctx, buf, collective.Sum); err != nil {

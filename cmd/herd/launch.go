@@ -130,6 +130,9 @@ func launchLocal(ctx context.Context, n, tp int, args []string, stdout, stderr i
 		files := make([]*os.File, axes)
 		for a := range files {
 			if files[a], err = lns[a*n+r].File(); err != nil {
+				for _, f := range files[:a] {
+					f.Close()
+				}
 				signalAll(syscall.SIGKILL)
 				statusW.Close()
 				return err
@@ -165,6 +168,7 @@ func launchLocal(ctx context.Context, n, tp int, args []string, stdout, stderr i
 			cmd.Stdout = io.Discard
 			if lines, err = cmd.StderrPipe(); err != nil {
 				f.Close()
+				closeFiles()
 				signalAll(syscall.SIGKILL)
 				statusW.Close()
 				return err
