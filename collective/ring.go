@@ -83,6 +83,24 @@ var (
 	_ Aborter      = (*Ring)(nil)
 )
 
+// Join is Start followed by the wait for the ring to be up: it returns a connected ring, or
+// the bootstrap's error (ctx's, when ctx ends first) with the ring closed.
+func Join(ctx context.Context, cfg Config) (*Ring, error) {
+	r, err := Start(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-r.Ready():
+		return r, nil
+	case err = <-r.Err():
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	r.Close()
+	return nil, err
+}
+
 // Start validates cfg, listens, and connects to the neighbours in the background, returning
 // at once; Ready tells when the ring is up. ctx bounds the bootstrap only (as does
 // cfg.DialTimeout); cancelling it after Ready has no effect.

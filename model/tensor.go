@@ -519,11 +519,20 @@ func (m *Model) tensorLayerForward(i int, x kernels.Buffer, a *[numLayerActs]ker
 	}
 }
 
-// gainGrad returns where the gradient of gain tensor spec j accumulates in this pass: the
-// gradient itself, or with sequence parallelism slot k of the partials reduced at the end.
-func (m *Model) gainGrad(j, k int) kernels.Buffer {
-	_, dg := m.spec(j)
+// Norm gain k, for the gains' partial gradients: block k/2's attention norm (k even) or
+// feed-forward norm (k odd), and k = 2L the final norm.
+func (m *Model) gainSpec(k int) int {
+	if k == 2*m.Cfg.Layers {
+		return m.Layout.index["norm.weight"]
+	}
+	return 1 + k/2*perLayer + []int{pAttnNorm, pFFNNorm}[k%2]
+}
+
+// gainGrad returns where the gradient of norm gain k accumulates in this pass: the gradient
+// itself, or with sequence parallelism slot k of the partials reduced unit by unit.
+func (m *Model) gainGrad(k int) kernels.Buffer {
 	if !m.tp.seq {
+		_, dg := m.spec(m.gainSpec(k))
 		return dg
 	}
 	d := m.Cfg.Dim
@@ -563,7 +572,7 @@ func (m *Model) tensorBackward() (err error) {
 	be.MatMul(dout, h[hLogits], gF, sh.vocab, d, n, true, false, 1)
 	m.reduceRows(dxn, tw.part, nil)
 	be.Zero(dres)
-	be.RMSNormBackward(dres, m.gainGrad(m.Layout.index["norm.weight"], 2*c.Layers), dxn, xL, norm, h[hRstdF], nl, d)
+	be.RMSNormBackward(dres, m.gainGrad(2*c.Layers), dxn, xL, norm, h[hRstdF], nl, d)
 	var g gainsInFlight
 	m.unitDone(&g, m.headUnit(), 2*c.Layers, 1)
 
@@ -615,17 +624,9 @@ func (m *Model) finishGains(g *gainsInFlight) {
 		return
 	}
 	m.tp.do(g.wait())
-	be, d, L := m.be, m.Cfg.Dim, m.Cfg.Layers
+	be, d := m.be, m.Cfg.Dim
 	for k := g.slot; k < g.slot+g.size; k++ {
-		var dg kernels.Buffer
-		switch {
-		case k == 2*L:
-			_, dg = m.headParam("norm.weight")
-		case k%2 == 0:
-			_, dg = m.layerParam(k/2, pAttnNorm)
-		default:
-			_, dg = m.layerParam(k/2, pFFNNorm)
-		}
+		_, dg := m.spec(m.gainSpec(k))
 		be.Add(dg, dg, be.Slice(m.ws.tp.gains, k*d, d))
 	}
 	m.tensorUnitReady(g.unit)
@@ -669,7 +670,6 @@ func (m *Model) tensorLayerBackward(i int, x kernels.Buffer, a *[numLayerActs]ke
 	datt, dq, dk, dv := s(ws.datt, n, at), s(ws.dq, n, at), s(ws.dk, n, at), s(ws.dv, n, at)
 	dg, da, db := s(ws.dg, n, f), s(ws.da, n, f), s(ws.db, n, f)
 	wt := func(k int) (kernels.Buffer, kernels.Buffer) { return m.layerParam(i, k) }
-	gainIdx := func(k int) int { return 1 + i*perLayer + k }
 
 	// Feed-forward: out = h + w2(silu(w1 xn2) * w3 xn2).
 	g2, wait2 := m.gatherNorm(heldXn2, i, a[aXn2])
@@ -688,7 +688,7 @@ func (m *Model) tensorLayerBackward(i int, x kernels.Buffer, a *[numLayerActs]ke
 	g1, wait1 := m.gatherNorm(heldXn1, i, a[aXn1]) // overlaps the rest of the feed-forward and attention
 	m.reduceRows(dxn, tw.part, nil)
 	gn, _ := wt(pFFNNorm)
-	be.RMSNormBackward(dres, m.gainGrad(gainIdx(pFFNNorm), 2*i+1), dxn, a[aH], gn, a[aRstd2], nl, d)
+	be.RMSNormBackward(dres, m.gainGrad(2*i+1), dxn, a[aH], gn, a[aRstd2], nl, d)
 
 	// Attention: h = x + wo(attention(rope(wq xn1), rope(wk xn1), wv xn1)).
 	dresF = m.gatherGrad(dres)
@@ -709,7 +709,7 @@ func (m *Model) tensorLayerBackward(i int, x kernels.Buffer, a *[numLayerActs]ke
 	}
 	m.reduceRows(dxn, tw.part, nil)
 	an, _ := wt(pAttnNorm)
-	be.RMSNormBackward(dres, m.gainGrad(gainIdx(pAttnNorm), 2*i), dxn, x, an, a[aRstd1], nl, d)
+	be.RMSNormBackward(dres, m.gainGrad(2*i), dxn, x, an, a[aRstd1], nl, d)
 }
 
 // SquaresSplit returns the sum of squares of the gradients of the tensors split across the

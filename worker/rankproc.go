@@ -291,17 +291,7 @@ func (p *rankProc) joinMesh(ctx context.Context, r *cluster.Round, rank, tp int,
 		cfg := base
 		cfg.Rank, cfg.Peers, cfg.Listener = ax.rank, ax.peers, p.mesh[i].next()
 		cfg.JobID = base.JobID + "/" + ax.name
-		ring, err := collective.Start(ctx, cfg)
-		if err == nil {
-			select {
-			case <-ring.Ready():
-			case err = <-ring.Err():
-				ring.Close()
-			case <-ctx.Done():
-				ring.Close()
-				err = ctx.Err()
-			}
-		}
+		ring, err := collective.Join(ctx, cfg)
 		if err != nil {
 			if i == 1 {
 				rings[0].Close()

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/herd-llm/herd/checkpoint"
@@ -123,27 +124,19 @@ func eachWholeUnit(ctx context.Context, comm collective.Communicator, c model.Co
 		for k := range tp {
 			most = max(most, shares[k][u].Size)
 		}
-		buf = slicesGrow(buf, tp*most)
+		buf = slices.Grow(buf[:0], tp*most)[:tp*most]
 		mine := shares[comm.Rank()][u]
 		copy(buf[comm.Rank()*most:], local[mine.Offset:mine.Offset+mine.Size])
 		if err := comm.AllGather(ctx, buf); err != nil {
 			return fmt.Errorf("assembling the tensor-parallel shares: %w", err)
 		}
-		unit = slicesGrow(unit, wu.Size)
+		unit = slices.Grow(unit[:0], wu.Size)[:wu.Size]
 		for k, l := range layouts {
 			l.PutUnit(u, unit, buf[k*most:k*most+shares[k][u].Size])
 		}
 		keep(wu.Offset, unit)
 	}
 	return nil
-}
-
-// slicesGrow returns b resliced to n elements, reallocated when it is too short.
-func slicesGrow(b []float32, n int) []float32 {
-	if cap(b) < n {
-		return make([]float32, n)
-	}
-	return b[:n]
 }
 
 // wholeOf returns the whole network's values of a state buffer (see eachWholeUnit).

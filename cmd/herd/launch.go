@@ -393,20 +393,11 @@ func startRing(ctx context.Context, fd uintptr, rank int, peers []string, suffix
 	if logger, err := logCfg.Build(); err == nil {
 		cfg.Logger = logger.With(fields...)
 	}
-	ring, err := collective.Start(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	select {
-	case <-ring.Ready():
-		return ring, nil
-	case err := <-ring.Err():
-		ring.Close()
+	ring, err := collective.Join(ctx, cfg)
+	if err != nil && ctx.Err() == nil {
 		return nil, fmt.Errorf("rank %d: joining the ring%s: %w", rank, suffix, err)
-	case <-ctx.Done():
-		ring.Close()
-		return nil, ctx.Err()
 	}
+	return ring, err
 }
 
 func randomHex(n int) string {
