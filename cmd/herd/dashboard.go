@@ -73,12 +73,13 @@ func runStatusOf(dir string) cluster.Status {
 	if raw, err := os.ReadFile(filepath.Join(dir, worker.RunConfigName)); err == nil && json.Unmarshal(raw, &cfg) == nil {
 		st.Steps = cfg.Steps
 	}
-	lines, _, _ := dashboard.ReadLines(filepath.Join(dir, "metrics.jsonl"), 0, 1<<30)
-	for _, l := range lines {
-		var m worker.StepMetrics
-		if json.Unmarshal(l, &m) == nil && m.Step > 0 && m.TokensPerS > 0 {
-			st.Step, st.Loss, st.TokensPerS, st.TokensPerGPU, st.MFU = m.Step, m.Loss, m.TokensPerS, m.TokensPerSPerDevice, m.MFU
-		}
+	// The last step line, read from the end: the page asks for the summary every few seconds.
+	var m worker.StepMetrics
+	if dashboard.LastLine(filepath.Join(dir, "metrics.jsonl"), func(l []byte) bool {
+		m = worker.StepMetrics{}
+		return json.Unmarshal(l, &m) == nil && m.Step > 0 && m.TokensPerS > 0
+	}) != nil {
+		st.Step, st.Loss, st.TokensPerS, st.TokensPerGPU, st.MFU = m.Step, m.Loss, m.TokensPerS, m.TokensPerSPerDevice, m.MFU
 	}
 	if st.TokensPerS > 0 && st.Steps > st.Step && cfg.Batch > 0 {
 		st.ETA = float64(st.Steps-st.Step) * float64(cfg.Batch*cfg.Seq) / st.TokensPerS

@@ -11,10 +11,12 @@ import (
 	_ "embed"
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 )
 
 //go:embed dashboard.html
@@ -42,9 +44,10 @@ func Register(mux *http.ServeMux, status func() any, metrics string) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(status())
 	})
+	var ix lineIndex // polls ask for the lines after the last they got: no rescans from the start
 	mux.HandleFunc("GET "+PathLines, func(w http.ResponseWriter, r *http.Request) {
 		from, _ := strconv.Atoi(r.URL.Query().Get("from"))
-		lines, next, err := ReadLines(metrics, max(from, 0), maxLines)
+		lines, next, err := ix.read(metrics, max(from, 0), maxLines)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -61,6 +64,24 @@ func Register(mux *http.ServeMux, status func() any, metrics string) {
 // and the index of the line after them. A missing file has no lines; a last line still being
 // written (no newline yet) is left for the next call.
 func ReadLines(path string, from, n int) ([]json.RawMessage, int, error) {
+	var ix lineIndex
+	return ix.read(path, from, n)
+}
+
+// markEvery is how many lines apart lineIndex remembers where a line starts.
+const markEvery = 1024
+
+// lineIndex remembers where every markEvery-th line of a growing file starts, so that reading
+// the lines from some index on reads from the nearest mark, not from the start of the file
+// every time. A file that was replaced or cut (a resumed run rewrites metrics.jsonl) starts
+// it over.
+type lineIndex struct {
+	mu    sync.Mutex
+	file  os.FileInfo
+	marks []int64 // marks[k]: the offset of line k*markEvery
+}
+
+func (ix *lineIndex) read(path string, from, n int) ([]json.RawMessage, int, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return []json.RawMessage{}, from, nil
@@ -69,14 +90,32 @@ func ReadLines(path string, from, n int) ([]json.RawMessage, int, error) {
 		return nil, from, err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, from, err
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if ix.file == nil || !os.SameFile(ix.file, fi) || fi.Size() < ix.marks[len(ix.marks)-1] {
+		ix.marks = []int64{0}
+	}
+	ix.file = fi
+	k := min(from/markEvery, len(ix.marks)-1)
+	off := ix.marks[k]
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return nil, from, err
+	}
 	r := bufio.NewReaderSize(f, 1<<16)
 	out := []json.RawMessage{}
-	i := 0
-	for len(out) < n {
+	for i := k * markEvery; len(out) < n; i++ {
+		if i%markEvery == 0 && i/markEvery == len(ix.marks) {
+			ix.marks = append(ix.marks, off)
+		}
 		line, err := r.ReadBytes('\n')
 		if err != nil {
 			break // EOF, or a partial last line
 		}
+		off += int64(len(line))
 		if i >= from {
 			if line = bytes.TrimSpace(line); json.Valid(line) {
 				out = append(out, json.RawMessage(line))
@@ -84,7 +123,62 @@ func ReadLines(path string, from, n int) ([]json.RawMessage, int, error) {
 				out = append(out, json.RawMessage("null"))
 			}
 		}
-		i++
 	}
 	return out, from + len(out), nil
+}
+
+// LastLine returns the last complete line of the file at path for which match is true,
+// reading the file from its end, or nil when there is none (or no file).
+func LastLine(path string, match func(line []byte) bool) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	end := fi.Size() // lines before end are complete, once the partial last line is cut off
+	var tail []byte  // the bytes from the window's start to end
+	for window := int64(64 << 10); ; window *= 2 {
+		start := max(0, end-window)
+		buf := make([]byte, end-start)
+		if _, err := f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
+			return nil
+		}
+		tail = buf
+		if start == 0 {
+			break
+		}
+		// Cut the first (possibly partial) line: it is read whole by a wider window.
+		nl := bytes.IndexByte(tail, '\n')
+		if nl < 0 {
+			continue // one line longer than the window
+		}
+		lines := tail[nl+1:]
+		if l := lastMatch(lines, match); l != nil {
+			return l
+		}
+		end = start + int64(nl+1) // the lines after it have been looked at
+	}
+	return lastMatch(tail, match)
+}
+
+// lastMatch returns the last newline-terminated line of b for which match is true.
+func lastMatch(b []byte, match func([]byte) bool) []byte {
+	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+		b = b[:i+1] // a partial last line is still being written
+	} else {
+		return nil
+	}
+	for len(b) > 0 {
+		j := bytes.LastIndexByte(b[:len(b)-1], '\n') // the start of the last line
+		line := bytes.TrimSpace(b[j+1:])
+		if match(line) {
+			return line
+		}
+		b = b[:j+1]
+	}
+	return nil
 }
