@@ -365,7 +365,15 @@ func (p *preparer) planNearDup(ctx context.Context) ([]*nearDupVerdicts, error) 
 		settings = append(settings, *nd)
 		first.quality.index(s.Quality).plan = pl
 	}
-	for _, spec := range p.cfg.Sources {
+	// A source's verdicts depend on the sources before it (what was kept decides what is a
+	// duplicate), never on those after: the pass ends with the last source near-dup reads.
+	last := 0
+	for i, s := range p.cfg.Sources {
+		if s.Quality.NearDup != nil {
+			last = i
+		}
+	}
+	for _, spec := range p.cfg.Sources[:last+1] {
 		if _, err := first.source(ctx, spec); err != nil {
 			cleanup()
 			return nil, fmt.Errorf("shard: near-dup, first pass over %s: %w", spec.Name, err)

@@ -398,8 +398,8 @@ func TestLineDedupBoundedMemory(t *testing.T) {
 // Near-dup in bounded memory gives the dataset of the index in memory, byte for byte, on a
 // corpus whose band entries are many times the budget: clusters of near-copies at several
 // similarities (chains included, where a copy of a copy may fall below the threshold against
-// the first), within and across two sources, alone and with line dedup also bounded. Every
-// bucket the first pass sorts stays within the budget.
+// the first), within and across two sources, then a source without near-dup, alone and with
+// line dedup also bounded. Every bucket the first pass sorts stays within the budget.
 func TestNearDupBoundedMemory(t *testing.T) {
 	root := t.TempDir()
 	rng := rand.New(rand.NewPCG(21, 21))
@@ -459,6 +459,16 @@ func TestNearDupBoundedMemory(t *testing.T) {
 	}
 	writeFile(t, root+"/a.jsonl", a.Bytes())
 	writeFile(t, root+"/b.jsonl", b.Bytes())
+	// A last source without near-dup (the first pass stops before it), sharing lines with a.
+	var c bytes.Buffer
+	for i := range 200 {
+		ws := newDoc()
+		if i%4 == 0 {
+			ws = mutate(bases[i], 0.02)
+		}
+		fmt.Fprintf(&c, "{\"text\": %q}\n", text(ws))
+	}
+	writeFile(t, root+"/c.jsonl", c.Bytes())
 	nd := DefaultNearDup()
 	prepare := func(lineBudget, nearBudget int64) (*Manifest, *NearDupPlanned) {
 		cfg := DefaultPrepareConfig()
@@ -467,6 +477,7 @@ func TestNearDupBoundedMemory(t *testing.T) {
 		cfg.Sources = []SourceSpec{
 			{Name: "a", Path: root + "/a.jsonl", Weight: 1, Quality: Quality{NearDup: &nd, LineDedup: true}},
 			{Name: "b", Path: root + "/b.jsonl", Weight: 1, Quality: Quality{NearDup: &nd}},
+			{Name: "c", Path: root + "/c.jsonl", Weight: 1, Quality: Quality{LineDedup: true}},
 		}
 		var plan *NearDupPlanned
 		cfg.NearDupPlanned = func(_ NearDup, st NearDupPlanned) { plan = &st }
